@@ -1,0 +1,55 @@
+//! The command line: global options and the subcommands, each defined in `commands/`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Declarative provisioning and configuration management for Tor relay fleets.
+#[derive(Debug, Parser)]
+#[command(name = "oignon", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, clap::Args, Clone)]
+pub struct Global {
+    /// Inventory directory (TOML files).
+    #[arg(
+        long,
+        global = true,
+        default_value = "inventory",
+        env = "OIGNON_INVENTORY"
+    )]
+    pub inventory: PathBuf,
+    /// Roles directory (manifests and Tera templates).
+    #[arg(long, global = true, default_value = "roles", env = "OIGNON_ROLES")]
+    pub roles: PathBuf,
+    /// Colour output: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// More logs on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the inventory, roles and templates; report every problem at once.
+    Check(crate::commands::check::Args),
+    /// Render each host's files (to stdout, or under --out DIR/HOST/<path>).
+    Render(crate::commands::render::Args),
+    /// Print shell completions.
+    Completions(crate::commands::completions::Args),
+    /// Print the man page (roff).
+    Man,
+}

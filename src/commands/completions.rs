@@ -1,0 +1,22 @@
+//! `oignon completions SHELL` and `oignon man`, generated from the clap definition.
+
+use crate::cli::Cli;
+use clap::CommandFactory;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The shell to generate completions for.
+    pub shell: clap_complete::Shell,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let mut cmd = Cli::command();
+    clap_complete::generate(a.shell, &mut cmd, "oignon", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn man() -> anyhow::Result<ExitCode> {
+    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+    Ok(ExitCode::SUCCESS)
+}

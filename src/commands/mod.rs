@@ -1,0 +1,168 @@
+//! One module per subcommand, each with its clap `Args` and a `run`. This file dispatches and holds
+//! what they share: output set-up and loading the fleet.
+
+pub mod check;
+pub mod completions;
+pub mod render;
+
+use crate::cli::{Cli, ColorChoice, Command, Global};
+use crate::diagnostic::Diagnostic;
+use crate::inventory::{self, Fleet, Inventory};
+use crate::role::Roles;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+/// Colours and logging, from the global flags.
+pub fn init_output(g: &Global) {
+    let color = match g.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stdout().is_terminal()
+        }
+    };
+    console::set_colors_enabled(color);
+    console::set_colors_enabled_stderr(color);
+    let level = match g.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("oignon={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .without_time()
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(a) => check::run(&cli.global, a),
+        Command::Render(a) => render::run(&cli.global, a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man => completions::man(),
+    }
+}
+
+/// Prints findings to stderr, errors and warnings alike.
+pub fn report(diags: &[Diagnostic]) {
+    for d in diags {
+        eprintln!("{d}");
+    }
+}
+
+/// The summary line after findings.
+pub fn summary(diags: &[Diagnostic]) -> String {
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let warnings = diags.len() - errors;
+    format!(
+        "{errors} error{}, {warnings} warning{}",
+        plural(errors),
+        plural(warnings)
+    )
+}
+
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// A loaded, validated fleet with its roles; on errors, they have been reported.
+pub struct Loaded {
+    pub inventory: Inventory,
+    pub roles: Roles,
+}
+
+impl Loaded {
+    pub fn fleet(&self) -> &Fleet {
+        // Invariant: `load` only returns Loaded when the fleet resolved without errors.
+        self.inventory
+            .fleet
+            .as_ref()
+            .expect("load returns a resolved fleet")
+    }
+}
+
+/// Loads inventory and roles; reports every finding and returns None when any is an error.
+pub fn load(g: &Global) -> Option<Loaded> {
+    let inventory = inventory::load(&g.inventory);
+    let roles = Roles::load(&g.roles);
+    let mut diags = inventory.diagnostics.clone();
+    if let Err(d) = &roles {
+        diags.extend(d.iter().cloned());
+    }
+    report(&diags);
+    if diags.iter().any(|d| d.is_error()) || inventory.fleet.is_none() {
+        eprintln!("{}", summary(&diags));
+        return None;
+    }
+    let roles = roles.ok()?;
+    Some(Loaded { inventory, roles })
+}
+
+/// A predicate selecting hosts by name globs (`--host`) and hoster names (`--hoster`); none = all.
+pub fn host_filter(hosts: &[String], hosters: &[String]) -> impl Fn(&inventory::HostSpec) -> bool {
+    let pats: Vec<glob::Pattern> = hosts
+        .iter()
+        .map(|h| {
+            glob::Pattern::new(h).unwrap_or_else(|_| {
+                glob::Pattern::new(&glob::Pattern::escape(h)).expect("an escaped pattern is valid")
+            })
+        })
+        .collect();
+    let hosters: Vec<String> = hosters.iter().map(|h| h.to_lowercase()).collect();
+    move |h| {
+        (pats.is_empty() || pats.iter().any(|p| p.matches(&h.name)))
+            && (hosters.is_empty()
+                || hosters
+                    .iter()
+                    .any(|x| *x == h.hoster.to_lowercase() || *x == h.hoster_domain.to_lowercase()))
+    }
+}
+
+/// Every `--host`/`--hoster` must match something: a typo must not silently select nothing.
+pub fn check_filter_matches(
+    fleet: &Fleet,
+    hosts: &[String],
+    hosters: &[String],
+) -> Result<(), String> {
+    for h in hosts {
+        if fleet
+            .hosts
+            .iter()
+            .all(|x| !host_filter(std::slice::from_ref(h), &[])(x))
+        {
+            let names: Vec<&str> = fleet.hosts.iter().map(|x| x.name.as_str()).collect();
+            let hint = crate::diagnostic::suggest(h, names.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "--host {h} matches no host of the inventory{hint}; hosts: {}",
+                names.join(", ")
+            ));
+        }
+    }
+    for x in hosters {
+        if fleet
+            .hosts
+            .iter()
+            .all(|h| !host_filter(&[], std::slice::from_ref(x))(h))
+        {
+            let mut names: Vec<&str> = fleet.hosts.iter().map(|h| h.hoster.as_str()).collect();
+            names.dedup();
+            return Err(format!(
+                "--hoster {x} matches no hoster of the inventory; hosters: {}",
+                names.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}

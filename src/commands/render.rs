@@ -1,0 +1,68 @@
+//! `oignon render`: each host's desired files, to stdout or under `--out DIR/HOST/<path>`.
+
+use crate::cli::Global;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only these hosts (repeatable; globs such as `mar*` work).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Write files under DIR/HOST/<absolute path> instead of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = super::load(g) else {
+        return Ok(ExitCode::from(1));
+    };
+    let fleet = loaded.fleet();
+    let select = super::host_filter(&a.hosts, &[]);
+    if let Err(msg) = super::check_filter_matches(fleet, &a.hosts, &[]) {
+        eprintln!("error: {msg}");
+        return Ok(ExitCode::from(1));
+    }
+    let desired =
+        match crate::render::render(&loaded.inventory, fleet, &loaded.roles, |h| select(h)) {
+            Ok(d) => d,
+            Err(diags) => {
+                super::report(&diags);
+                eprintln!("{}", super::summary(&diags));
+                return Ok(ExitCode::from(1));
+            }
+        };
+    match a.out {
+        Some(dir) => {
+            crate::render::write_tree(&desired, &dir)
+                .map_err(|e| anyhow::anyhow!("cannot write under {}: {e}", dir.display()))?;
+            let n: usize = desired.hosts.iter().map(|h| h.files.len()).sum();
+            println!(
+                "rendered {n} files for {} hosts under {}",
+                desired.hosts.len(),
+                dir.display()
+            );
+        }
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            for h in &desired.hosts {
+                for f in &h.files {
+                    writeln!(
+                        out,
+                        "==> {}:{} ({:o} {}:{}) <==",
+                        h.name, f.path, f.mode, f.owner, f.group
+                    )?;
+                    if f.content.is_secret() {
+                        writeln!(out, "(secret, sha256 {})", f.sha256())?;
+                    } else {
+                        out.write_all(f.content.bytes())?;
+                    }
+                    writeln!(out)?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,28 @@
+//! oignon: declarative provisioning and configuration management for Tor relay fleets.
+
+mod cli;
+mod commands;
+mod desired;
+mod diagnostic;
+mod exit_policy;
+mod inventory;
+mod render;
+mod role;
+mod secret;
+mod tor;
+mod util;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    commands::init_output(&cli.global);
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Rendering: a validated [`Fleet`] and the [`Roles`] → each host's [`Desired`] files.
+//!
+//! Pure: no network, no clock, no randomness. The same inventory renders byte-identical files.
+
+use crate::desired::{Content, Desired, DesiredFile, DesiredHost, Handler};
+use crate::diagnostic::Diagnostic;
+use crate::inventory::{bandwidth, Boot, Fleet, HostSpec, Inventory, RelaySpec};
+use crate::role::{Each, Roles};
+use serde::Serialize;
+use std::path::Path;
+
+/// What a relay's templates see, beyond the [`RelaySpec`] itself.
+#[derive(Serialize)]
+struct RelayView<'a> {
+    #[serde(flatten)]
+    spec: &'a RelaySpec,
+    rate_kbytes: u64,
+    burst_kbytes: u64,
+    contact_info: String,
+    /// `ExitPolicy` values, in order.
+    exit_policy_lines: Vec<String>,
+    /// `FamilyId` and `MyFamily` lines; empty until relay identities are managed (secrets).
+    family_lines: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct HostView<'a> {
+    #[serde(flatten)]
+    spec: &'a HostSpec,
+    kernel_cmdline: String,
+    has_exit_policy_role: bool,
+}
+
+#[derive(Serialize)]
+struct FleetView<'a> {
+    operator: &'a str,
+    email: &'a str,
+    url: &'a str,
+}
+
+/// CIISS v2 ContactInfo for one relay.
+pub fn contact_info(fleet: &Fleet, host: &HostSpec, relay: &RelaySpec) -> String {
+    format!(
+        "email:{} url:{} proof:{} hoster:{} uplinkbw:{} ciissversion:2",
+        fleet.email.replace('@', "[]"),
+        fleet.url,
+        fleet.proof,
+        host.hoster_domain,
+        relay.uplink_mbit
+    )
+}
+
+/// Renders the hosts selected by `select` (all when it returns true for each).
+pub fn render(
+    inv: &Inventory,
+    fleet: &Fleet,
+    roles: &Roles,
+    select: impl Fn(&HostSpec) -> bool,
+) -> Result<Desired, Vec<Diagnostic>> {
+    let mut diags = vec![];
+    let mut desired = Desired::default();
+    let fleet_view = FleetView {
+        operator: &fleet.operator,
+        email: &fleet.email,
+        url: &fleet.url,
+    };
+    for host in fleet.hosts.iter().filter(|h| select(h)) {
+        let has_exit_policy_role = host.roles.iter().any(|r| r == "exit-policy");
+        let host_view = HostView {
+            spec: host,
+            kernel_cmdline: host.kernel_params.join(" "),
+            has_exit_policy_role,
+        };
+        let mut files = vec![];
+        for (ri, role_name) in host.roles.iter().enumerate() {
+            let Some(role) = roles.get(role_name) else {
+                let d = roles.unknown(role_name).field("roles");
+                diags.push(match &host.roles_origin {
+                    Some(o) => {
+                        let mut o = o.clone();
+                        o.path.push(crate::inventory::source::Seg::Index(ri));
+                        inv.locate(d, &o, false)
+                    }
+                    None => d,
+                });
+                continue;
+            };
+            if role_name == "kernel" && host.boot == Boot::None {
+                continue;
+            }
+            for spec in &role.files {
+                let mut targets: Vec<Option<&RelaySpec>> = match spec.each {
+                    Each::Host => vec![None],
+                    Each::Relay => host.relays.iter().map(Some).collect(),
+                };
+                for relay in targets.drain(..) {
+                    let mut ctx = tera::Context::new();
+                    ctx.insert("fleet", &fleet_view);
+                    ctx.insert("host", &host_view);
+                    if let Some(r) = relay {
+                        ctx.insert("relay", &relay_view(fleet, host, r, has_exit_policy_role));
+                    }
+                    let tname = format!("{}/{}", role.name, spec.template);
+                    let file = roles
+                        .dir
+                        .join(&role.name)
+                        .join("templates")
+                        .join(&spec.template);
+                    let content = match roles.tera.render(&tname, &ctx) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            diags.push(
+                                crate::role::template_error(&e, &file, &tname).help(format!(
+                                    "rendering it for host `{}`{}",
+                                    host.name,
+                                    relay
+                                        .map(|r| format!(", relay `{}`", r.nickname))
+                                        .unwrap_or_default()
+                                )),
+                            );
+                            continue;
+                        }
+                    };
+                    let path = match tera::Tera::one_off(&spec.path, &ctx, false) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            diags.push(crate::role::template_error(
+                                &e,
+                                &roles.dir.join(&role.name).join("role.toml"),
+                                &spec.path,
+                            ));
+                            continue;
+                        }
+                    };
+                    files.push(DesiredFile {
+                        path,
+                        content: Content::Plain(content.into_bytes()),
+                        owner: spec.owner.clone(),
+                        group: spec.group.clone(),
+                        mode: u32::from_str_radix(&spec.mode, 8).unwrap_or(0o644),
+                        role: role.name.clone(),
+                        handler: spec.handler.clone().map(|kind| Handler {
+                            kind,
+                            instance: relay.map(|r| r.nickname.clone()),
+                        }),
+                        validate: spec.validate,
+                        reboot_required: spec.reboot_required,
+                        instance: relay.map(|r| r.nickname.clone()),
+                    });
+                }
+            }
+        }
+        let kernel_on = host.roles.iter().any(|r| r == "kernel") && host.boot == Boot::Grub;
+        desired.hosts.push(DesiredHost {
+            name: host.name.clone(),
+            files,
+            instances: host.relays.iter().map(|r| r.nickname.clone()).collect(),
+            kernel_params: kernel_on.then(|| host.kernel_params.clone()),
+        });
+    }
+    // An inherited roles list fails once per host: report it once.
+    let mut seen = std::collections::HashSet::new();
+    diags.retain(|d| seen.insert(d.to_string()));
+    if diags.is_empty() {
+        Ok(desired)
+    } else {
+        Err(diags)
+    }
+}
+
+fn relay_view<'a>(
+    fleet: &Fleet,
+    host: &HostSpec,
+    r: &'a RelaySpec,
+    has_policy_role: bool,
+) -> RelayView<'a> {
+    let exit_policy_lines = if r.exit && has_policy_role {
+        r.exit_policy.iter().map(|rule| rule.to_string()).collect()
+    } else {
+        vec!["reject *:*".to_string()]
+    };
+    RelayView {
+        spec: r,
+        rate_kbytes: bandwidth::tor_kbytes(r.rate),
+        burst_kbytes: bandwidth::tor_kbytes(r.burst),
+        contact_info: contact_info(fleet, host, r),
+        exit_policy_lines,
+        family_lines: vec![],
+    }
+}
+
+/// Writes each host's files under `out/HOST/<absolute path>`.
+pub fn write_tree(desired: &Desired, out: &Path) -> std::io::Result<()> {
+    for h in &desired.hosts {
+        for f in &h.files {
+            let dest = out.join(&h.name).join(f.path.trim_start_matches('/'));
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&dest, f.content.bytes())?;
+        }
+    }
+    Ok(())
+}

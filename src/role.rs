@@ -1,0 +1,274 @@
+//! Roles: `roles/NAME/role.toml` manifests (which files a role produces, with owner, mode, handler
+//! and validator) and their Tera templates in `roles/NAME/templates/`.
+
+use crate::diagnostic::{suggest, Diagnostic};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What must run on a host after a file changed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandlerKind {
+    /// `systemctl reload tor@NAME`, or restart when an option tor cannot change at runtime changed.
+    TorReload,
+    /// `systemctl daemon-reload`, then restart every tor instance of the host.
+    TorRestartAll,
+    /// `sysctl --system`.
+    Sysctl,
+    /// `update-grub`; the new command line is live only after a reboot.
+    UpdateGrub,
+}
+
+/// How a file is checked before it replaces the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValidatorKind {
+    /// `tor --verify-config` with the instance's expanded Debian defaults.
+    Torrc,
+    /// `sh -n` and the expected `GRUB_CMDLINE_LINUX` assignment.
+    Grub,
+    /// Every key exists under `/proc/sys`.
+    Sysctl,
+    /// `systemd-analyze verify` where available.
+    Systemd,
+}
+
+/// Whether a file is rendered once per host or once per relay instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Each {
+    Host,
+    Relay,
+}
+
+/// One file a role produces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Absolute path on the host; a Tera template itself (`{{ relay.nickname }}`).
+    pub path: String,
+    pub template: String,
+    pub each: Each,
+    #[serde(default = "root")]
+    pub owner: String,
+    #[serde(default = "root")]
+    pub group: String,
+    /// Octal, as a string: `"0644"`.
+    #[serde(default = "mode_644")]
+    pub mode: String,
+    pub handler: Option<HandlerKind>,
+    pub validate: Option<ValidatorKind>,
+    #[serde(default)]
+    pub reboot_required: bool,
+}
+
+fn root() -> String {
+    "root".into()
+}
+fn mode_644() -> String {
+    "0644".into()
+}
+
+/// A role manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    #[serde(skip)]
+    pub name: String,
+    pub description: String,
+    #[serde(default, rename = "file")]
+    pub files: Vec<FileSpec>,
+}
+
+/// Every role of a roles directory, with its templates loaded into one Tera instance.
+pub struct Roles {
+    pub dir: PathBuf,
+    pub roles: Vec<Role>,
+    pub tera: tera::Tera,
+}
+
+impl Roles {
+    /// Loads `dir/*/role.toml` and `dir/*/templates/*.tera` (template names are `ROLE/FILE`).
+    pub fn load(dir: &Path) -> Result<Roles, Vec<Diagnostic>> {
+        let mut diags = vec![];
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            vec![Diagnostic::error(format!(
+                "cannot read the roles directory {}: {e}",
+                dir.display()
+            ))
+            .help("pass it with --roles DIR (default: roles/)")]
+        })?;
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        let mut roles = vec![];
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(vec![]);
+        let mut templates: Vec<(PathBuf, String)> = vec![];
+        for d in dirs {
+            let name = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let manifest = d.join("role.toml");
+            let text = match std::fs::read_to_string(&manifest) {
+                Ok(t) => t,
+                Err(e) => {
+                    diags.push(
+                        Diagnostic::error(format!("cannot read {}: {e}", manifest.display()))
+                            .in_file(&manifest)
+                            .help("every directory under roles/ is a role and needs a role.toml"),
+                    );
+                    continue;
+                }
+            };
+            match toml::from_str::<Role>(&text) {
+                Ok(mut role) => {
+                    role.name = name.clone();
+                    for (i, f) in role.files.iter().enumerate() {
+                        if u32::from_str_radix(&f.mode, 8).map_or(true, |m| m > 0o7777) {
+                            diags.push(
+                                Diagnostic::error(format!(
+                                    "mode `{}` is not an octal file mode",
+                                    f.mode
+                                ))
+                                .field(format!("file.{i}.mode"))
+                                .in_file(&manifest)
+                                .help("write it like \"0644\""),
+                            );
+                        }
+                        if !f.path.starts_with('/') {
+                            diags.push(
+                                Diagnostic::error(format!("path `{}` is not absolute", f.path))
+                                    .field(format!("file.{i}.path"))
+                                    .in_file(&manifest)
+                                    .help("files are placed by absolute path on the host"),
+                            );
+                        }
+                    }
+                    roles.push(role);
+                }
+                Err(e) => {
+                    let span = e.span().unwrap_or(0..0);
+                    diags.push(
+                        Diagnostic::error(format!("bad role manifest: {}", e.message().trim()))
+                            .help("see README.md, \"Roles\"")
+                            .at(&manifest, &text, span),
+                    );
+                }
+            }
+            let tdir = d.join("templates");
+            if let Ok(entries) = std::fs::read_dir(&tdir) {
+                let mut files: Vec<PathBuf> =
+                    entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                files.sort();
+                for f in files {
+                    if let Some(fname) = f.file_name().map(|n| n.to_string_lossy().into_owned()) {
+                        templates.push((f, format!("{name}/{fname}")));
+                    }
+                }
+            }
+        }
+        for (file, tname) in &templates {
+            match std::fs::read_to_string(file) {
+                Ok(text) => {
+                    if let Err(e) = tera.add_raw_template(tname, &text) {
+                        diags.push(template_error(&e, file, tname));
+                    }
+                }
+                Err(e) => diags.push(
+                    Diagnostic::error(format!("cannot read template {}: {e}", file.display()))
+                        .in_file(file),
+                ),
+            }
+        }
+        for role in &roles {
+            for f in &role.files {
+                let tname = format!("{}/{}", role.name, f.template);
+                if !templates.iter().any(|(_, n)| n == &tname) {
+                    diags.push(
+                        Diagnostic::error(format!(
+                            "role `{}` names template `{}`, which does not exist",
+                            role.name, f.template
+                        ))
+                        .in_file(&dir.join(&role.name).join("role.toml"))
+                        .help(format!(
+                            "add {}/{}/templates/{}",
+                            dir.display(),
+                            role.name,
+                            f.template
+                        )),
+                    );
+                }
+            }
+        }
+        if diags.is_empty() {
+            Ok(Roles {
+                dir: dir.to_path_buf(),
+                roles,
+                tera,
+            })
+        } else {
+            Err(diags)
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Role> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    /// A "no such role" finding with a suggestion.
+    pub fn unknown(&self, name: &str) -> Diagnostic {
+        let known: Vec<&str> = self.roles.iter().map(|r| r.name.as_str()).collect();
+        let help = match suggest(name, known.iter().copied()) {
+            Some(s) => format!(
+                "did you mean `{s}`? roles in {}: {}",
+                self.dir.display(),
+                known.join(", ")
+            ),
+            None => format!("roles in {}: {}", self.dir.display(), known.join(", ")),
+        };
+        Diagnostic::error(format!("unknown role `{name}`")).help(help)
+    }
+}
+
+/// A Tera error as a finding naming the template file and, when Tera knows it, the line.
+pub fn template_error(e: &tera::Error, file: &Path, tname: &str) -> Diagnostic {
+    use std::error::Error as _;
+    let mut chain = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        chain.push(s.to_string());
+        src = s.source();
+    }
+    let full = chain.join(": ");
+    // Tera's parse errors carry " --> LINE:COL"; surface it as file:line.
+    let line = full
+        .split("--> ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|l| l.trim().parse::<usize>().ok());
+    let mut d = Diagnostic::error(format!(
+        "template `{tname}`: {}",
+        full.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))
+    .help("fix the template (Tera syntax: https://keats.github.io/tera/docs/)")
+    .in_file(file);
+    if let Some(l) = line {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            let start: usize = text
+                .split_inclusive('\n')
+                .take(l.saturating_sub(1))
+                .map(str::len)
+                .sum();
+            d = d.at(file, &text, start..start + 1);
+        }
+    }
+    d
+}

@@ -1,0 +1,123 @@
+//! Drives the real `oignon` binary: a copy of an inventory to edit, arguments, and the outcome.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_oignon");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The outcome of one run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts stderr contains every needle, printing everything on failure.
+    #[track_caller]
+    pub fn err_has(&self, needles: &[&str]) -> &Self {
+        for n in needles {
+            assert!(
+                self.stderr.contains(n),
+                "stderr lacks {n:?}\n--- stderr:\n{}\n--- stdout:\n{}",
+                self.stderr,
+                self.stdout
+            );
+        }
+        self
+    }
+    #[track_caller]
+    pub fn out_has(&self, needles: &[&str]) -> &Self {
+        for n in needles {
+            assert!(
+                self.stdout.contains(n),
+                "stdout lacks {n:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+                self.stdout,
+                self.stderr
+            );
+        }
+        self
+    }
+    #[track_caller]
+    pub fn code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A scratch copy of the shipped inventory and roles, to break on purpose.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn shipped() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_dir(&repo().join("inventory"), &dir.path().join("inventory"));
+        copy_dir(&repo().join("roles"), &dir.path().join("roles"));
+        Fixture { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Replaces the first `from` with `to` in `rel`; panics if `from` is absent (a test that cannot fail is a defect).
+    pub fn edit(&self, rel: &str, from: &str, to: &str) -> &Self {
+        let p = self.path(rel);
+        let text = std::fs::read_to_string(&p).expect("read fixture file");
+        assert!(text.contains(from), "{rel} lacks {from:?}");
+        std::fs::write(&p, text.replacen(from, to, 1)).expect("write");
+        self
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> &Self {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+        self
+    }
+
+    /// Runs oignon in the fixture directory (so default paths and messages are relative).
+    pub fn run(&self, args: &[&str]) -> Run {
+        run_in(self.dir.path(), args)
+    }
+}
+
+pub fn run_in(cwd: &Path, args: &[&str]) -> Run {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run oignon");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).expect("copy");
+        }
+    }
+}
