@@ -30,6 +30,9 @@ pub struct Global {
     /// Colour output: auto (on a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// ssh config file for every connection (`ssh -F FILE`), so SSH destinations can be aliases.
+    #[arg(long, global = true, value_name = "FILE", env = "OIGNON_SSH_CONFIG")]
+    pub ssh_config: Option<PathBuf>,
     /// More logs on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -48,6 +51,8 @@ pub enum Command {
     Check(crate::commands::check::Args),
     /// Render each host's files (to stdout, or under --out DIR/HOST/<path>).
     Render(crate::commands::render::Args),
+    /// Show what apply would change on every selected host.
+    Plan(crate::commands::plan::Args),
     /// Print shell completions.
     Completions(crate::commands::completions::Args),
     /// Print the man page (roff).

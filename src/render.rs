@@ -109,15 +109,15 @@ pub fn render(
                     let content = match roles.tera.render(&tname, &ctx) {
                         Ok(c) => c,
                         Err(e) => {
-                            diags.push(
-                                crate::role::template_error(&e, &file, &tname).help(format!(
+                            diags.push(crate::role::template_error(&e, &file, &tname).help(
+                                format!(
                                     "rendering it for host `{}`{}",
                                     host.name,
                                     relay
                                         .map(|r| format!(", relay `{}`", r.nickname))
                                         .unwrap_or_default()
-                                )),
-                            );
+                                ),
+                            ));
                             continue;
                         }
                     };

@@ -21,6 +21,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let fleet = loaded.fleet();
+    for role in &loaded.roles.roles {
+        tracing::info!(
+            "role {}: {} ({} files)",
+            role.name,
+            role.description,
+            role.files.len()
+        );
+    }
     let desired = match crate::render::render(&loaded.inventory, fleet, &loaded.roles, |_| true) {
         Ok(d) => d,
         Err(diags) => {

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod completions;
+pub mod plan;
 pub mod render;
 
 use crate::cli::{Cli, ColorChoice, Command, Global};
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(a) => check::run(&cli.global, a),
         Command::Render(a) => render::run(&cli.global, a),
+        Command::Plan(a) => plan::run(&cli.global, a),
         Command::Completions(a) => completions::run(a),
         Command::Man => completions::man(),
     }

@@ -32,7 +32,7 @@ pub fn parse_bits(text: &str) -> Result<u64, String> {
         other => return Err(format!("unknown unit `{other}`; use kbit/s, Mbit/s or Gbit/s")),
     };
     let bits = value * mult;
-    if !bits.is_finite() || bits < 1.0 || bits > 1e13 {
+    if !bits.is_finite() || !(1.0..=1e13).contains(&bits) {
         return Err(format!("`{text}` is out of range (1 bit/s to 10 Tbit/s)"));
     }
     Ok(bits as u64)

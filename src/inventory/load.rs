@@ -16,13 +16,15 @@ pub struct Loaded {
 }
 
 /// Reads every `*.toml` file directly in `dir`, in name order (so output is stable).
-pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostic> {
+pub fn load_dir(dir: &Path) -> Result<Loaded, Box<Diagnostic>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        Diagnostic::error(format!(
-            "cannot read the inventory directory {}: {e}",
-            dir.display()
-        ))
-        .help("pass the inventory with --inventory DIR (default: inventory/)")
+        Box::new(
+            Diagnostic::error(format!(
+                "cannot read the inventory directory {}: {e}",
+                dir.display()
+            ))
+            .help("pass the inventory with --inventory DIR (default: inventory/)"),
+        )
     })?;
     let mut paths: Vec<_> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -30,11 +32,13 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Diagnostic> {
         .collect();
     paths.sort();
     if paths.is_empty() {
-        return Err(Diagnostic::error(format!(
-            "the inventory directory {} holds no .toml file",
-            dir.display()
-        ))
-        .help("an inventory is a directory of TOML files; see README.md, \"The inventory\""));
+        return Err(Box::new(
+            Diagnostic::error(format!(
+                "the inventory directory {} holds no .toml file",
+                dir.display()
+            ))
+            .help("an inventory is a directory of TOML files; see README.md, \"The inventory\""),
+        ));
     }
     let mut loaded = Loaded {
         sources: vec![],

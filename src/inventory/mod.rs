@@ -128,10 +128,6 @@ impl Inventory {
     pub fn locate(&self, d: Diagnostic, origin: &Origin, key: bool) -> Diagnostic {
         locate(&self.sources, d, origin, key)
     }
-
-    pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.is_error())
-    }
 }
 
 fn locate(sources: &[SourceFile], d: Diagnostic, origin: &Origin, key: bool) -> Diagnostic {
@@ -154,7 +150,7 @@ pub fn load(dir: &Path) -> Inventory {
             return Inventory {
                 sources: vec![],
                 fleet: None,
-                diagnostics: vec![d],
+                diagnostics: vec![*d],
             }
         }
     };
@@ -758,7 +754,7 @@ impl Resolver<'_> {
         }
 
         // Exit policy: the named policy, after every level's prepended rules.
-        let exit = last(&layers, |s| s.exit).map_or(true, |(v, _)| v);
+        let exit = last(&layers, |s| s.exit).is_none_or(|(v, _)| v);
         let ipv6_exit = last(&layers, |s| s.ipv6_exit).map_or(exit && ipv6.is_some(), |(v, _)| v);
         let (policy_name, policy_o) = last(&layers, |s| s.exit_policy.clone())
             .unwrap_or_else(|| ("reduced".into(), origin.clone()));

@@ -1,0 +1,140 @@
+//! `oignon plan`: gather every selected host (one connection, one round trip each, all at once)
+//! and show what `apply` would change.
+
+use crate::cli::Global;
+use crate::desired::DesiredHost;
+use crate::gather::{Gathered, Reach};
+use crate::plan::{HostPlan, Plan, SCHEMA};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Which hosts, and how to reach them: shared by `plan` and `apply`.
+#[derive(Debug, clap::Args, Clone)]
+pub struct Targets {
+    /// Only these hosts (repeatable; globs such as `mar*` work).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only the hosts of this hoster (name or domain; repeatable).
+    #[arg(long = "hoster", value_name = "HOSTER")]
+    pub hosters: Vec<String>,
+    /// Local transport: host H is the directory DIR/H (a mounted image, or the demo) instead of SSH.
+    #[arg(long, value_name = "DIR")]
+    pub local: Option<PathBuf>,
+    /// How many hosts to work on at once.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub parallel: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub targets: Targets,
+    /// Print the plan as JSON (schema `oignon.plan/1`, see README.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Save the plan to FILE for `oignon apply FILE` (never holds a secret's plaintext).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when nothing would change, 2 when something would, 1 on any error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Do not print the content of files to create (diffs of updates are still shown).
+    #[arg(long)]
+    pub brief: bool,
+}
+
+/// Everything planning produced: the plan, and per host its open transport and desired state.
+pub struct Planned {
+    pub plan: Plan,
+    pub hosts: Vec<(DesiredHost, Gathered)>,
+}
+
+/// Loads, renders and gathers the selected hosts; None when the inventory had errors (reported).
+pub fn plan_fleet(
+    g: &Global,
+    t: &Targets,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Option<Planned>> {
+    let Some(loaded) = super::load(g) else {
+        return Ok(None);
+    };
+    let fleet = loaded.fleet();
+    if let Err(msg) = super::check_filter_matches(fleet, &t.hosts, &t.hosters) {
+        eprintln!("error: {msg}");
+        return Ok(None);
+    }
+    let select = super::host_filter(&t.hosts, &t.hosters);
+    let desired = match crate::render::render(&loaded.inventory, fleet, &loaded.roles, &select) {
+        Ok(d) => d,
+        Err(diags) => {
+            super::report(&diags);
+            eprintln!("{}", super::summary(&diags));
+            return Ok(None);
+        }
+    };
+    let specs: Vec<&crate::inventory::HostSpec> =
+        fleet.hosts.iter().filter(|h| select(h)).collect();
+    let reach = Reach::new(t.local.clone(), g.ssh_config.as_deref(), &specs, t.parallel)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let progress = crate::progress::Progress::new(false);
+    let pairs: Vec<_> = specs.iter().copied().zip(desired.hosts).collect();
+    let gathered = rt.block_on(crate::gather::gather_all(Arc::new(reach), pairs, &progress));
+    progress.finish();
+    let hosts: Vec<HostPlan> = gathered
+        .iter()
+        .map(|(d, gh)| match &gh.observed {
+            Ok(o) => crate::plan::plan_host(d, o, &gh.transport_name),
+            Err(e) => HostPlan::failed(&gh.name, &gh.transport_name, e.clone()),
+        })
+        .collect();
+    Ok(Some(Planned {
+        plan: Plan {
+            schema: SCHEMA.into(),
+            hosts,
+        },
+        hosts: gathered,
+    }))
+}
+
+/// Closes every open connection.
+pub fn close_all(rt: &tokio::runtime::Runtime, hosts: Vec<(DesiredHost, Gathered)>) {
+    rt.block_on(async {
+        for (_, g) in hosts {
+            if let Some(t) = g.transport {
+                t.close().await;
+            }
+        }
+    });
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let Some(planned) = plan_fleet(g, &a.targets, &rt)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let Planned { plan, hosts } = planned;
+    close_all(&rt, hosts);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", crate::show::plan_text(&plan, !a.brief));
+    }
+    if let Some(path) = &a.out {
+        crate::saved::save(&plan, path)?;
+        eprintln!(
+            "plan saved to {} (apply it with `oignon apply {}`)",
+            path.display(),
+            path.display()
+        );
+    }
+    let failed = plan.hosts.iter().any(|h| h.error.is_some());
+    let changes = plan.hosts.iter().any(|h| h.has_changes());
+    Ok(ExitCode::from(
+        match (failed, changes, a.detailed_exitcode) {
+            (true, _, _) => 1,
+            (false, true, true) => 2,
+            _ => 0,
+        },
+    ))
+}

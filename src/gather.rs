@@ -1,0 +1,174 @@
+//! Reaching hosts and gathering their state, all hosts at once (bounded by `--parallel`), one
+//! connection and one round trip per host. One host's failure never stops the others.
+
+use crate::desired::DesiredHost;
+use crate::inventory::HostSpec;
+use crate::observed::Observed;
+use crate::transport::{local::LocalHost, ssh::SshSetup, Transport};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How to reach hosts.
+pub struct Reach {
+    /// `--local DIR`: every host is the directory DIR/HOST instead of an SSH destination.
+    pub local: Option<PathBuf>,
+    pub ssh: Option<SshSetup>,
+    pub parallel: usize,
+}
+
+impl Reach {
+    pub fn new(
+        local: Option<PathBuf>,
+        ssh_config: Option<&std::path::Path>,
+        hosts: &[&HostSpec],
+        parallel: usize,
+    ) -> Result<Reach, String> {
+        let ssh = match &local {
+            Some(_) => None,
+            None => {
+                let pins: Vec<(String, String)> = hosts
+                    .iter()
+                    .filter_map(|h| h.host_key.clone().map(|k| (h.ssh.clone(), k)))
+                    .collect();
+                Some(SshSetup::new(ssh_config, &pins).map_err(|e| e.to_string())?)
+            }
+        };
+        Ok(Reach {
+            local,
+            ssh,
+            parallel: parallel.max(1),
+        })
+    }
+
+    /// Opens one host's transport (for SSH: the handshake).
+    pub async fn open(&self, host: &Target) -> Result<Transport, String> {
+        match (&self.local, &self.ssh) {
+            (Some(dir), _) => LocalHost::open(dir.join(&host.name))
+                .await
+                .map(Transport::Local)
+                .map_err(|e| e.to_string()),
+            (None, Some(ssh)) => ssh
+                .connect(&host.ssh)
+                .await
+                .map(Transport::Ssh)
+                .map_err(|e| e.to_string()),
+            (None, None) => Err("no transport configured".into()),
+        }
+    }
+
+    /// `ssh DEST` / `local DIR/HOST`, before connecting.
+    pub fn describe(&self, host: &Target) -> String {
+        match &self.local {
+            Some(dir) => format!("local {}", dir.join(&host.name).display()),
+            None => format!("ssh {}", host.ssh),
+        }
+    }
+}
+
+/// The name and SSH destination of a host: all a transport needs.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub ssh: String,
+}
+
+impl From<&HostSpec> for Target {
+    fn from(h: &HostSpec) -> Self {
+        Target {
+            name: h.name.clone(),
+            ssh: h.ssh.clone(),
+        }
+    }
+}
+
+/// One host after gathering: its open transport (to apply through) and what was found.
+pub struct Gathered {
+    pub name: String,
+    pub transport_name: String,
+    pub transport: Option<Transport>,
+    pub observed: Result<Observed, String>,
+}
+
+/// Gathers one host over an open transport: a single round trip.
+pub async fn gather(t: &Transport, desired: &DesiredHost) -> Result<Observed, String> {
+    let out = t
+        .run(
+            "gather",
+            crate::remote::GATHER,
+            &[],
+            crate::remote::gather_requests(desired),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(format!(
+            "gathering state failed (exit {}): {}",
+            out.status.map_or("signal".into(), |c| c.to_string()),
+            out.stderr_text()
+        ));
+    }
+    crate::observed::parse(&out.stdout)
+}
+
+/// Connects to and gathers every host in parallel; results come back in input order.
+pub async fn gather_all(
+    reach: Arc<Reach>,
+    hosts: Vec<(&HostSpec, DesiredHost)>,
+    progress: &crate::progress::Progress,
+) -> Vec<(DesiredHost, Gathered)> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(reach.parallel));
+    let mut tasks = vec![];
+    for (spec, desired) in hosts {
+        let reach = reach.clone();
+        let sem = sem.clone();
+        let target = Target::from(spec);
+        let transport_name = reach.describe(&target);
+        let bar = progress.host(&target.name, "connecting");
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let started = Instant::now();
+            let (transport, observed) = match reach.open(&target).await {
+                Err(e) => (None, Err(e)),
+                Ok(t) => {
+                    bar.set("gathering");
+                    let o = gather(&t, &desired).await;
+                    (Some(t), o)
+                }
+            };
+            let elapsed = started.elapsed();
+            match &observed {
+                Ok(_) => bar.done(&format!(
+                    "gathered in {:.2}s (1 connection, 1 round trip)",
+                    elapsed.as_secs_f64()
+                )),
+                Err(e) => bar.fail(e),
+            }
+            tracing::info!(
+                host = target.name,
+                ssh = target.ssh,
+                round_trips = 1,
+                ?elapsed,
+                "gathered"
+            );
+            (
+                desired,
+                Gathered {
+                    name: target.name,
+                    transport_name,
+                    transport,
+                    observed,
+                },
+            )
+        }));
+    }
+    let mut out = vec![];
+    for t in tasks {
+        match t.await {
+            Ok(r) => out.push(r),
+            // A panicking task is a bug; report it for its host rather than losing the others.
+            Err(e) => tracing::error!("a host task failed: {e}"),
+        }
+    }
+    out
+}

@@ -1,0 +1,671 @@
+//! The plan: desired state vs observed state → per host, ordered changes with reasons, the handlers
+//! they trigger, and notices. Pure: no I/O. The same structure is shown as text, printed as JSON
+//! (`--json`, schema [`SCHEMA`]) and saved by `plan --out` for `apply FILE`.
+
+use crate::desired::{DesiredFile, DesiredHost, Handler};
+use crate::observed::{Observed, ObservedFile};
+use crate::role::{HandlerKind, ValidatorKind};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The version of the plan's JSON form. Bumped on any incompatible change.
+pub const SCHEMA: &str = "oignon.plan/1";
+
+/// A plan for every selected host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub schema: String,
+    pub hosts: Vec<HostPlan>,
+}
+
+/// One host's plan, or why it could not be made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostPlan {
+    pub host: String,
+    /// `ssh DEST` or `local DIR`.
+    pub transport: String,
+    /// Set when the host could not be planned (unreachable, refused key, gather failed).
+    pub error: Option<String>,
+    pub changes: Vec<Change>,
+    pub handlers: Vec<HandlerRun>,
+    /// Things to know that are not changes: reboot required, lock held, unmanaged instances.
+    pub notices: Vec<String>,
+    /// sha256 (None: absent) of every path as observed, for stale-plan detection by `apply FILE`.
+    pub observed: BTreeMap<String, Option<String>>,
+}
+
+impl HostPlan {
+    pub fn failed(host: &str, transport: &str, error: String) -> HostPlan {
+        HostPlan {
+            host: host.into(),
+            transport: transport.into(),
+            error: Some(error),
+            changes: vec![],
+            handlers: vec![],
+            notices: vec![],
+            observed: BTreeMap::new(),
+        }
+    }
+
+    /// Whether applying would change anything on the host.
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty() || !self.handlers.is_empty()
+    }
+
+    pub fn count(&self, kind: ChangeKind) -> usize {
+        self.changes.iter().filter(|c| c.kind == kind).count()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeKind {
+    /// A file to create.
+    Create,
+    /// A file whose content changes (maybe its metadata too).
+    Update,
+    /// Only owner, group or mode change.
+    Metadata,
+    /// A managed file that left the inventory: archived, then removed.
+    Remove,
+    /// A relay instance to create (user, group, DataDirectory, config dir).
+    CreateInstance,
+    /// A relay instance that left the inventory: stopped, disabled, config archived.
+    RemoveInstance,
+}
+
+/// One change on a host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Change {
+    pub kind: ChangeKind,
+    /// The file's path, or the instance name for instance changes.
+    pub target: String,
+    pub reason: String,
+    /// The file was edited on the host since oignon last wrote it.
+    pub drift: bool,
+    pub secret: bool,
+    pub old_sha256: Option<String>,
+    pub new_sha256: Option<String>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<u32>,
+    /// Unified diff, for non-secret files.
+    pub diff: Option<String>,
+    /// The desired content, base64, for non-secret files (what `apply FILE` writes). Never secrets.
+    pub content_base64: Option<String>,
+    pub validate: Option<ValidatorKind>,
+    pub instance: Option<String>,
+}
+
+/// A handler to run after the changes, with the command and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandlerRun {
+    /// The command, as argv.
+    pub command: Vec<String>,
+    pub reason: String,
+}
+
+/// torrc options tor cannot take on a reload (SIGHUP) while running, or that touch its listeners,
+/// identity or sandbox: a change to any of them restarts the instance; anything else reloads it.
+pub const RESTART_OPTIONS: &[&str] = &[
+    "address",
+    "controlport",
+    "datadirectory",
+    "familyid",
+    "keydirectory",
+    "metricsport",
+    "noexec",
+    "orport",
+    "outboundbindaddress",
+    "sandbox",
+    "socksport",
+    "user",
+];
+
+/// Plans one host.
+pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) -> HostPlan {
+    use base64::Engine as _;
+    let mut p = HostPlan {
+        host: desired.name.clone(),
+        transport: transport.into(),
+        error: None,
+        changes: vec![],
+        handlers: vec![],
+        notices: vec![],
+        observed: observed
+            .files
+            .iter()
+            .map(|(k, v)| (k.clone(), v.sha256().map(str::to_string)))
+            .collect(),
+    };
+    let mut triggered: Vec<Trigger> = vec![];
+    let new_instances: BTreeSet<&str> = desired
+        .instances
+        .iter()
+        .filter(|i| {
+            observed
+                .instances
+                .get(*i)
+                .is_none_or(|o| !o.user_exists || !o.data_dir_exists)
+        })
+        .map(String::as_str)
+        .collect();
+    for i in &new_instances {
+        p.changes.push(Change {
+            kind: ChangeKind::CreateInstance,
+            target: i.to_string(),
+            reason: format!("new relay instance: user and group _tor-{i}, /var/lib/tor-instances/{i} (02700), /etc/tor/instances/{i}/"),
+            instance: Some(i.to_string()),
+            ..blank()
+        });
+    }
+    for f in &desired.files {
+        let new_sha = f.sha256();
+        let obs = observed
+            .files
+            .get(&f.path)
+            .cloned()
+            .unwrap_or(ObservedFile::Absent);
+        let content_base64 = (!f.content.is_secret())
+            .then(|| base64::engine::general_purpose::STANDARD.encode(f.content.bytes()));
+        let base = Change {
+            target: f.path.clone(),
+            secret: f.content.is_secret(),
+            new_sha256: Some(new_sha.clone()),
+            owner: Some(f.owner.clone()),
+            group: Some(f.group.clone()),
+            mode: Some(f.mode),
+            content_base64,
+            validate: f.validate,
+            instance: f.instance.clone(),
+            ..blank()
+        };
+        match obs {
+            ObservedFile::Other(kind) => {
+                p.error = Some(format!("{} is a {kind} on the host, where oignon manages a file: move it away by hand, then plan again", f.path));
+            }
+            ObservedFile::Absent => {
+                let diff = (!f.content.is_secret())
+                    .then(|| crate::diff::unified(&f.path, b"", f.content.bytes()));
+                let reason = if observed.managed.contains_key(&f.path) {
+                    "deleted on the host since the last apply"
+                } else {
+                    "new file"
+                };
+                p.changes.push(Change {
+                    kind: ChangeKind::Create,
+                    reason: reason.into(),
+                    drift: observed.managed.contains_key(&f.path),
+                    diff,
+                    ..base
+                });
+                if let Some(h) = &f.handler {
+                    triggered.push((h.clone(), format!("{} created", f.path), Some(f), None));
+                }
+            }
+            ObservedFile::Present {
+                owner,
+                group,
+                mode,
+                sha256,
+                content,
+            } => {
+                let meta_differs = owner != f.owner || group != f.group || mode != f.mode;
+                let recorded = observed.managed.get(&f.path);
+                let drift = recorded.is_some_and(|r| *r != sha256);
+                if sha256 != new_sha {
+                    let reason = match recorded {
+                        _ if drift && recorded.is_some_and(|r| *r == new_sha) => "drift: edited on the host since the last apply".to_string(),
+                        _ if drift => "drift: edited on the host since the last apply, and the inventory changed".to_string(),
+                        Some(_) => "the inventory changed".to_string(),
+                        None => "exists on the host, not yet managed by oignon".to_string(),
+                    };
+                    let diff = match (&content, f.content.is_secret()) {
+                        (Some(old), false) => {
+                            Some(crate::diff::unified(&f.path, old, f.content.bytes()))
+                        }
+                        _ => None,
+                    };
+                    let reason = if meta_differs {
+                        format!("{reason}; {}", meta_change(&owner, &group, mode, f))
+                    } else {
+                        reason
+                    };
+                    p.changes.push(Change {
+                        kind: ChangeKind::Update,
+                        reason,
+                        drift,
+                        old_sha256: Some(sha256.clone()),
+                        diff,
+                        ..base
+                    });
+                    if let Some(h) = &f.handler {
+                        triggered.push((
+                            h.clone(),
+                            format!("{} changed", f.path),
+                            Some(f),
+                            content.clone(),
+                        ));
+                    }
+                } else if meta_differs {
+                    p.changes.push(Change {
+                        kind: ChangeKind::Metadata,
+                        reason: meta_change(&owner, &group, mode, f),
+                        drift,
+                        old_sha256: Some(sha256.clone()),
+                        content_base64: None,
+                        ..base
+                    });
+                    // Metadata changes tor cares about (key files) restart through their handler.
+                    if let Some(h) = &f.handler {
+                        if f.content.is_secret() {
+                            triggered.push((
+                                h.clone(),
+                                format!("{} owner or mode changed", f.path),
+                                Some(f),
+                                None,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Removals: what the last apply wrote that is no longer desired.
+    let desired_paths: BTreeSet<&str> = desired.files.iter().map(|f| f.path.as_str()).collect();
+    for (path, recorded) in &observed.managed {
+        if desired_paths.contains(path.as_str()) {
+            continue;
+        }
+        if let Some(ObservedFile::Present { sha256, .. }) = observed.files.get(path) {
+            let drift = sha256 != recorded;
+            p.changes.push(Change {
+                kind: ChangeKind::Remove,
+                target: path.clone(),
+                reason: "no longer in the inventory (archived under /var/backups/oignon/ first)"
+                    .into(),
+                drift,
+                old_sha256: Some(sha256.clone()),
+                ..blank()
+            });
+        }
+    }
+    // Instances oignon configured that left the inventory.
+    let desired_instances: BTreeSet<&str> = desired.instances.iter().map(String::as_str).collect();
+    for d in &observed.instance_dirs {
+        if desired_instances.contains(d.as_str()) {
+            continue;
+        }
+        let torrc = format!("/etc/tor/instances/{d}/torrc");
+        if observed.managed.contains_key(&torrc) {
+            p.changes.push(Change {
+                kind: ChangeKind::RemoveInstance,
+                target: d.clone(),
+                reason: "relay left the inventory: stop and disable tor@".to_string()
+                    + d
+                    + ", archive its config (its keys stay in /var/lib/tor-instances)",
+                instance: Some(d.clone()),
+                ..blank()
+            });
+        } else {
+            p.notices.push(format!(
+                "tor instance `{d}` exists on the host but is not managed by oignon; left alone"
+            ));
+        }
+    }
+    p.handlers = handlers(desired, observed, &triggered, &new_instances);
+    for c in p
+        .changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::RemoveInstance)
+    {
+        p.handlers.push(HandlerRun {
+            command: vec![
+                "systemctl".into(),
+                "disable".into(),
+                "--now".into(),
+                format!("tor@{}", c.target),
+            ],
+            reason: format!("instance {} left the inventory", c.target),
+        });
+    }
+    if let (Some(want), Some(cmdline)) = (&desired.kernel_params, &observed.cmdline) {
+        let have: BTreeSet<&str> = cmdline.split_whitespace().collect();
+        let missing: Vec<&str> = want
+            .iter()
+            .map(String::as_str)
+            .filter(|w| !have.contains(w))
+            .collect();
+        if !missing.is_empty() {
+            p.notices.push(format!(
+                "reboot required: the running kernel's command line (/proc/cmdline) lacks {}{}",
+                missing.join(" "),
+                if p.changes
+                    .iter()
+                    .any(|c| c.target.starts_with("/etc/default/grub"))
+                {
+                    " (live after this apply, update-grub and a reboot)"
+                } else {
+                    " (run `oignon apply --reboot` or reboot the host)"
+                }
+            ));
+        }
+    }
+    if let Some(lock) = &observed.lock {
+        p.notices
+            .push(format!("an apply holds the lock on this host: {lock}"));
+    }
+    p
+}
+
+/// A handler triggered by a file change: why, the desired file, and the old content if known.
+type Trigger<'a> = (Handler, String, Option<&'a DesiredFile>, Option<Vec<u8>>);
+
+fn blank() -> Change {
+    Change {
+        kind: ChangeKind::Create,
+        target: String::new(),
+        reason: String::new(),
+        drift: false,
+        secret: false,
+        old_sha256: None,
+        new_sha256: None,
+        owner: None,
+        group: None,
+        mode: None,
+        diff: None,
+        content_base64: None,
+        validate: None,
+        instance: None,
+    }
+}
+
+fn meta_change(owner: &str, group: &str, mode: u32, f: &DesiredFile) -> String {
+    let mut parts = vec![];
+    if owner != f.owner || group != f.group {
+        parts.push(format!("owner {owner}:{group} → {}:{}", f.owner, f.group));
+    }
+    if mode != f.mode {
+        parts.push(format!("mode {mode:04o} → {:04o}", f.mode));
+    }
+    parts.join(", ")
+}
+
+/// The option names whose lines differ between two torrc files.
+fn changed_options(old: &[u8], new: &[u8]) -> BTreeSet<String> {
+    let lines = |b: &[u8]| -> BTreeSet<String> {
+        String::from_utf8_lossy(b)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    let (a, b) = (lines(old), lines(new));
+    a.symmetric_difference(&b)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|k| k.to_ascii_lowercase())
+        .collect()
+}
+
+/// Handlers, each once, in a safe order: unit reloads first, then kernel settings, then tor.
+fn handlers(
+    desired: &DesiredHost,
+    observed: &Observed,
+    triggered: &[Trigger],
+    new_instances: &BTreeSet<&str>,
+) -> Vec<HandlerRun> {
+    let mut reasons: BTreeMap<Handler, Vec<String>> = BTreeMap::new();
+    let mut restart: BTreeSet<String> = BTreeSet::new();
+    for (h, why, file, old) in triggered {
+        reasons.entry(h.clone()).or_default().push(why.clone());
+        if let (HandlerKind::TorReload, Some(inst), Some(f)) = (&h.kind, &h.instance, file) {
+            let needs_restart = f.content.is_secret()
+                || match old {
+                    Some(old) => changed_options(old, f.content.bytes())
+                        .iter()
+                        .any(|k| RESTART_OPTIONS.contains(&k.as_str())),
+                    None => true,
+                };
+            if needs_restart {
+                restart.insert(inst.clone());
+            }
+        }
+    }
+    for h in &observed.pending {
+        reasons
+            .entry(h.clone())
+            .or_default()
+            .push("left pending by an interrupted apply".into());
+    }
+    let mut out = vec![];
+    let restart_all = reasons.keys().any(|h| h.kind == HandlerKind::TorRestartAll);
+    if let Some(why) = reasons
+        .iter()
+        .find(|(h, _)| h.kind == HandlerKind::TorRestartAll)
+        .map(|(_, w)| w.join("; "))
+    {
+        out.push(HandlerRun {
+            command: vec!["systemctl".into(), "daemon-reload".into()],
+            reason: why,
+        });
+    }
+    if let Some(why) = reasons
+        .iter()
+        .find(|(h, _)| h.kind == HandlerKind::Sysctl)
+        .map(|(_, w)| w.join("; "))
+    {
+        out.push(HandlerRun {
+            command: vec!["sysctl".into(), "--system".into()],
+            reason: why,
+        });
+    }
+    if let Some(why) = reasons
+        .iter()
+        .find(|(h, _)| h.kind == HandlerKind::UpdateGrub)
+        .map(|(_, w)| w.join("; "))
+    {
+        out.push(HandlerRun {
+            command: vec!["update-grub".into()],
+            reason: why,
+        });
+    }
+    for inst in &desired.instances {
+        let unit = format!("tor@{inst}");
+        let own: Vec<String> = reasons
+            .iter()
+            .filter(|(h, _)| {
+                h.kind == HandlerKind::TorReload && h.instance.as_deref() == Some(inst.as_str())
+            })
+            .flat_map(|(_, w)| w.clone())
+            .collect();
+        let active = observed
+            .instances
+            .get(inst)
+            .is_some_and(|o| o.active == "active");
+        if new_instances.contains(inst.as_str())
+            || (!own.is_empty()
+                && !active
+                && observed
+                    .instances
+                    .get(inst)
+                    .is_some_and(|o| o.active != "unknown"))
+        {
+            let why = if new_instances.contains(inst.as_str()) {
+                "new instance".to_string()
+            } else {
+                format!("{} (tor@{inst} is not running)", own.join("; "))
+            };
+            out.push(HandlerRun {
+                command: vec!["systemctl".into(), "enable".into(), "--now".into(), unit],
+                reason: why,
+            });
+        } else if restart_all {
+            let why = reasons
+                .iter()
+                .find(|(h, _)| h.kind == HandlerKind::TorRestartAll)
+                .map(|(_, w)| w.join("; "))
+                .unwrap_or_default();
+            out.push(HandlerRun {
+                command: vec!["systemctl".into(), "restart".into(), unit],
+                reason: why,
+            });
+        } else if restart.contains(inst) {
+            out.push(HandlerRun {
+                command: vec!["systemctl".into(), "restart".into(), unit],
+                reason: format!(
+                    "{} (an option tor reads only at start changed)",
+                    own.join("; ")
+                ),
+            });
+        } else if !own.is_empty() {
+            out.push(HandlerRun {
+                command: vec!["systemctl".into(), "reload".into(), unit],
+                reason: own.join("; "),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::Content;
+    use crate::observed::ObservedInstance;
+
+    fn torrc(body: &str) -> DesiredFile {
+        DesiredFile {
+            path: "/etc/tor/instances/r1/torrc".into(),
+            content: Content::Plain(body.as_bytes().to_vec()),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o644,
+            role: "tor".into(),
+            handler: Some(Handler {
+                kind: HandlerKind::TorReload,
+                instance: Some("r1".into()),
+            }),
+            validate: Some(ValidatorKind::Torrc),
+            reboot_required: false,
+            instance: Some("r1".into()),
+        }
+    }
+
+    fn host(files: Vec<DesiredFile>) -> DesiredHost {
+        DesiredHost {
+            name: "h".into(),
+            files,
+            instances: vec!["r1".into()],
+            kernel_params: Some(vec!["pti=on".into()]),
+        }
+    }
+
+    fn running(body: &str, managed: bool) -> Observed {
+        let mut o = Observed::default();
+        let sha = crate::util::sha256_hex(body.as_bytes());
+        o.files.insert(
+            "/etc/tor/instances/r1/torrc".into(),
+            ObservedFile::Present {
+                owner: "root".into(),
+                group: "root".into(),
+                mode: 0o644,
+                sha256: sha.clone(),
+                content: Some(body.as_bytes().to_vec()),
+            },
+        );
+        if managed {
+            o.managed.insert("/etc/tor/instances/r1/torrc".into(), sha);
+        }
+        o.instances.insert(
+            "r1".into(),
+            ObservedInstance {
+                user_exists: true,
+                data_dir_exists: true,
+                active: "active".into(),
+            },
+        );
+        o.cmdline = Some("ro pti=on".into());
+        o
+    }
+
+    #[test]
+    fn converged_host_has_no_changes_and_no_handlers() {
+        let p = plan_host(
+            &host(vec![torrc("Nickname r1\n")]),
+            &running("Nickname r1\n", true),
+            "t",
+        );
+        assert!(!p.has_changes(), "{p:?}");
+        assert!(p.notices.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn contact_change_reloads_and_orport_change_restarts() {
+        let p = plan_host(
+            &host(vec![torrc("ContactInfo b\nORPort 1\n")]),
+            &running("ContactInfo a\nORPort 1\n", true),
+            "t",
+        );
+        assert_eq!(p.handlers[0].command, ["systemctl", "reload", "tor@r1"]);
+        let p = plan_host(
+            &host(vec![torrc("ORPort 2\n")]),
+            &running("ORPort 1\n", true),
+            "t",
+        );
+        assert_eq!(p.handlers[0].command, ["systemctl", "restart", "tor@r1"]);
+    }
+
+    #[test]
+    fn manual_edit_is_drift() {
+        let mut o = running("edited\n", false);
+        o.managed.insert(
+            "/etc/tor/instances/r1/torrc".into(),
+            crate::util::sha256_hex(b"Nickname r1\n"),
+        );
+        let p = plan_host(&host(vec![torrc("Nickname r1\n")]), &o, "t");
+        assert!(
+            p.changes[0].drift && p.changes[0].reason.starts_with("drift"),
+            "{p:?}"
+        );
+        assert!(p.changes[0]
+            .diff
+            .as_deref()
+            .unwrap()
+            .contains("-edited\n+Nickname r1\n"));
+    }
+
+    #[test]
+    fn missing_kernel_param_is_a_notice_not_a_change() {
+        let mut o = running("x\n", true);
+        o.cmdline = Some("ro".into());
+        let p = plan_host(&host(vec![torrc("x\n")]), &o, "t");
+        assert!(!p.has_changes());
+        assert!(
+            p.notices[0].contains("reboot required") && p.notices[0].contains("pti=on"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn retired_managed_file_is_removed() {
+        let mut o = running("x\n", true);
+        o.managed.insert("/etc/old".into(), "aa".into());
+        o.files.insert(
+            "/etc/old".into(),
+            ObservedFile::Present {
+                owner: String::new(),
+                group: String::new(),
+                mode: 0,
+                sha256: "aa".into(),
+                content: None,
+            },
+        );
+        let p = plan_host(&host(vec![torrc("x\n")]), &o, "t");
+        assert_eq!(p.changes.len(), 1);
+        assert_eq!(
+            (p.changes[0].kind, p.changes[0].target.as_str()),
+            (ChangeKind::Remove, "/etc/old")
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! The shell scripts that run on hosts, embedded in the binary, and the data they are fed.
+//!
+//! Scripts are POSIX sh, run as `sh -c SCRIPT NAME ROOT ARGS…`. Everything variable reaches them as
+//! data (arguments quoted by the transport, or tab-separated lines on stdin), never spliced into the
+//! script text.
+
+use crate::desired::DesiredHost;
+use std::collections::BTreeSet;
+
+/// Gathers files and facts (see the header of gather.sh for its protocol).
+pub const GATHER: &str = include_str!("gather.sh");
+
+/// The gather requests for a host: every desired path and every instance. (Paths the last apply
+/// managed that left the inventory are found by the script itself, from the host's manifest.)
+pub fn gather_requests(desired: &DesiredHost) -> Vec<u8> {
+    let mut out = String::new();
+    let mut seen = BTreeSet::new();
+    for f in &desired.files {
+        if seen.insert(f.path.clone()) {
+            out.push_str(if f.content.is_secret() { "s\t" } else { "f\t" });
+            out.push_str(&f.path);
+            out.push('\n');
+        }
+    }
+    for i in &desired.instances {
+        out.push_str("i\t");
+        out.push_str(i);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{Content, DesiredFile};
+
+    fn file(path: &str, secret: bool) -> DesiredFile {
+        DesiredFile {
+            path: path.into(),
+            content: if secret {
+                Content::Secret(crate::secret::Secret::new(b"k".to_vec()))
+            } else {
+                Content::Plain(b"x".to_vec())
+            },
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o644,
+            role: "tor".into(),
+            handler: None,
+            validate: None,
+            reboot_required: false,
+            instance: None,
+        }
+    }
+
+    #[test]
+    fn requests_name_each_path_once_and_mark_secrets() {
+        let h = DesiredHost {
+            name: "h".into(),
+            files: vec![file("/etc/a", false), file("/var/k", true)],
+            instances: vec!["r1".into()],
+            kernel_params: None,
+        };
+        let req = String::from_utf8(gather_requests(&h)).unwrap();
+        assert_eq!(req, "f\t/etc/a\ns\t/var/k\ni\tr1\n");
+    }
+}
