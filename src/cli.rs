@@ -53,6 +53,8 @@ pub enum Command {
     Render(crate::commands::render::Args),
     /// Show what apply would change on every selected host.
     Plan(crate::commands::plan::Args),
+    /// Make every selected host match the inventory: plan, confirm, apply (or apply a saved plan).
+    Apply(crate::commands::apply::Args),
     /// Print shell completions.
     Completions(crate::commands::completions::Args),
     /// Print the man page (roff).

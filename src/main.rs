@@ -1,5 +1,6 @@
 //! oignon: declarative provisioning and configuration management for Tor relay fleets.
 
+mod apply;
 mod cli;
 mod commands;
 mod desired;

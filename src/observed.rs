@@ -1,7 +1,5 @@
 //! What a host looks like now, as gathered in one round trip by `src/remote/gather.sh`.
 
-use crate::desired::Handler;
-use crate::role::HandlerKind;
 use std::collections::BTreeMap;
 
 /// A managed path on the host.
@@ -47,7 +45,8 @@ pub struct Observed {
     pub instance_dirs: Vec<String>,
     /// Path → sha256 of what the last apply wrote.
     pub managed: BTreeMap<String, String>,
-    pub pending: Vec<Handler>,
+    /// Handler commands an interrupted apply left pending.
+    pub pending: Vec<String>,
     /// The running kernel's command line (absent for the local transport).
     pub cmdline: Option<String>,
     pub tor_version: Option<String>,
@@ -136,15 +135,7 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
                     }
                 }
             }
-            ["P", kind, instance] => {
-                let kind: HandlerKind =
-                    serde_json::from_value(serde_json::Value::String(kind.to_string()))
-                        .map_err(|_| bad())?;
-                o.pending.push(Handler {
-                    kind,
-                    instance: (!instance.is_empty()).then(|| instance.to_string()),
-                });
-            }
+            ["P", cmd] => o.pending.push(cmd.to_string()),
             ["K", "lock", v] => o.lock = Some(v.trim().to_string()),
             ["K", "cmdline", v] => o.cmdline = Some(v.trim().to_string()),
             ["K", "tor_version", v] => o.tor_version = (!v.is_empty()).then(|| v.to_string()),
@@ -167,7 +158,7 @@ mod tests {
     #[test]
     fn parses_every_record_kind() {
         let out = "F\t/a\t0\nF\t/b\t1\troot\troot\t644\t-\taGkK\nF\t/k\t1\t_tor-x\t_tor-x\t600\tabc\nT\t/d\tdirectory\n\
-I\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\ttor-reload\tx\nK\tcmdline\tro quiet\nK\tend\tok\n";
+I\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload tor@x\nK\tcmdline\tro quiet\nK\tend\tok\n";
         let o = parse(out.as_bytes()).unwrap();
         assert_eq!(o.files["/a"], ObservedFile::Absent);
         let ObservedFile::Present {
@@ -184,7 +175,7 @@ I\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\ttor-reload\tx\nK\
         assert_eq!(*mode, 0o644);
         assert_eq!(o.files["/k"].sha256(), Some("abc"));
         assert!(o.instances["x"].user_exists && !o.instances["x"].data_dir_exists);
-        assert_eq!(o.pending[0].instance.as_deref(), Some("x"));
+        assert_eq!(o.pending, ["systemctl reload tor@x"]);
         assert_eq!(o.cmdline.as_deref(), Some("ro quiet"));
         assert_eq!(o.managed["/old"], "aaa");
         assert_eq!(o.files["/old"].sha256(), Some("bbb"));

@@ -432,12 +432,6 @@ fn handlers(
             }
         }
     }
-    for h in &observed.pending {
-        reasons
-            .entry(h.clone())
-            .or_default()
-            .push("left pending by an interrupted apply".into());
-    }
     let mut out = vec![];
     let restart_all = reasons.keys().any(|h| h.kind == HandlerKind::TorRestartAll);
     if let Some(why) = reasons
@@ -523,6 +517,17 @@ fn handlers(
                 command: vec!["systemctl".into(), "reload".into(), unit],
                 reason: own.join("; "),
             });
+        }
+    }
+    // Handlers an interrupted apply left pending run now, once, even if nothing else changed.
+    for cmd in &observed.pending {
+        let argv: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+        match out.iter_mut().find(|r| r.command == argv) {
+            Some(r) => r.reason.push_str("; left pending by an interrupted apply"),
+            None => out.push(HandlerRun {
+                command: argv,
+                reason: "left pending by an interrupted apply".into(),
+            }),
         }
     }
     out

@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its clap `Args` and a `run`. This file dispatches and holds
 //! what they share: output set-up and loading the fleet.
 
+pub mod apply;
 pub mod check;
 pub mod completions;
 pub mod plan;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run(&cli.global, a),
         Command::Render(a) => render::run(&cli.global, a),
         Command::Plan(a) => plan::run(&cli.global, a),
+        Command::Apply(a) => apply::run(&cli.global, a),
         Command::Completions(a) => completions::run(a),
         Command::Man => completions::man(),
     }

@@ -14,7 +14,7 @@
 #   M PATH SHA256 NOW                         what the last apply wrote (/var/lib/oignon/managed); NOW is
 #                                             `-` for a requested path (see its F record), else its
 #                                             sha256 now, or 0 when it is gone
-#   P HANDLER INSTANCE                        a handler an interrupted apply left pending
+#   P COMMAND                                 a handler an interrupted apply left pending
 #   K KEY VALUE                               a fact
 set -u
 root=$1
@@ -77,8 +77,8 @@ if [ -f "$state/managed" ]; then
   done < "$state/managed"
 fi
 if [ -f "$state/pending" ]; then
-  while IFS="$tab" read -r h inst; do
-    printf 'P\t%s\t%s\n' "$h" "$inst"
+  while IFS= read -r cmd; do
+    [ -n "$cmd" ] && printf 'P\t%s\n' "$cmd"
   done < "$state/pending"
 fi
 [ -f "$state/lock" ] && printf 'K\tlock\t%s\n' "$(tr '\n\t' '  ' < "$state/lock")"
