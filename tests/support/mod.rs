@@ -121,3 +121,35 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The shipped fleet's hosts, in inventory order, and the lab host each one is mapped to.
+pub const LAB_MAP: &[(&str, &str, &str)] = &[
+    ("ekumen", "lab1", "inventory/gandi.toml"),
+    ("algrothendieck", "lab2", "inventory/globenet.toml"),
+    ("marcuse", "lab3", "inventory/ielo-liazo.toml"),
+    ("marylou", "lab4", "inventory/tetaneutral.toml"),
+];
+
+impl Fixture {
+    /// The shipped fleet, each host reached through its lab alias (`ssh = "labN"`).
+    pub fn shipped_on_lab() -> Fixture {
+        let f = Fixture::shipped();
+        for (host, lab, file) in LAB_MAP {
+            f.edit(
+                file,
+                &format!("name = \"{host}\"\n"),
+                &format!("name = \"{host}\"\nssh = \"{lab}\"\n"),
+            );
+        }
+        f
+    }
+}
+
+/// The lab alias of a shipped host.
+pub fn lab_of(host: &str) -> &'static str {
+    LAB_MAP
+        .iter()
+        .find(|(h, _, _)| *h == host)
+        .map(|(_, l, _)| *l)
+        .expect("a shipped host")
+}

@@ -1,0 +1,89 @@
+//! The local transport: a host is a directory (a mounted VM image, or the README demo).
+
+mod support;
+use support::Fixture;
+
+#[test]
+fn local_plan_apply_plan_converges_and_detects_drift() {
+    let f = Fixture::shipped();
+    let root = f.path("images");
+    let root = root.to_str().unwrap();
+    f.run(&["plan", "--local", root, "--detailed-exitcode", "--brief"])
+        .code(2)
+        .out_has(&["ekumen (local ", "ekumen: 5 to create"]);
+    f.run(&["apply", "--local", root, "--yes", "--brief"])
+        .code(0)
+        .out_has(&["✓ ekumen: applied", "wrote /etc/tor/instances/ekumen/torrc"]);
+    let torrc =
+        std::fs::read_to_string(f.path("images/ekumen/etc/tor/instances/ekumen/torrc")).unwrap();
+    assert!(torrc.contains("Nickname ekumen\n"));
+    assert!(std::fs::read_to_string(f.path("images/ekumen/etc/passwd"))
+        .unwrap()
+        .starts_with("_tor-ekumen:"));
+    f.run(&["plan", "--local", root, "--detailed-exitcode"])
+        .code(0)
+        .out_has(&["Fleet: 4 hosts, 0 with changes, 4 unchanged, 0 failed."]);
+    std::fs::write(
+        f.path("images/ekumen/etc/tor/instances/ekumen/torrc"),
+        "Nickname hacked\n",
+    )
+    .unwrap();
+    f.run(&["plan", "--local", root, "--detailed-exitcode"])
+        .code(2)
+        .out_has(&[
+            "~ /etc/tor/instances/ekumen/torrc (drift: edited on the host since the last apply)",
+            "-Nickname hacked",
+        ]);
+}
+
+#[test]
+fn apply_without_terminal_or_yes_is_refused() {
+    let f = Fixture::shipped();
+    let root = f.path("images");
+    f.run(&["apply", "--local", root.to_str().unwrap()])
+        .code(1)
+        .err_has(&["needs confirmation", "--yes"]);
+    assert!(
+        !f.path("images/ekumen/etc/tor").exists(),
+        "nothing was written"
+    );
+}
+
+#[test]
+fn retired_relay_is_removed_and_archived() {
+    let f = Fixture::shipped();
+    let root = f.path("images");
+    let root = root.to_str().unwrap();
+    f.run(&["apply", "--local", root, "--yes", "--brief"])
+        .code(0);
+    f.edit(
+        "inventory/ielo-liazo.toml",
+        "\n[[host.relay]]\nnickname = \"marcuse2\"\norport = 9001\n",
+        "",
+    );
+    f.run(&["plan", "--local", root, "--host", "marcuse", "--brief"])
+        .code(0)
+        .out_has(&[
+            "- /etc/tor/instances/marcuse2/torrc (no longer in the inventory",
+            "- instance marcuse2 (relay left the inventory",
+            "run `systemctl disable --now tor@marcuse2`",
+        ]);
+    f.run(&[
+        "apply", "--local", root, "--yes", "--host", "marcuse", "--brief",
+    ])
+    .code(0)
+    .out_has(&["removed /etc/tor/instances/marcuse2/torrc"]);
+    assert!(!f.path("images/marcuse/etc/tor/instances/marcuse2").exists());
+    let backups: Vec<String> = std::fs::read_dir(f.path("images/marcuse/var/backups/oignon"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        backups
+            .iter()
+            .any(|b| b.starts_with("etc__tor__instances__marcuse2__torrc.removed.")),
+        "{backups:?}"
+    );
+    f.run(&["plan", "--local", root, "--detailed-exitcode"])
+        .code(0);
+}
