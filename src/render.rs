@@ -71,6 +71,20 @@ pub fn render(
             kernel_cmdline: host.kernel_params.join(" "),
             has_exit_policy_role,
         };
+        // Contexts are built once per host and per relay: serialising them per file dominated the
+        // render time of large fleets.
+        let mut host_ctx = tera::Context::new();
+        host_ctx.insert("fleet", &fleet_view);
+        host_ctx.insert("host", &host_view);
+        let relay_ctxs: Vec<tera::Context> = host
+            .relays
+            .iter()
+            .map(|r| {
+                let mut c = host_ctx.clone();
+                c.insert("relay", &relay_view(fleet, host, r, has_exit_policy_role));
+                c
+            })
+            .collect();
         let mut files = vec![];
         for (ri, role_name) in host.roles.iter().enumerate() {
             let Some(role) = roles.get(role_name) else {
@@ -88,25 +102,24 @@ pub fn render(
             if role_name == "kernel" && host.boot == Boot::None {
                 continue;
             }
-            for spec in &role.files {
-                let mut targets: Vec<Option<&RelaySpec>> = match spec.each {
-                    Each::Host => vec![None],
-                    Each::Relay => host.relays.iter().map(Some).collect(),
+            for (fi, spec) in role.files.iter().enumerate() {
+                let targets: Vec<(Option<&RelaySpec>, &tera::Context)> = match spec.each {
+                    Each::Host => vec![(None, &host_ctx)],
+                    Each::Relay => host
+                        .relays
+                        .iter()
+                        .zip(&relay_ctxs)
+                        .map(|(r, c)| (Some(r), c))
+                        .collect(),
                 };
-                for relay in targets.drain(..) {
-                    let mut ctx = tera::Context::new();
-                    ctx.insert("fleet", &fleet_view);
-                    ctx.insert("host", &host_view);
-                    if let Some(r) = relay {
-                        ctx.insert("relay", &relay_view(fleet, host, r, has_exit_policy_role));
-                    }
+                for (relay, ctx) in targets {
                     let tname = format!("{}/{}", role.name, spec.template);
                     let file = roles
                         .dir
                         .join(&role.name)
                         .join("templates")
                         .join(&spec.template);
-                    let content = match roles.tera.render(&tname, &ctx) {
+                    let content = match roles.tera.render(&tname, ctx) {
                         Ok(c) => c,
                         Err(e) => {
                             diags.push(crate::role::template_error(&e, &file, &tname).help(
@@ -121,7 +134,10 @@ pub fn render(
                             continue;
                         }
                     };
-                    let path = match tera::Tera::one_off(&spec.path, &ctx, false) {
+                    let path = match roles
+                        .tera
+                        .render(&crate::role::path_template(&role.name, fi), ctx)
+                    {
                         Ok(p) => p,
                         Err(e) => {
                             diags.push(crate::role::template_error(
@@ -191,11 +207,15 @@ fn relay_view<'a>(
 
 /// Writes each host's files under `out/HOST/<absolute path>`.
 pub fn write_tree(desired: &Desired, out: &Path) -> std::io::Result<()> {
+    // Each directory is created once: mkdir dominated the cost of writing large fleets.
+    let mut made = std::collections::HashSet::new();
     for h in &desired.hosts {
         for f in &h.files {
             let dest = out.join(&h.name).join(f.path.trim_start_matches('/'));
             if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)?;
+                if made.insert(parent.to_path_buf()) {
+                    std::fs::create_dir_all(parent)?;
+                }
             }
             std::fs::write(&dest, f.content.bytes())?;
         }

@@ -171,6 +171,17 @@ impl Roles {
                 }
             }
         }
+        // File paths are templates too; parsed once here, not per rendered file.
+        for role in &roles {
+            for (i, f) in role.files.iter().enumerate() {
+                let manifest = dir.join(&role.name).join("role.toml");
+                if let Err(e) = tera.add_raw_template(&path_template(&role.name, i), &f.path) {
+                    diags.push(
+                        template_error(&e, &manifest, &f.path).field(format!("file.{i}.path")),
+                    );
+                }
+            }
+        }
         for (file, tname) in &templates {
             match std::fs::read_to_string(file) {
                 Ok(text) => {
@@ -232,6 +243,11 @@ impl Roles {
         };
         Diagnostic::error(format!("unknown role `{name}`")).help(help)
     }
+}
+
+/// The Tera name of a role's i-th file path template.
+pub fn path_template(role: &str, i: usize) -> String {
+    format!("{role}/#path{i}")
 }
 
 /// A Tera error as a finding naming the template file and, when Tera knows it, the line.

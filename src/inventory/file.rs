@@ -99,6 +99,8 @@ pub struct Settings {
     pub kernel_params: Option<Vec<String>>,
     pub kernel_params_remove: Option<Vec<String>>,
     pub sysctl: Option<BTreeMap<String, SysctlValue>>,
+    /// Default sysctl keys to leave out (accumulates), for kernels that lack them.
+    pub sysctl_remove: Option<Vec<String>>,
     pub torrc_extra: Option<Vec<String>>,
 }
 

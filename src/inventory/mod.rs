@@ -2,7 +2,7 @@
 //!
 //! Inheritance: each relay's settings are the fleet's `[defaults]`, overridden by its hoster's
 //! `[hoster.defaults]`, then its host's `[host.defaults]`, then the relay's own keys. Scalars: the
-//! most specific level wins. `exit_policy_prepend`, `kernel_params_remove` and `torrc_extra`
+//! most specific level wins. `exit_policy_prepend`, `kernel_params_remove`, `sysctl_remove` and `torrc_extra`
 //! accumulate from fleet to relay; `sysctl` merges key by key; `roles` and `kernel_params` replace.
 
 pub mod bandwidth;
@@ -102,7 +102,8 @@ pub struct RelaySpec {
     pub ipv6_exit: bool,
     pub exit_policy_name: String,
     /// The ExitPolicy lines as rendered (prepends, then the named policy).
-    #[serde(serialize_with = "ser_rules")]
+    /// Not serialised: templates get `relay.exit_policy_lines`, already rendered as text.
+    #[serde(skip)]
     pub exit_policy: Vec<Rule>,
     pub sandbox: bool,
     pub noexec: bool,
@@ -110,10 +111,6 @@ pub struct RelaySpec {
     pub torrc_extra: Vec<String>,
     #[serde(skip)]
     pub origin: Origin,
-}
-
-fn ser_rules<S: serde::Serializer>(rules: &[Rule], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(rules.iter().map(|r| r.to_string()))
 }
 
 /// A loaded inventory: the fleet, the sources (to locate later findings) and the findings.
@@ -478,6 +475,10 @@ impl Resolver<'_> {
                     );
                 }
                 sysctl.insert(k.clone(), v);
+            }
+            // A kernel without a feature (e.g. no Yama LSM) has no key for it: drop it by name.
+            for k in s.sysctl_remove.iter().flatten() {
+                sysctl.remove(k);
             }
         }
         let ipv4 = ipv4?;
