@@ -1,0 +1,444 @@
+//! `oignon apply` against real lab hosts: atomicity, validation, handlers, locks, saved plans,
+//! rolling updates. The only stand-in is the recording `systemctl` inside each lab host.
+
+mod common;
+mod support;
+use common::lab::Lab;
+use support::{lab_of, Fixture, Run};
+
+fn oignon(f: &Fixture, lab: &Lab, args: &[&str]) -> Run {
+    let cfg = lab.ssh_config();
+    let mut all = vec!["--ssh-config", cfg.to_str().unwrap()];
+    all.extend_from_slice(args);
+    f.run(&all)
+}
+
+fn sha(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn handler_calls(lab: &Lab, host: &str) -> Vec<String> {
+    lab.systemctl_log(lab_of(host))
+        .into_iter()
+        .filter(|l| !l.starts_with("is-"))
+        .collect()
+}
+
+#[test]
+fn apply_then_plan_is_empty_and_each_handler_ran_once() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    oignon(&f, &lab, &["apply", "--yes", "--brief"])
+        .code(0)
+        .out_has(&[
+            "✓ marcuse: applied",
+            "ran `systemctl enable --now tor@marcuse1`",
+            "Applied: 4 hosts ok, 0 failed",
+        ]);
+    oignon(&f, &lab, &["plan", "--detailed-exitcode"])
+        .code(0)
+        .out_has(&["Fleet: 4 hosts, 0 with changes, 4 unchanged, 0 failed."]);
+    let calls = handler_calls(&lab, "marcuse");
+    for want in [
+        "daemon-reload",
+        "enable --now tor@marcuse1",
+        "enable --now tor@marcuse2",
+    ] {
+        assert_eq!(
+            calls.iter().filter(|c| c.as_str() == want).count(),
+            1,
+            "{want} once in {calls:?}"
+        );
+    }
+    // What tor-instance-create would have made, inside the host.
+    let out = lab.exec(
+        lab_of("marcuse"),
+        "id -u _tor-marcuse1 && stat -c '%a %U' /var/lib/tor-instances/marcuse1",
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2700 _tor-marcuse1"),
+        "{out:?}"
+    );
+    let torrc = lab
+        .read(lab_of("marcuse"), "/etc/tor/instances/marcuse1/torrc")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&torrc).contains("Nickname marcuse1\n"));
+    // A second apply has nothing to do and runs no handler.
+    oignon(&f, &lab, &["apply", "--yes"])
+        .code(0)
+        .out_has(&["Nothing to apply."]);
+    assert_eq!(handler_calls(&lab, "marcuse"), calls);
+}
+
+#[test]
+fn sysctl_key_missing_from_the_host_kernel_is_refused_before_anything_changes() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    f.edit(
+        "inventory/gandi.toml",
+        "uplink = \"25 Mbit/s\"",
+        "uplink = \"25 Mbit/s\"\n[host.defaults]\nsysctl = { \"kernel.no_such_knob\" = 1 }",
+    );
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
+        .code(1)
+        .out_has(&[
+            "validation failed for /etc/sysctl.d/90-oignon.conf, nothing was written",
+            "sysctl key kernel.no_such_knob does not exist on this host (/proc/sys)",
+        ]);
+    assert!(
+        lab.read(lab_of("ekumen"), "/etc/tor/instances/ekumen/torrc")
+            .is_none(),
+        "no file written"
+    );
+}
+
+#[test]
+fn changing_one_instance_reloads_only_that_instance() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    oignon(
+        &f,
+        &lab,
+        &["apply", "--yes", "--brief", "--host", "marcuse"],
+    )
+    .code(0);
+    let before = handler_calls(&lab, "marcuse").len();
+    // A new prepended rule for marcuse2 only: ExitPolicy can change on a reload.
+    f.edit(
+        "inventory/ielo-liazo.toml",
+        "orport = 9001",
+        "orport = 9001\nexit_policy_prepend = [\"reject *:6667\"]",
+    );
+    oignon(&f, &lab, &["apply", "--yes", "--host", "marcuse"])
+        .code(0)
+        .out_has(&[
+            "+ExitPolicy reject *:6667",
+            "ran `systemctl reload tor@marcuse2`",
+        ]);
+    assert_eq!(
+        handler_calls(&lab, "marcuse")[before..],
+        ["reload tor@marcuse2".to_string()]
+    );
+    // An ORPort change cannot be taken by a reload: restart.
+    f.edit(
+        "inventory/ielo-liazo.toml",
+        "orport = 9001",
+        "orport = 9002",
+    );
+    oignon(&f, &lab, &["apply", "--yes", "--host", "marcuse"])
+        .code(0)
+        .out_has(&["ran `systemctl restart tor@marcuse2`"]);
+}
+
+#[test]
+fn invalid_torrc_is_rejected_with_tors_words_and_the_old_file_stays() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
+    let old = lab
+        .read(lab_of("ekumen"), "/etc/tor/instances/ekumen/torrc")
+        .unwrap();
+    let calls = handler_calls(&lab, "ekumen");
+    f.edit(
+        "inventory/gandi.toml",
+        "orport = 443",
+        "orport = 443\ntorrc_extra = [\"NoSuchOption 1\"]",
+    );
+    f.edit(
+        "inventory/fleet.toml",
+        "\"reject *:445\"]",
+        "\"reject *:445\", \"reject *:6666\"]",
+    );
+    let run = oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]);
+    run.code(1).out_has(&[
+        "✗ ekumen: FAILED",
+        "validation failed for /etc/tor/instances/ekumen/torrc, nothing was written",
+        "NoSuchOption",
+    ]);
+    assert_eq!(
+        lab.read(lab_of("ekumen"), "/etc/tor/instances/ekumen/torrc")
+            .unwrap(),
+        old,
+        "old torrc intact"
+    );
+    assert_eq!(handler_calls(&lab, "ekumen"), calls, "no handler ran");
+    let leftovers = lab.exec(
+        lab_of("ekumen"),
+        "ls -a /etc/tor/instances/ekumen /etc/sysctl.d | grep oignon-new || true",
+    );
+    assert!(
+        leftovers.stdout.is_empty(),
+        "temp files left: {}",
+        String::from_utf8_lossy(&leftovers.stdout)
+    );
+}
+
+#[test]
+fn killing_the_connection_mid_apply_never_tears_a_file_and_a_rerun_converges() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    let host = lab_of("marylou");
+    let paths = [
+        "/etc/tor/instances/marylou1/torrc",
+        "/etc/tor/instances/marylou2/torrc",
+        "/etc/sysctl.d/90-oignon.conf",
+    ];
+    oignon(
+        &f,
+        &lab,
+        &["apply", "--yes", "--brief", "--host", "marylou"],
+    )
+    .code(0);
+    let cfg = lab.ssh_config();
+    let mut flips = 0;
+    for round in 0..8u64 {
+        // Alternate between two inventories so every apply rewrites every file.
+        let (a, b) = if round % 2 == 0 {
+            ("700 Mbit/s", "600 Mbit/s")
+        } else {
+            ("600 Mbit/s", "700 Mbit/s")
+        };
+        f.edit("inventory/tetaneutral.toml", a, b);
+        let before: Vec<Option<Vec<u8>>> = paths.iter().map(|p| lab.read(host, p)).collect();
+        let mut child = std::process::Command::new(support::BIN)
+            .args([
+                "--ssh-config",
+                cfg.to_str().unwrap(),
+                "apply",
+                "--yes",
+                "--brief",
+                "--host",
+                "marylou",
+            ])
+            .current_dir(f.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150 + 40 * round));
+        lab.kill_sessions(host);
+        let _ = child.wait();
+        for (p, old) in paths.iter().zip(&before) {
+            let now = lab.read(host, p);
+            let desired = render_one(&f, "marylou", p);
+            let whole = now == *old || now.as_deref() == Some(desired.as_slice());
+            assert!(
+                whole,
+                "round {round}: {p} is torn: sha {:?}",
+                now.as_deref().map(sha)
+            );
+            if now != *old {
+                flips += 1;
+            }
+        }
+    }
+    // Whatever the interruptions did, one more apply converges (a stale lock is taken over).
+    oignon(
+        &f,
+        &lab,
+        &["apply", "--yes", "--brief", "--host", "marylou"],
+    )
+    .code(0);
+    oignon(
+        &f,
+        &lab,
+        &["plan", "--detailed-exitcode", "--host", "marylou"],
+    )
+    .code(0);
+    eprintln!("files replaced during interrupted rounds: {flips}");
+}
+
+fn render_one(f: &Fixture, host: &str, path: &str) -> Vec<u8> {
+    let out = f.path("render-check");
+    let _ = std::fs::remove_dir_all(&out);
+    f.run(&["render", "--host", host, "--out", out.to_str().unwrap()])
+        .code(0);
+    std::fs::read(out.join(host).join(path.trim_start_matches('/'))).unwrap()
+}
+
+#[test]
+fn a_held_lock_refuses_a_second_apply_and_a_dead_holders_lock_is_taken_over() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    let host = lab_of("ekumen");
+    // A live holder: this test process's pid is alive in the shared pid namespace.
+    let live = format!(
+        "alice@laptop (oignon apply)\tpid {}\tsince 2026-11-25T10:00:00Z\n",
+        std::process::id()
+    );
+    lab.write(host, "/var/lib/oignon/lock", live.as_bytes());
+    oignon(&f, &lab, &["plan", "--host", "ekumen", "--brief"])
+        .code(0)
+        .out_has(&["an apply holds the lock on this host: alice@laptop"]);
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
+        .code(1)
+        .out_has(&["another apply holds the lock on this host: alice@laptop (oignon apply) pid"]);
+    assert!(
+        lab.read(host, "/etc/tor/instances/ekumen/torrc").is_none(),
+        "nothing written under someone else's lock"
+    );
+    // A dead holder (no such pid): taken over, said so.
+    lab.write(
+        host,
+        "/var/lib/oignon/lock",
+        b"bob@old (oignon apply)\tpid 4194300\tsince 2026-11-24T10:00:00Z\n",
+    );
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
+        .code(0)
+        .out_has(&["took over a stale lock left by a dead apply (bob@old"]);
+    assert!(
+        lab.read(host, "/var/lib/oignon/lock").is_none(),
+        "lock released"
+    );
+}
+
+#[test]
+fn concurrent_applies_to_one_host_one_is_refused() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    let cfg = lab.ssh_config();
+    // Slow handlers widen the window in which both applies run.
+    lab.write(
+        lab_of("ekumen"),
+        "/var/lib/oignon-lab/systemctl.sleep",
+        b"2\n",
+    );
+    let spawn = || {
+        std::process::Command::new(support::BIN)
+            .args([
+                "--ssh-config",
+                cfg.to_str().unwrap(),
+                "apply",
+                "--yes",
+                "--brief",
+                "--host",
+                "ekumen",
+            ])
+            .current_dir(f.dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let b = s.spawn(spawn);
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    let outs = [
+        String::from_utf8_lossy(&a.stdout).into_owned(),
+        String::from_utf8_lossy(&b.stdout).into_owned(),
+    ];
+    let refused = outs
+        .iter()
+        .filter(|o| o.contains("another apply holds the lock on this host"))
+        .count();
+    let applied = outs
+        .iter()
+        .filter(|o| o.contains("✓ ekumen: applied"))
+        .count();
+    assert_eq!((refused, applied), (1, 1), "{outs:#?}");
+}
+
+#[test]
+fn stale_saved_plan_is_refused_naming_host_and_path() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    oignon(&f, &lab, &["apply", "--yes", "--brief"]).code(0);
+    f.edit(
+        "inventory/fleet.toml",
+        "\"reject *:445\"]",
+        "\"reject *:445\", \"reject *:6666\"]",
+    );
+    let saved = f.path("plan.json");
+    oignon(
+        &f,
+        &lab,
+        &["plan", "--out", saved.to_str().unwrap(), "--brief"],
+    )
+    .code(0);
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(text.contains("\"schema\": \"oignon.plan/1\""));
+    lab.write(
+        lab_of("ekumen"),
+        "/etc/tor/instances/ekumen/torrc",
+        b"Nickname edited\n",
+    );
+    let run = oignon(
+        &f,
+        &lab,
+        &["apply", saved.to_str().unwrap(), "--yes", "--brief"],
+    );
+    run.code(1).out_has(&[
+        "stale plan: /etc/tor/instances/ekumen/torrc changed on the host since the plan was saved",
+        "✓ marcuse: applied",
+    ]);
+    assert_eq!(
+        lab.read(lab_of("ekumen"), "/etc/tor/instances/ekumen/torrc")
+            .unwrap(),
+        b"Nickname edited\n"
+    );
+}
+
+#[test]
+fn serial_rollout_stops_at_the_first_failed_host() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    // ekumen comes first and fails validation on its host.
+    f.edit(
+        "inventory/gandi.toml",
+        "orport = 443",
+        "orport = 443\ntorrc_extra = [\"NoSuchOption 1\"]",
+    );
+    let run = oignon(&f, &lab, &["apply", "--yes", "--brief", "--serial", "1"]);
+    run.code(1).out_has(&["✗ ekumen: FAILED", "rollout stopped after 1 failed host (--max-fail 0): not applied: algrothendieck, marcuse, marylou"]);
+    assert!(
+        lab.read(lab_of("marcuse"), "/etc/tor/instances/marcuse1/torrc")
+            .is_none(),
+        "marcuse untouched"
+    );
+    // With a budget of one failure the rollout goes on.
+    oignon(
+        &f,
+        &lab,
+        &[
+            "apply",
+            "--yes",
+            "--brief",
+            "--serial",
+            "2",
+            "--max-fail",
+            "1",
+        ],
+    )
+    .code(1)
+    .out_has(&["✓ marylou: applied"]);
+}
+
+#[test]
+fn a_handler_left_pending_by_an_interrupted_apply_runs_next_time() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
+    lab.write(
+        lab_of("ekumen"),
+        "/var/lib/oignon/pending",
+        b"systemctl reload tor@ekumen\n",
+    );
+    oignon(
+        &f,
+        &lab,
+        &["plan", "--host", "ekumen", "--detailed-exitcode"],
+    )
+    .code(2)
+    .out_has(&["> run `systemctl reload tor@ekumen` (left pending by an interrupted apply)"]);
+    oignon(&f, &lab, &["apply", "--yes", "--host", "ekumen"])
+        .code(0)
+        .out_has(&["ran `systemctl reload tor@ekumen`"]);
+    oignon(
+        &f,
+        &lab,
+        &["plan", "--host", "ekumen", "--detailed-exitcode"],
+    )
+    .code(0);
+}
