@@ -125,6 +125,13 @@ pub fn payload(
 
 /// Runs the apply on one host and reads its answer.
 pub async fn apply_host(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> HostResult {
+    let started = std::time::Instant::now();
+    let r = apply_host_inner(t, plan, payload).await;
+    tracing::info!(host = plan.host, round_trips = 1, ok = r.ok, elapsed = ?started.elapsed(), "applied");
+    r
+}
+
+async fn apply_host_inner(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> HostResult {
     let mut r = HostResult {
         host: plan.host.clone(),
         ok: false,

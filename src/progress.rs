@@ -1,4 +1,5 @@
-//! One progress line per host on a terminal (indicatif); plain lines on stderr otherwise.
+//! One progress line per host on a terminal (indicatif). Without a terminal there are no bars:
+//! each host's outcome is logged at `-v` instead (see gather.rs and apply.rs).
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -10,7 +11,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Bars on a terminal, plain lines otherwise; nothing at all when `quiet`.
+    /// Bars on a terminal; nothing otherwise, or when `quiet`.
     pub fn new(quiet: bool) -> Progress {
         let multi = (!quiet && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
@@ -29,11 +30,7 @@ impl Progress {
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
-        HostProgress {
-            name: name.to_string(),
-            bar,
-            plain: self.multi.is_none(),
-        }
+        HostProgress { bar }
     }
 
     /// Clears the bars before the plan is printed.
@@ -46,9 +43,7 @@ impl Progress {
 
 /// One host's line.
 pub struct HostProgress {
-    name: String,
     bar: Option<ProgressBar>,
-    plain: bool,
 }
 
 impl HostProgress {
@@ -60,14 +55,13 @@ impl HostProgress {
     pub fn done(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.finish_with_message(msg.to_string()),
-            None if self.plain => tracing::info!("{}: {msg}", self.name),
+            // Without a terminal, gather.rs logs each host's outcome at -v instead.
             None => {}
         }
     }
     pub fn fail(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.finish_with_message(format!("failed: {msg}")),
-            None if self.plain => tracing::info!("{}: failed: {msg}", self.name),
             None => {}
         }
     }

@@ -141,16 +141,31 @@ fn locate(sources: &[SourceFile], d: Diagnostic, origin: &Origin, key: bool) -> 
 
 /// Loads and validates the inventory in `dir`.
 pub fn load(dir: &Path) -> Inventory {
-    let loaded = match load::load_dir(dir) {
-        Ok(l) => l,
-        Err(d) => {
-            return Inventory {
-                sources: vec![],
-                fleet: None,
-                diagnostics: vec![*d],
-            }
-        }
+    match load::load_dir(dir) {
+        Ok(l) => resolve(l),
+        Err(d) => Inventory {
+            sources: vec![],
+            fleet: None,
+            diagnostics: vec![*d],
+        },
+    }
+}
+
+/// Loads and validates files given as (path, text): the same pipeline without a directory, for
+/// tests and fuzzing.
+pub fn from_texts(files: Vec<(std::path::PathBuf, String)>) -> Inventory {
+    let mut loaded = load::Loaded {
+        sources: vec![],
+        files: vec![],
+        diagnostics: vec![],
     };
+    for (path, text) in files {
+        load::load_text(&mut loaded, path, text);
+    }
+    resolve(loaded)
+}
+
+fn resolve(loaded: load::Loaded) -> Inventory {
     let mut r = Resolver {
         sources: &loaded.sources,
         diags: loaded.diagnostics.clone(),
@@ -1045,4 +1060,71 @@ pub fn default_sysctl() -> BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! The loader and resolver never panic, whatever the bytes of the files.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn shipped() -> Vec<(std::path::PathBuf, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory");
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                let t = std::fs::read_to_string(&p).unwrap();
+                (p, t)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn check_all(inv: &Inventory) {
+        for d in &inv.diagnostics {
+            let _ = d.to_string();
+        }
+        if let (Some(fleet), Ok(roles)) = (
+            &inv.fleet,
+            crate::role::Roles::load(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("roles"),
+            ),
+        ) {
+            let _ = crate::render::render(inv, fleet, &roles, |_| true);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn mutated_shipped_inventory_never_panics(
+            file in 0usize..5,
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0usize..3, "[ -~\n\t\"=#é]{0,6}"), 1..6)
+        ) {
+            let mut files = shipped();
+            let i = file % files.len();
+            let mut text = files[i].1.clone();
+            for (at, kind, s) in edits {
+                let mut pos = at.index(text.len() + 1);
+                while !text.is_char_boundary(pos) { pos -= 1; }
+                match kind {
+                    0 => text.insert_str(pos, &s),
+                    1 => { let end = (pos + s.len()).min(text.len()); let mut end = end; while !text.is_char_boundary(end) { end -= 1; } text.replace_range(pos..end, ""); }
+                    _ => { let mut end = (pos + s.len()).min(text.len()); while !text.is_char_boundary(end) { end -= 1; } text.replace_range(pos..end, &s); }
+                }
+            }
+            files[i].1 = text;
+            check_all(&from_texts(files));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+            let mut files = shipped();
+            files.push(("inventory/zz.toml".into(), text));
+            check_all(&from_texts(files));
+        }
+    }
 }

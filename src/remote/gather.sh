@@ -1,61 +1,97 @@
-# oignon gather: the state of every managed path and the host's facts, in ONE round trip.
+# oignon gather: the state of every managed path and the host's facts, in ONE round trip, with a
+# fixed number of processes whatever the number of files (one stat, one sha256sum, one systemctl).
 # Run as: sh -c "<this script>" oignon-gather ROOT < requests
 #   ROOT: "" on a real host; the image directory for the local transport (every path is prefixed).
 # stdin, one request per line, tab-separated:
-#   f PATH    a managed file: its content comes back (base64), the controller hashes it
-#   s PATH    a secret file: only its sha256 comes back, never its content
-#   i NAME    a relay instance (Debian tor@NAME)
+#   f PATH SHA256   a managed file and the sha256 oignon wants there: its content comes back
+#                   (base64) only when it differs, for the diff
+#   s PATH          a secret file: only its sha256 comes back, never its content
+#   i NAME          a relay instance (Debian tor@NAME)
 # stdout, one record per line, tab-separated:
-#   F PATH 0                                  absent
-#   F PATH 1 OWNER GROUP MODE SHA256|- [B64]  a regular file
-#   T PATH TYPE                               something else is there (directory, symlink...)
-#   I NAME USER DATADIR ACTIVE                user _tor-NAME exists (1/0), its DataDirectory exists (1/0), systemctl is-active
-#   D NAME                                    a directory under /etc/tor/instances
-#   M PATH SHA256 NOW                         what the last apply wrote (/var/lib/oignon/managed); NOW is
-#                                             `-` for a requested path (see its F record), else its
-#                                             sha256 now, or 0 when it is gone
-#   P COMMAND                                 a handler an interrupted apply left pending
-#   K KEY VALUE                               a fact
+#   F PATH 0                                      absent
+#   F PATH 1 OWNER GROUP MODE SHA256 [BASE64]     a regular file
+#   T PATH TYPE                                   something else is there (directory, symlink...)
+#   I NAME USER DATADIR ACTIVE                    user _tor-NAME exists (1/0), its DataDirectory
+#                                                 exists (1/0), `systemctl is-active tor@NAME`
+#   D NAME                                        a directory under /etc/tor/instances
+#   M PATH SHA256 NOW                             what the last apply wrote (/var/lib/oignon/managed);
+#                                                 NOW is `-` for a requested path (see its F record),
+#                                                 else its sha256 now, or 0 when it is gone
+#   P COMMAND                                     a handler an interrupted apply left pending
+#   K KEY VALUE                                   a fact; the last line is K end ok
 set -u
 root=$1
 tab=$(printf '\t')
-state=$root/var/lib/oignon
 nl='
 '
+state=$root/var/lib/oignon
 requested=$nl
-while IFS="$tab" read -r kind arg; do
-  p=$root$arg
+files=
+want=$nl
+secret=$nl
+instances=
+while IFS="$tab" read -r kind arg sum; do
   requested=$requested$arg$nl
   case $kind in
   f | s)
+    p=$root$arg
+    [ "$kind" = s ] && secret=$secret$arg$nl
+    [ "$kind" = f ] && want=$want$arg$tab$sum$nl
     if [ -f "$p" ] && [ ! -L "$p" ]; then
-      meta=$(stat -c "%U$tab%G$tab%a" -- "$p") || meta="?$tab?$tab?"
-      if [ "$kind" = f ]; then
-        printf 'F\t%s\t1\t%s\t-\t%s\n' "$arg" "$meta" "$(base64 -w0 -- "$p")"
-      else
-        sum=$(sha256sum -- "$p") || sum=unreadable
-        printf 'F\t%s\t1\t%s\t%s\n' "$arg" "$meta" "${sum%% *}"
-      fi
+      files=$files$p$nl
     elif [ -e "$p" ] || [ -L "$p" ]; then
       printf 'T\t%s\t%s\n' "$arg" "$(stat -c %F -- "$p")"
     else
       printf 'F\t%s\t0\n' "$arg"
     fi
     ;;
-  i)
-    user=0
-    grep -q "^_tor-$arg:" "$root/etc/passwd" 2>/dev/null && user=1
-    dd=0
-    [ -d "$root/var/lib/tor-instances/$arg" ] && dd=1
-    active=unknown
-    if [ -z "$root" ] && command -v systemctl >/dev/null 2>&1; then
-      active=$(systemctl is-active "tor@$arg" 2>/dev/null) || true
-      [ -n "$active" ] || active=unknown
-    fi
-    printf 'I\t%s\t%s\t%s\t%s\n' "$arg" "$user" "$dd" "$active"
-    ;;
+  i) instances="$instances $arg" ;;
   esac
 done
+if [ -n "$files" ]; then
+  # One stat and one sha256sum for every present file; paths hold no tab or newline (oignon's own).
+  metas=$(printf '%s' "$files" | tr '\n' '\0' | xargs -0 stat -c "%n$tab%U$tab%G$tab%a" --)
+  sums=$(printf '%s' "$files" | tr '\n' '\0' | xargs -0 sha256sum --)
+  # Both lists come in argument order: walk them side by side (fd 3 and 4), no process per file.
+  while IFS="$tab" read -r p owner group mode <&3 && read -r sum f <&4; do
+    if [ "$f" != "$p" ]; then
+      echo "gather: a managed file appeared or vanished while it was read ($p); plan again" >&2
+      exit 9
+    fi
+    arg=${p#"$root"}
+    case $secret$want in
+    *"$nl$arg$nl"* | *"$nl$arg$tab$sum$nl"*) printf 'F\t%s\t1\t%s\t%s\t%s\t%s\n' "$arg" "$owner" "$group" "$mode" "$sum" ;;
+    *) printf 'F\t%s\t1\t%s\t%s\t%s\t%s\t%s\n' "$arg" "$owner" "$group" "$mode" "$sum" "$(base64 -w0 -- "$p")" ;;
+    esac
+  done 3<<EOF3 4<<EOF4
+$metas
+EOF3
+$sums
+EOF4
+fi
+if [ -n "$instances" ]; then
+  users=$nl
+  if [ -f "$root/etc/passwd" ]; then
+    while IFS=: read -r u _; do users=$users$u$nl; done < "$root/etc/passwd"
+  fi
+  actives=
+  if [ -z "$root" ] && command -v systemctl >/dev/null 2>&1; then
+    # shellcheck disable=SC2086
+    actives=$(for n in $instances; do printf 'tor@%s ' "$n"; done | xargs systemctl is-active 2>/dev/null)
+  fi
+  for n in $instances; do
+    user=0
+    case $users in *"${nl}_tor-$n$nl"*) user=1 ;; esac
+    dd=0
+    [ -d "$root/var/lib/tor-instances/$n" ] && dd=1
+    active=unknown
+    if [ -n "$actives" ]; then
+      active=${actives%%"$nl"*}
+      case $actives in *"$nl"*) actives=${actives#*"$nl"} ;; *) actives= ;; esac
+    fi
+    printf 'I\t%s\t%s\t%s\t%s\n' "$n" "$user" "$dd" "${active:-unknown}"
+  done
+fi
 for d in "$root"/etc/tor/instances/*/; do
   [ -d "$d" ] || continue
   d=${d%/}
@@ -81,10 +117,15 @@ if [ -f "$state/pending" ]; then
     [ -n "$cmd" ] && printf 'P\t%s\n' "$cmd"
   done < "$state/pending"
 fi
-[ -f "$state/lock" ] && printf 'K\tlock\t%s\n' "$(tr '\n\t' '  ' < "$state/lock")"
+if [ -f "$state/lock" ]; then
+  IFS= read -r lock < "$state/lock" || true
+  printf 'K\tlock\t%s\n' "$(printf '%s' "$lock" | tr '\t' ' ')"
+fi
 if [ -z "$root" ]; then
-  printf 'K\tcmdline\t%s\n' "$(cat /proc/cmdline 2>/dev/null)"
-  printf 'K\ttor_version\t%s\n' "$(tor --version 2>/dev/null | head -n 1)"
+  IFS= read -r cmdline < /proc/cmdline || true
+  printf 'K\tcmdline\t%s\n' "${cmdline:-}"
+  v=$(tor --version 2>/dev/null) || v=
+  printf 'K\ttor_version\t%s\n' "${v%%"$nl"*}"
 fi
 if [ -f "$root/etc/os-release" ]; then
   printf 'K\tos\t%s\n' "$(. "$root/etc/os-release" && echo "${PRETTY_NAME:-${ID:-unknown}}")"

@@ -10,16 +10,20 @@ use std::collections::BTreeSet;
 /// Gathers files and facts (see the header of gather.sh for its protocol).
 pub const GATHER: &str = include_str!("gather.sh");
 
-/// The gather requests for a host: every desired path and every instance. (Paths the last apply
+/// The gather requests for a host: every desired path (with the hash oignon wants there) and every
+/// instance. (Paths the last apply
 /// managed that left the inventory are found by the script itself, from the host's manifest.)
 pub fn gather_requests(desired: &DesiredHost) -> Vec<u8> {
     let mut out = String::new();
     let mut seen = BTreeSet::new();
     for f in &desired.files {
         if seen.insert(f.path.clone()) {
-            out.push_str(if f.content.is_secret() { "s\t" } else { "f\t" });
-            out.push_str(&f.path);
-            out.push('\n');
+            if f.content.is_secret() {
+                out.push_str(&format!("s\t{}\n", f.path));
+            } else {
+                // With the wanted hash, the host sends content back only where it differs.
+                out.push_str(&format!("f\t{}\t{}\n", f.path, f.sha256()));
+            }
         }
     }
     for i in &desired.instances {
@@ -63,6 +67,7 @@ mod tests {
             kernel_params: None,
         };
         let req = String::from_utf8(gather_requests(&h)).unwrap();
-        assert_eq!(req, "f\t/etc/a\ns\t/var/k\ni\tr1\n");
+        let want = crate::util::sha256_hex(b"x");
+        assert_eq!(req, format!("f\t/etc/a\t{want}\ns\t/var/k\ni\tr1\n"));
     }
 }
