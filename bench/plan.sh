@@ -45,9 +45,14 @@ SH
     >/dev/null 2>&1
   $oi apply --yes --brief >/dev/null 2>&1 || true
   $oi plan --detailed-exitcode >/dev/null 2>&1 || { echo "bench: fleet did not converge" >&2; exit 1; }
+  # The same converged hosts planned against an inventory that changes every torrc.
+  rm -rf "$work/inv2" && cp -r "$work/inv" "$work/inv2"
+  sed -i 's/^exit_policy_prepend = \["reject \*:25"\]/exit_policy_prepend = ["reject *:25", "reject *:6667"]/' "$work/inv2/fleet.toml"
+  oi2="$bin --ssh-config $cfg --inventory $work/inv2"
   hyperfine --warmup 1 --runs "$runs" --export-json "$work/conv-$n.json" \
     -n "floor: parallel ssh cat ($n hosts)" "$work/floor.sh" \
     -n "plan, converged" "$oi plan --brief" \
+    -n "plan, every torrc changed" "$oi2 plan --brief" \
     -n "apply, converged" "$oi apply --yes --brief" \
     >/dev/null 2>&1
   # Round trips per host, from oignon's own log.

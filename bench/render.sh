@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Render benchmark: a generated fleet of 200 hosts / 1,000 instances (scripts/gen-fleet).
 # Reports wall time (hyperfine) and peak RSS (/usr/bin/time) of the whole render, in memory (to
-# /dev/null) and written out as a tree; the floor is `cp -r` of the same tree in the same run.
+# /dev/null) and written out as a tree on tmpfs; the floor is `cp -r` of the same tree in the same run.
 #   bench/render.sh [N_HOSTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,8 @@ n=${1:-200}
 command -v hyperfine >/dev/null || { echo "bench: apt-get install hyperfine" >&2; exit 2; }
 cargo build --release --quiet
 bin=$PWD/target/release/oignon
-work=$(mktemp -d /tmp/oignon-bench-render.XXXXXX)
+# tmpfs: the VM disk's metadata latency varies 10x from run to run and would drown the render.
+work=$(mktemp -d /dev/shm/oignon-bench-render.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 scripts/gen-fleet "$n" "$work/inv" 5
 "$bin" --inventory "$work/inv" render --out "$work/tree" >/dev/null

@@ -80,6 +80,9 @@ pub struct HostSpec {
     pub roles_origin: Option<Origin>,
     pub kernel_params: Vec<String>,
     pub sysctl: BTreeMap<String, String>,
+    /// Not serialised into templates' `host` (each relay file gets its own `relay`); host-level
+    /// templates see `host.instances`.
+    #[serde(skip)]
     pub relays: Vec<RelaySpec>,
     #[serde(skip)]
     pub origin: Origin,
