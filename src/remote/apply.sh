@@ -182,11 +182,8 @@ while IFS="$tab" read -r p o g m v n; do
     done < "$t"
     ;;
   systemd)
-    if command -v systemd-analyze >/dev/null 2>&1 && [ -z "$root" ]; then
-      unitdir=$work/units/$(basename -- "$(dirname -- "$p")")
-      mkdir -p "$unitdir"
-      cp -- "$t" "$unitdir/$(basename -- "$p")"
-    fi
+    # Unit-file syntax: sections, comments and Key=Value lines. (`systemd-analyze verify` checks a
+    # whole unit, not a drop-in on its own, and needs a running systemd.)
     if grep -vE '^[[:space:]]*($|[#;]|\[[A-Za-z]+\]$|[A-Za-z0-9]+=)' "$t" >"$work/err"; then
       printf 'INVALID\t%s\n' "$p"
       { echo "not a systemd unit file line:"; cat "$work/err"; } >&2
