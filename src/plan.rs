@@ -83,6 +83,10 @@ pub struct Change {
     pub reason: String,
     /// The file was edited on the host since oignon last wrote it.
     pub drift: bool,
+    /// A relay identity key on the host differs from the one in secrets/: apply refuses it unless
+    /// told `--replace-identity NICKNAME` (overwriting a live relay's identity loses the relay).
+    #[serde(default)]
+    pub conflict: bool,
     pub secret: bool,
     pub old_sha256: Option<String>,
     pub new_sha256: Option<String>,
@@ -231,10 +235,20 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
                     } else {
                         reason
                     };
+                    let conflict = is_identity_key(&f.path);
+                    let reason = if conflict {
+                        format!(
+                            "CONFLICT: the relay identity on the host differs from the one in secrets/; apply refuses to overwrite it without --replace-identity {}",
+                            f.instance.as_deref().unwrap_or("NICKNAME")
+                        )
+                    } else {
+                        reason
+                    };
                     p.changes.push(Change {
                         kind: ChangeKind::Update,
                         reason,
                         drift,
+                        conflict,
                         old_sha256: Some(sha256.clone()),
                         diff,
                         ..base
@@ -275,6 +289,16 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
     let desired_paths: BTreeSet<&str> = desired.files.iter().map(|f| f.path.as_str()).collect();
     for (path, recorded) in &observed.managed {
         if desired_paths.contains(path.as_str()) {
+            continue;
+        }
+        if in_data_dir(path) {
+            if observed
+                .files
+                .get(path)
+                .is_some_and(|f| f.sha256().is_some())
+            {
+                p.notices.push(format!("{path} is no longer in the inventory; oignon leaves tor's DataDirectory alone: remove it by hand once the relay is retired for good"));
+            }
             continue;
         }
         if let Some(ObservedFile::Present { sha256, .. }) = observed.files.get(path) {
@@ -361,12 +385,27 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
 /// A handler triggered by a file change: why, the desired file, and the old content if known.
 type Trigger<'a> = (Handler, String, Option<&'a DesiredFile>, Option<Vec<u8>>);
 
+/// The key files that make a relay's identity (RSA and ed25519 master); with OfflineMasterKey the
+/// signing key and certificate are renewable and not identity.
+pub fn is_identity_key(path: &str) -> bool {
+    path.starts_with("/var/lib/tor-instances/")
+        && (path.ends_with("/keys/secret_id_key")
+            || path.ends_with("/keys/ed25519_master_id_secret_key"))
+}
+
+/// Tor's DataDirectory belongs to tor: oignon writes the keys it manages there but never archives
+/// or removes anything in it (a retired relay's keys stay until removed by hand).
+pub fn in_data_dir(path: &str) -> bool {
+    path.starts_with("/var/lib/tor-instances/")
+}
+
 fn blank() -> Change {
     Change {
         kind: ChangeKind::Create,
         target: String::new(),
         reason: String::new(),
         drift: false,
+        conflict: false,
         secret: false,
         old_sha256: None,
         new_sha256: None,

@@ -33,6 +33,10 @@ pub struct Args {
     /// Do not print the content of files to create.
     #[arg(long)]
     pub brief: bool,
+    /// Overwrite this relay's identity keys on its host with the ones in secrets/ (repeatable).
+    /// Without it, a host whose relay identity differs from secrets/ is refused.
+    #[arg(long, value_name = "NICKNAME")]
+    pub replace_identity: Vec<String>,
 }
 
 /// Content of a saved plan: non-secret files from the plan, secrets re-rendered (and checked
@@ -97,6 +101,25 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 fresh.changes.clear();
                 fresh.handlers.clear();
             }
+        }
+    }
+    // A relay's identity is never overwritten by accident: that is how relays are lost.
+    for h in plan.hosts.iter_mut().filter(|h| h.error.is_none()) {
+        let refused: Vec<String> = h
+            .changes
+            .iter()
+            .filter(|c| c.conflict)
+            .filter_map(|c| c.instance.clone())
+            .filter(|i| !a.replace_identity.iter().any(|r| r.eq_ignore_ascii_case(i)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !refused.is_empty() {
+            h.error = Some(format!(
+                "refused: the identity of {} on this host differs from secrets/; nothing was written. If secrets/ is right, apply with {}",
+                refused.join(", "),
+                refused.iter().map(|n| format!("--replace-identity {n}")).collect::<Vec<_>>().join(" ")
+            ));
         }
     }
     print!("{}", crate::show::plan_text(&plan, !a.brief));

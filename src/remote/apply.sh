@@ -203,6 +203,8 @@ fi
 # Phase 8: back up and replace. Each rename is atomic: every file is wholly old or wholly new.
 stamp=$(date -u +%Y%m%dT%H%M%SZ).$$
 backup() {
+  # Never copy anything out of tor's DataDirectory: key files have no place in backups.
+  case $1 in /var/lib/tor-instances/*) return 0 ;; esac
   flat=$(printf '%s' "$1" | sed 's|^/||; s|/|__|g')
   cp -p -- "$root$1" "$backups/$flat.$stamp" 2>/dev/null || return 0
   # Bounded: keep the newest $keep copies per path.
