@@ -30,6 +30,13 @@ pub struct Global {
     /// Colour output: auto (on a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// Secrets directory (age-encrypted relay keys, recipients.txt).
+    #[arg(long, global = true, default_value = "secrets", env = "OIGNON_SECRETS")]
+    pub secrets: PathBuf,
+    /// Identity to decrypt secrets (age identity file or OpenSSH private key); default:
+    /// OIGNON_IDENTITY, then ~/.config/oignon/identity (the demo store uses its demo identity).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
     /// ssh config file for every connection (`ssh -F FILE`), so SSH destinations can be aliases.
     #[arg(long, global = true, value_name = "FILE", env = "OIGNON_SSH_CONFIG")]
     pub ssh_config: Option<PathBuf>,
@@ -55,6 +62,10 @@ pub enum Command {
     Plan(crate::commands::plan::Args),
     /// Make every selected host match the inventory: plan, confirm, apply (or apply a saved plan).
     Apply(crate::commands::apply::Args),
+    /// Relay identities and the family key: keygen, import, rekey, verify.
+    Secrets(crate::commands::secrets::Args),
+    /// Nickname, RSA fingerprint and ed25519 id of every relay (or the CIISS rsa-fingerprint.txt).
+    Fingerprints(crate::commands::secrets::FingerprintsArgs),
     /// Print shell completions.
     Completions(crate::commands::completions::Args),
     /// Print the man page (roff).

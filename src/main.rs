@@ -17,6 +17,7 @@ mod render;
 mod role;
 mod saved;
 mod secret;
+mod secrets;
 mod show;
 mod tor;
 mod transport;

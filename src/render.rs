@@ -53,13 +53,27 @@ pub fn contact_info(fleet: &Fleet, host: &HostSpec, relay: &RelaySpec) -> String
 }
 
 /// Renders the hosts selected by `select` (all when it returns true for each).
+/// Relay identities for rendering: the store (public parts: FamilyId, fingerprints) and, when key
+/// files are to be deployed (plan, apply), the identity that decrypts them.
+pub struct Keys<'a> {
+    pub store: &'a crate::secrets::Store,
+    pub identity: Option<&'a crate::secrets::Identity>,
+}
+
 pub fn render(
     inv: &Inventory,
     fleet: &Fleet,
     roles: &Roles,
     select: impl Fn(&HostSpec) -> bool,
+    keys: &Keys,
 ) -> Result<Desired, Vec<Diagnostic>> {
     let mut diags = vec![];
+    let all_nicks: Vec<&str> = fleet
+        .hosts
+        .iter()
+        .flat_map(|h| h.relays.iter().map(|r| r.nickname.as_str()))
+        .collect();
+    let mut family_secret: Option<crate::secret::Secret> = None;
     let mut desired = Desired::default();
     let fleet_view = FleetView {
         operator: &fleet.operator,
@@ -83,10 +97,12 @@ pub fn render(
         let mut relay_ctxs: Vec<tera::Context> = Vec::with_capacity(host.relays.len());
         for r in &host.relays {
             let mut c = host_ctx.clone();
-            c.insert(
-                "relay",
-                &relay_view(fleet, host, r, has_exit_policy_role, &mut policy_text),
-            );
+            let mut view = relay_view(fleet, host, r, has_exit_policy_role, &mut policy_text);
+            if fleet.manage_identities {
+                view.family_lines =
+                    crate::secrets::family_lines(keys.store, &all_nicks, &r.nickname);
+            }
+            c.insert("relay", &view);
             relay_ctxs.push(c);
         }
         let mut files = vec![];
@@ -167,6 +183,51 @@ pub fn render(
                         reboot_required: spec.reboot_required,
                         instance: relay.map(|r| r.nickname.clone()),
                     });
+                }
+            }
+        }
+        // Identity and family keys into each relay's KeyDirectory: decrypted only to deploy them.
+        if let (true, Some(id)) = (fleet.manage_identities, keys.identity) {
+            for r in &host.relays {
+                let user = format!("_tor-{}", r.nickname);
+                let mut push = |name: &str, secret: crate::secret::Secret| {
+                    files.push(DesiredFile {
+                        path: format!("/var/lib/tor-instances/{}/keys/{name}", r.nickname),
+                        content: Content::Secret(secret),
+                        owner: user.clone(),
+                        group: user.clone(),
+                        mode: 0o600,
+                        role: "secrets".into(),
+                        handler: Some(Handler {
+                            kind: crate::role::HandlerKind::TorReload,
+                            instance: Some(r.nickname.clone()),
+                        }),
+                        validate: None,
+                        reboot_required: false,
+                        instance: Some(r.nickname.clone()),
+                    })
+                };
+                for name in crate::secrets::IDENTITY_FILES {
+                    match id.decrypt(
+                        &keys
+                            .store
+                            .relay_dir(&r.nickname)
+                            .join(format!("{name}.age")),
+                    ) {
+                        Ok(s) => push(name, s),
+                        Err(e) => diags.push(Diagnostic::error(e.to_string())),
+                    }
+                }
+                if keys.store.has_family_key() {
+                    if family_secret.is_none() {
+                        match id.decrypt(&keys.store.dir.join("family.secret_family_key.age")) {
+                            Ok(s) => family_secret = Some(s),
+                            Err(e) => diags.push(Diagnostic::error(e.to_string())),
+                        }
+                    }
+                    if let Some(s) = &family_secret {
+                        push(crate::secrets::FAMILY_KEY_FILE, s.clone());
+                    }
                 }
             }
         }

@@ -10,7 +10,7 @@ fn local_plan_apply_plan_converges_and_detects_drift() {
     let root = root.to_str().unwrap();
     f.run(&["plan", "--local", root, "--detailed-exitcode", "--brief"])
         .code(2)
-        .out_has(&["ekumen (local ", "ekumen: 5 to create"]);
+        .out_has(&["ekumen (local ", "ekumen: 8 to create"]);
     f.run(&["apply", "--local", root, "--yes", "--brief"])
         .code(0)
         .out_has(&["✓ ekumen: applied", "wrote /etc/tor/instances/ekumen/torrc"]);
@@ -84,6 +84,22 @@ fn retired_relay_is_removed_and_archived() {
             .any(|b| b.starts_with("etc__tor__instances__marcuse2__torrc.removed.")),
         "{backups:?}"
     );
-    f.run(&["plan", "--local", root, "--detailed-exitcode"])
-        .code(0);
+    // Keys are never copied into backups.
+    assert!(!backups.iter().any(|b| b.contains("keys")), "{backups:?}");
+    f.run(&[
+        "plan",
+        "--local",
+        root,
+        "--host",
+        "marcuse",
+        "--detailed-exitcode",
+    ])
+    .code(0);
+    // The other relays' MyFamily lost marcuse2's fingerprint.
+    f.run(&["plan", "--local", root, "--host", "ekumen", "--brief"])
+        .code(0)
+        .out_has(&[
+            "~ /etc/tor/instances/ekumen/torrc (the inventory changed)",
+            "-MyFamily $42CF",
+        ]);
 }

@@ -29,7 +29,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             role.files.len()
         );
     }
-    let desired = match crate::render::render(&loaded.inventory, fleet, &loaded.roles, |_| true) {
+    let desired = match crate::render::render(
+        &loaded.inventory,
+        fleet,
+        &loaded.roles,
+        |_| true,
+        &loaded.public_keys(),
+    ) {
         Ok(d) => d,
         Err(diags) => {
             super::report(&diags);

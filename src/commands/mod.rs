@@ -6,6 +6,7 @@ pub mod check;
 pub mod completions;
 pub mod plan;
 pub mod render;
+pub mod secrets;
 
 use crate::cli::{Cli, ColorChoice, Command, Global};
 use crate::diagnostic::Diagnostic;
@@ -48,6 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Render(a) => render::run(&cli.global, a),
         Command::Plan(a) => plan::run(&cli.global, a),
         Command::Apply(a) => apply::run(&cli.global, a),
+        Command::Secrets(a) => secrets::run(&cli.global, a),
+        Command::Fingerprints(a) => secrets::fingerprints(&cli.global, a),
         Command::Completions(a) => completions::run(a),
         Command::Man => completions::man(),
     }
@@ -83,9 +86,18 @@ pub fn plural(n: usize) -> &'static str {
 pub struct Loaded {
     pub inventory: Inventory,
     pub roles: Roles,
+    pub store: crate::secrets::Store,
 }
 
 impl Loaded {
+    /// Keys for rendering without decrypting anything (check, render): FamilyId and MyFamily only.
+    pub fn public_keys(&self) -> crate::render::Keys<'_> {
+        crate::render::Keys {
+            store: &self.store,
+            identity: None,
+        }
+    }
+
     pub fn fleet(&self) -> &Fleet {
         // Invariant: `load` only returns Loaded when the fleet resolved without errors.
         self.inventory
@@ -109,7 +121,20 @@ pub fn load(g: &Global) -> Option<Loaded> {
         return None;
     }
     let roles = roles.ok()?;
-    Some(Loaded { inventory, roles })
+    let store = crate::secrets::Store::open(&g.secrets);
+    if let Some(fleet) = &inventory.fleet {
+        let findings = crate::secrets::check::findings(&inventory, fleet, &store);
+        report(&findings);
+        if findings.iter().any(|d| d.is_error()) {
+            eprintln!("{}", summary(&findings));
+            return None;
+        }
+    }
+    Some(Loaded {
+        inventory,
+        roles,
+        store,
+    })
 }
 
 /// A predicate selecting hosts by name globs (`--host`) and hoster names (`--hoster`); none = all.

@@ -65,14 +65,31 @@ pub fn plan_fleet(
         return Ok(None);
     }
     let select = super::host_filter(&t.hosts, &t.hosters);
-    let desired = match crate::render::render(&loaded.inventory, fleet, &loaded.roles, &select) {
-        Ok(d) => d,
-        Err(diags) => {
-            super::report(&diags);
-            eprintln!("{}", super::summary(&diags));
-            return Ok(None);
+    // Plan and apply deploy key files: they need the identity that decrypts them.
+    let identity = if fleet.manage_identities {
+        match crate::secrets::Identity::find(g.identity.as_deref(), &loaded.store) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                eprintln!("error: {e}\n  = help: relay keys are deployed from {}; or set manage_identities = false in [fleet]", loaded.store.dir.display());
+                return Ok(None);
+            }
         }
+    } else {
+        None
     };
+    let keys = crate::render::Keys {
+        store: &loaded.store,
+        identity: identity.as_ref(),
+    };
+    let desired =
+        match crate::render::render(&loaded.inventory, fleet, &loaded.roles, &select, &keys) {
+            Ok(d) => d,
+            Err(diags) => {
+                super::report(&diags);
+                eprintln!("{}", super::summary(&diags));
+                return Ok(None);
+            }
+        };
     let specs: Vec<&crate::inventory::HostSpec> =
         fleet.hosts.iter().filter(|h| select(h)).collect();
     let reach = Reach::new(t.local.clone(), g.ssh_config.as_deref(), &specs, t.parallel)

@@ -26,6 +26,9 @@ pub struct FleetMeta {
     pub url: String,
     /// CIISS `proof:` (default `uri-rsa`).
     pub proof: Option<String>,
+    /// Whether oignon deploys relay identities and the family key from secrets/ (default true).
+    /// Off for fleets whose keys are not imported yet: tor then keeps whatever keys the hosts have.
+    pub manage_identities: Option<bool>,
 }
 
 /// A hosting provider; every host of the file belongs to it.

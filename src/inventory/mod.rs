@@ -51,6 +51,7 @@ pub struct Fleet {
     pub email: String,
     pub url: String,
     pub proof: String,
+    pub manage_identities: bool,
     pub hosts: Vec<HostSpec>,
 }
 
@@ -347,6 +348,7 @@ impl Resolver<'_> {
             email: meta.email.clone(),
             url: meta.url.clone(),
             proof: meta.proof.clone().unwrap_or_else(|| "uri-rsa".into()),
+            manage_identities: meta.manage_identities.unwrap_or(true),
             hosts,
         })
     }
@@ -1095,7 +1097,15 @@ mod fuzz {
                 &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("roles"),
             ),
         ) {
-            let _ = crate::render::render(inv, fleet, &roles, |_| true);
+            let store = crate::secrets::Store::open(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("secrets"),
+            );
+            let _ = crate::secrets::check::findings(inv, fleet, &store);
+            let keys = crate::render::Keys {
+                store: &store,
+                identity: None,
+            };
+            let _ = crate::render::render(inv, fleet, &roles, |_| true, &keys);
         }
     }
 

@@ -135,7 +135,14 @@ i=0
 while IFS="$tab" read -r p o g m v n; do
   i=$((i + 1))
   dir=$(dirname -- "$root$p")
-  mkdir -p -- "$dir" || exit 7
+  case $p in
+  /var/lib/tor-instances/*/keys/*)
+    # tor's KeyDirectory: owned by the instance user, 0700, or tor refuses to start.
+    ids=$(owner_ids "$o" "$g")
+    install -d -o "${ids%%:*}" -g "${ids#*:}" -m 0700 -- "$dir" || exit 7
+    ;;
+  *) mkdir -p -- "$dir" || exit 7 ;;
+  esac
   t=$dir/.oignon-new.$(basename -- "$p").$$
   printf '%s\n' "$t" >> "$work/temps"
   (umask 077 && : > "$t") || exit 7

@@ -50,7 +50,18 @@ while IFS="$tab" read -r kind arg sum; do
 done
 if [ -n "$files" ]; then
   # One stat and one sha256sum for every present file; paths hold no tab or newline (oignon's own).
-  metas=$(printf '%s' "$files" | tr '\n' '\0' | xargs -0 stat -c "%n$tab%U$tab%G$tab%a" --)
+  if [ -z "$root" ]; then
+    metas=$(printf '%s' "$files" | tr '\n' '\0' | xargs -0 stat -c "%n$tab%U$tab%G$tab%a" --)
+  else
+    # A local image: owners are named by the image's passwd and group, not this machine's.
+    metas=$(printf '%s' "$files" | tr '\n' '\0' | xargs -0 stat -c "%n$tab%u$tab%g$tab%a" --)
+    uids=$nl
+    gids=$nl
+    [ -f "$root/etc/passwd" ] && while IFS=: read -r n _ id _; do uids=$uids$id:$n$nl; done < "$root/etc/passwd"
+    [ -f "$root/etc/group" ] && while IFS=: read -r n _ id _; do gids=$gids$id:$n$nl; done < "$root/etc/group"
+    [ "${uids#*"${nl}0:"}" = "$uids" ] && uids=${uids}0:root$nl
+    [ "${gids#*"${nl}0:"}" = "$gids" ] && gids=${gids}0:root$nl
+  fi
   sums=$(printf '%s' "$files" | tr '\n' '\0' | xargs -0 sha256sum --)
   # Both lists come in argument order: walk them side by side (fd 3 and 4), no process per file.
   while IFS="$tab" read -r p owner group mode <&3 && read -r sum f <&4; do
@@ -59,6 +70,10 @@ if [ -n "$files" ]; then
       exit 9
     fi
     arg=${p#"$root"}
+    if [ -n "$root" ]; then
+      case $uids in *"$nl$owner:"*) owner=${uids#*"$nl$owner:"} owner=${owner%%"$nl"*} ;; esac
+      case $gids in *"$nl$group:"*) group=${gids#*"$nl$group:"} group=${group%%"$nl"*} ;; esac
+    fi
     case $secret$want in
     *"$nl$arg$nl"* | *"$nl$arg$tab$sum$nl"*) printf 'F\t%s\t1\t%s\t%s\t%s\t%s\n' "$arg" "$owner" "$group" "$mode" "$sum" ;;
     *) printf 'F\t%s\t1\t%s\t%s\t%s\t%s\t%s\n' "$arg" "$owner" "$group" "$mode" "$sum" "$(base64 -w0 -- "$p")" ;;

@@ -65,6 +65,7 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(&repo().join("inventory"), &dir.path().join("inventory"));
         copy_dir(&repo().join("roles"), &dir.path().join("roles"));
+        copy_dir(&repo().join("secrets"), &dir.path().join("secrets"));
         Fixture { dir }
     }
 

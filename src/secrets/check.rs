@@ -1,0 +1,105 @@
+//! What `check` (and every command that loads the fleet) verifies about identities, which tor's
+//! own `--verify-config` cannot see.
+
+use super::Store;
+use crate::diagnostic::Diagnostic;
+use crate::inventory::{source::Seg, Fleet, Inventory, Origin};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+fn at(o: &Origin, leaf: &str) -> Origin {
+    let mut o = o.clone();
+    o.path.push(Seg::Key(leaf.into()));
+    o
+}
+
+/// Documentation ranges (RFC 5737, RFC 3849): the only addresses demo keys may serve.
+pub fn is_documentation(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            matches!(
+                (o[0], o[1], o[2]),
+                (192, 0, 2) | (198, 51, 100) | (203, 0, 113)
+            )
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments();
+            s[0] == 0x2001 && s[1] == 0x0db8
+        }
+    }
+}
+
+/// Findings about identities: missing, shared, a family id without its key, demo keys on real
+/// addresses.
+pub fn findings(inv: &Inventory, fleet: &Fleet, store: &Store) -> Vec<Diagnostic> {
+    let mut out = vec![];
+    if !fleet.manage_identities {
+        return out;
+    }
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for h in &fleet.hosts {
+        for r in &h.relays {
+            let o = at(&r.origin, "nickname");
+            if !store.has_identity(&r.nickname) {
+                out.push(inv.locate(
+                    Diagnostic::error(format!(
+                        "relay `{}` has no identity in {}: tor would make a new one and the relay would lose its fingerprint and reputation",
+                        r.nickname,
+                        store.relay_dir(&r.nickname).display()
+                    ))
+                    .help(format!("oignon secrets keygen {} (a new relay), or oignon secrets import {} (a running one)", r.nickname, h.name)),
+                    &o,
+                    false,
+                ));
+                continue;
+            }
+            if let Some(fp) = store.fingerprint(&r.nickname) {
+                if let Some(other) = seen.insert(fp.clone(), r.nickname.clone()) {
+                    out.push(inv.locate(
+                        Diagnostic::error(format!("relays `{other}` and `{}` share the identity {fp}: the directory authorities would see one relay", r.nickname))
+                            .help(format!("give `{}` its own identity: oignon secrets keygen --force {}", r.nickname, r.nickname)),
+                        &o,
+                        false,
+                    ));
+                }
+            }
+        }
+        if store.is_demo() {
+            let addrs = std::iter::once(IpAddr::V4(h.ipv4))
+                .chain(h.ipv6.map(IpAddr::V6))
+                .chain(h.relays.iter().map(|r| IpAddr::V4(r.ipv4)));
+            if let Some(a) = addrs.into_iter().find(|a| !is_documentation(*a)) {
+                out.push(inv.locate(
+                    Diagnostic::error(format!("host `{}` has the real address {a}, but {} holds DEMO keys, whose decryption key is public", h.name, store.dir.display()))
+                        .help("start a real secrets store (see secrets/README.md): oignon secrets keygen / import with your own recipients"),
+                    &at(&h.origin, if a.is_ipv4() { "ipv4" } else { "ipv6" }),
+                    false,
+                ));
+            }
+        }
+    }
+    if store.family_id().is_some() && !store.has_family_key() {
+        out.push(
+            Diagnostic::error(format!(
+                "{} names a family whose secret key is missing: every relay would carry `FamilyId` without its key, which tor --verify-config accepts but tor refuses at start",
+                store.dir.join("family.public_family_id").display()
+            ))
+            .help("restore family.secret_family_key.age from git, or run oignon secrets family-keygen --force"),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn documentation_ranges() {
+        for a in ["192.0.2.1", "198.51.100.7", "203.0.113.255", "2001:db8::1"] {
+            assert!(super::is_documentation(a.parse().unwrap()), "{a}");
+        }
+        for a in ["192.0.3.1", "8.8.8.8", "2001:db9::1"] {
+            assert!(!super::is_documentation(a.parse().unwrap()), "{a}");
+        }
+    }
+}

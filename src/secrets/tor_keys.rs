@@ -1,0 +1,156 @@
+//! Relay keys made and read by tor itself, in throwaway DataDirectories that are wiped after use.
+
+use super::{SecretsError, IDENTITY_FILES};
+use crate::secret::Secret;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+type Result<T> = std::result::Result<T, SecretsError>;
+
+/// A 0700 temp directory whose files are overwritten with zeros before it is removed.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Result<Scratch> {
+        let dir = tempfile::Builder::new()
+            .prefix("oignon-keys")
+            .tempdir()
+            .map_err(|e| SecretsError(format!("cannot make a temp dir: {e}")))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SecretsError(e.to_string()))?;
+        Ok(Scratch { dir })
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Best effort: overwrite key material before the directory goes.
+        fn wipe(d: &Path) {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        wipe(&p);
+                    } else if let Ok(m) = p.metadata() {
+                        let _ = std::fs::write(&p, vec![0u8; m.len() as usize]);
+                    }
+                }
+            }
+        }
+        wipe(self.dir.path());
+    }
+}
+
+/// An identity tor made or recognised.
+pub struct RelayKeys {
+    pub fingerprint: String,
+    pub ed25519_id: String,
+    /// (file name in keys/, content) for [`IDENTITY_FILES`].
+    pub files: Vec<(String, Secret)>,
+}
+
+fn list_fingerprint(data_dir: &Path, nick: &str) -> Result<(String, String)> {
+    let empty = data_dir.parent().unwrap_or(data_dir).join("empty-torrc");
+    std::fs::write(&empty, b"").map_err(|e| SecretsError(e.to_string()))?;
+    let out = Command::new("tor")
+        .arg("--defaults-torrc")
+        .arg(&empty)
+        .arg("-f")
+        .arg(&empty)
+        .args([
+            "--list-fingerprint",
+            "--DisableNetwork",
+            "1",
+            "--ORPort",
+            "9999",
+            "--Nickname",
+            nick,
+            "--hush",
+            "--DataDirectory",
+        ])
+        .arg(data_dir)
+        .output()
+        .map_err(|e| SecretsError(format!("cannot run tor: {e} (apt-get install tor)")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(SecretsError(format!(
+            "tor --list-fingerprint failed: {}",
+            crate::tor::tor_complaint(&text)
+        )));
+    }
+    let read = |f: &str| -> Result<String> {
+        let s = std::fs::read_to_string(data_dir.join(f))
+            .map_err(|e| SecretsError(format!("tor wrote no {f}: {e}")))?;
+        s.split_whitespace()
+            .nth(1)
+            .map(str::to_string)
+            .ok_or_else(|| SecretsError(format!("tor's {f} is empty")))
+    };
+    Ok((read("fingerprint")?, read("fingerprint-ed25519")?))
+}
+
+/// A new relay identity, made by tor with networking disabled.
+pub fn keygen(nick: &str) -> Result<RelayKeys> {
+    let s = Scratch::new()?;
+    let dd = s.path().join("data");
+    std::fs::create_dir(&dd).map_err(|e| SecretsError(e.to_string()))?;
+    std::fs::set_permissions(&dd, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| SecretsError(e.to_string()))?;
+    let (fingerprint, ed25519_id) = list_fingerprint(&dd, nick)?;
+    let mut files = vec![];
+    for f in IDENTITY_FILES {
+        let bytes = std::fs::read(dd.join("keys").join(f))
+            .map_err(|e| SecretsError(format!("tor wrote no keys/{f}: {e}")))?;
+        files.push((f.to_string(), Secret::new(bytes)));
+    }
+    Ok(RelayKeys {
+        fingerprint,
+        ed25519_id,
+        files,
+    })
+}
+
+/// The fingerprints tor computes from identity key files (RSA, ed25519).
+pub fn fingerprints_of(files: &[(String, Secret)], nick: &str) -> Result<(String, String)> {
+    let s = Scratch::new()?;
+    let keys: PathBuf = s.path().join("data/keys");
+    std::fs::create_dir_all(&keys).map_err(|e| SecretsError(e.to_string()))?;
+    for d in [s.path().join("data"), keys.clone()] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SecretsError(e.to_string()))?;
+    }
+    for (name, secret) in files {
+        let p = keys.join(name);
+        std::fs::write(&p, secret.expose()).map_err(|e| SecretsError(e.to_string()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| SecretsError(e.to_string()))?;
+    }
+    list_fingerprint(&s.path().join("data"), nick)
+}
+
+/// A new family key: (secret key file content, FamilyId).
+pub fn family_keygen() -> Result<(Secret, String)> {
+    let s = Scratch::new()?;
+    let out = Command::new("tor")
+        .args(["--keygen-family", "family", "--hush"])
+        .current_dir(s.path())
+        .output()
+        .map_err(|e| SecretsError(format!("cannot run tor: {e} (apt-get install tor)")))?;
+    if !out.status.success() {
+        return Err(SecretsError(format!(
+            "tor --keygen-family failed: {}",
+            crate::tor::tor_complaint(&String::from_utf8_lossy(&out.stdout))
+        )));
+    }
+    let secret = std::fs::read(s.path().join("family.secret_family_key"))
+        .map_err(|e| SecretsError(format!("tor wrote no family key: {e}")))?;
+    let id = std::fs::read_to_string(s.path().join("family.public_family_id"))
+        .map_err(|e| SecretsError(e.to_string()))?;
+    Ok((Secret::new(secret), id.trim().to_string()))
+}
