@@ -109,6 +109,11 @@ impl Loaded {
 
 /// Loads inventory and roles; reports every finding and returns None when any is an error.
 pub fn load(g: &Global) -> Option<Loaded> {
+    load_checked(g, true)
+}
+
+/// `load`, with or without the identity checks (`secrets` commands are how identities get made).
+pub fn load_checked(g: &Global, identities: bool) -> Option<Loaded> {
     let inventory = inventory::load(&g.inventory);
     let roles = Roles::load(&g.roles);
     let mut diags = inventory.diagnostics.clone();
@@ -122,7 +127,7 @@ pub fn load(g: &Global) -> Option<Loaded> {
     }
     let roles = roles.ok()?;
     let store = crate::secrets::Store::open(&g.secrets);
-    if let Some(fleet) = &inventory.fleet {
+    if let (Some(fleet), true) = (&inventory.fleet, identities) {
         let findings = crate::secrets::check::findings(&inventory, fleet, &store);
         report(&findings);
         if findings.iter().any(|d| d.is_error()) {

@@ -188,7 +188,7 @@ fn import(
     targets: super::plan::Targets,
 ) -> anyhow::Result<ExitCode> {
     use base64::Engine as _;
-    let Some(loaded) = super::load(g) else {
+    let Some(loaded) = super::load_checked(g, false) else {
         return Ok(ExitCode::from(1));
     };
     let fleet = loaded.fleet();
@@ -273,7 +273,7 @@ fn import(
 }
 
 pub fn fingerprints(g: &Global, a: FingerprintsArgs) -> anyhow::Result<ExitCode> {
-    let Some(loaded) = super::load(g) else {
+    let Some(loaded) = super::load_checked(g, false) else {
         return Ok(ExitCode::from(1));
     };
     let store = Store::open(&g.secrets);

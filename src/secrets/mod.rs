@@ -1,8 +1,8 @@
 //! Relay identities and the family key, age-encrypted in the repository.
 //!
 //! Layout of the secrets directory (default `secrets/`):
-//! - `recipients.txt`: who can decrypt: age `age1…` and `ssh-ed25519 …` keys, one per line,
-//!   `#` comments naming their owner.
+//! - `recipients.txt`: who can decrypt: age `age1…` and `ssh-ed25519 …` keys, one per line, each
+//!   after a full-line `#` comment naming its owner (the age CLI reads the same file with `-R`).
 //! - `relays/NICKNAME/secret_id_key.age`, `relays/NICKNAME/ed25519_master_id_secret_key.age`: the
 //!   two key files that ARE a relay's identity; `relays/NICKNAME/fingerprint` and `ed25519_id`
 //!   in clear (public), so rendering MyFamily needs no decryption.
