@@ -99,6 +99,9 @@ pub struct Change {
     pub content_base64: Option<String>,
     pub validate: Option<ValidatorKind>,
     pub instance: Option<String>,
+    /// The role that manages the file (`tor`, `kernel`, `hardening`, `secrets`...).
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 /// A handler to run after the changes, with the command and why.
@@ -182,6 +185,7 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
             content_base64,
             validate: f.validate,
             instance: f.instance.clone(),
+            role: Some(f.role.clone()),
             ..blank()
         };
         match obs {
@@ -416,6 +420,7 @@ fn blank() -> Change {
         content_base64: None,
         validate: None,
         instance: None,
+        role: None,
     }
 }
 

@@ -53,16 +53,14 @@ impl HostProgress {
         }
     }
     pub fn done(&self, msg: &str) {
-        match &self.bar {
-            Some(b) => b.finish_with_message(msg.to_string()),
-            // Without a terminal, gather.rs logs each host's outcome at -v instead.
-            None => {}
+        // Without a terminal, gather.rs logs each host's outcome at -v instead.
+        if let Some(b) = &self.bar {
+            b.finish_with_message(msg.to_string());
         }
     }
     pub fn fail(&self, msg: &str) {
-        match &self.bar {
-            Some(b) => b.finish_with_message(format!("failed: {msg}")),
-            None => {}
+        if let Some(b) = &self.bar {
+            b.finish_with_message(format!("failed: {msg}"));
         }
     }
 }

@@ -156,7 +156,8 @@ pub fn load(dir: &Path) -> Inventory {
 }
 
 /// Loads and validates files given as (path, text): the same pipeline without a directory, for
-/// tests and fuzzing.
+/// fuzzing.
+#[cfg(test)]
 pub fn from_texts(files: Vec<(std::path::PathBuf, String)>) -> Inventory {
     let mut loaded = load::Loaded {
         sources: vec![],

@@ -191,11 +191,9 @@ impl Identity {
                 ))
             })?;
             for entry in f.into_identities() {
-                match entry {
-                    age::IdentityFileEntry::Native(k) => keys.push(Box::new(k)),
-                    #[allow(unreachable_patterns)]
-                    _ => {}
-                }
+                // Native X25519 keys only: the age crate is built without plugin support.
+                let age::IdentityFileEntry::Native(k) = entry;
+                keys.push(Box::new(k));
             }
         } else if text.contains("PRIVATE KEY") {
             let k = age::ssh::Identity::from_buffer(&bytes[..], Some(path.display().to_string()))
