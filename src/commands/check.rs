@@ -29,19 +29,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             role.files.len()
         );
     }
-    let desired = match crate::render::render(
-        &loaded.inventory,
-        fleet,
-        &loaded.roles,
-        |_| true,
-        &loaded.public_keys(),
-    ) {
-        Ok(d) => d,
-        Err(diags) => {
-            super::report(&diags);
-            eprintln!("{}", super::summary(&diags));
-            return Ok(ExitCode::from(1));
-        }
+    let Some(desired) = loaded.render(|_| true, &loaded.public_keys()) else {
+        return Ok(ExitCode::from(1));
     };
     if let Some(nick) = &a.explain {
         return explain(fleet, nick);

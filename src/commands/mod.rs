@@ -98,6 +98,22 @@ impl Loaded {
         }
     }
 
+    /// Renders the selected hosts; on errors, reports them all and returns None.
+    pub fn render(
+        &self,
+        select: impl Fn(&inventory::HostSpec) -> bool,
+        keys: &crate::render::Keys,
+    ) -> Option<crate::desired::Desired> {
+        match crate::render::render(&self.inventory, self.fleet(), &self.roles, select, keys) {
+            Ok(d) => Some(d),
+            Err(diags) => {
+                report(&diags);
+                eprintln!("{}", summary(&diags));
+                None
+            }
+        }
+    }
+
     pub fn fleet(&self) -> &Fleet {
         // Invariant: `load` only returns Loaded when the fleet resolved without errors.
         self.inventory

@@ -81,15 +81,9 @@ pub fn plan_fleet(
         store: &loaded.store,
         identity: identity.as_ref(),
     };
-    let desired =
-        match crate::render::render(&loaded.inventory, fleet, &loaded.roles, &select, &keys) {
-            Ok(d) => d,
-            Err(diags) => {
-                super::report(&diags);
-                eprintln!("{}", super::summary(&diags));
-                return Ok(None);
-            }
-        };
+    let Some(desired) = loaded.render(&select, &keys) else {
+        return Ok(None);
+    };
     let specs: Vec<&crate::inventory::HostSpec> =
         fleet.hosts.iter().filter(|h| select(h)).collect();
     let reach = Reach::new(t.local.clone(), g.ssh_config.as_deref(), &specs, t.parallel)

@@ -24,19 +24,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         eprintln!("error: {msg}");
         return Ok(ExitCode::from(1));
     }
-    let desired = match crate::render::render(
-        &loaded.inventory,
-        fleet,
-        &loaded.roles,
-        |h| select(h),
-        &loaded.public_keys(),
-    ) {
-        Ok(d) => d,
-        Err(diags) => {
-            super::report(&diags);
-            eprintln!("{}", super::summary(&diags));
-            return Ok(ExitCode::from(1));
-        }
+    let Some(desired) = loaded.render(select, &loaded.public_keys()) else {
+        return Ok(ExitCode::from(1));
     };
     match a.out {
         Some(dir) => {

@@ -4,7 +4,6 @@
 use super::{Output, TransportError};
 use std::path::PathBuf;
 use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
 
 /// A host rooted at a local directory.
 pub struct LocalHost {
@@ -48,14 +47,7 @@ impl LocalHost {
                 what: format!("cannot run sh for {name}"),
                 detail: e.to_string(),
             })?;
-        // Feed stdin while reading stdout, so neither side can fill a pipe and wait on the other. A
-        // script that exits early closes its stdin: that shows in its status, not here.
-        let writer = child.stdin.take().map(|mut w| {
-            tokio::spawn(async move {
-                let _ = w.write_all(&stdin).await;
-                let _ = w.shutdown().await;
-            })
-        });
+        let writer = super::feed(child.stdin.take(), stdin);
         let out = child.wait_with_output().await.map_err(|e| TransportError {
             what: format!("{name} on {} failed", self.root.display()),
             detail: e.to_string(),

@@ -73,5 +73,21 @@ impl Transport {
     }
 }
 
+/// Feeds `bytes` to a child's stdin from a task of its own, so that reading the child's stdout
+/// meanwhile keeps either side from filling a pipe and waiting on the other. A script that exits
+/// early closes its stdin: that shows in its status, not here.
+pub fn feed<W>(stdin: Option<W>, bytes: Vec<u8>) -> Option<tokio::task::JoinHandle<()>>
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncWriteExt;
+    stdin.map(|mut w| {
+        tokio::spawn(async move {
+            let _ = w.write_all(&bytes).await;
+            let _ = w.shutdown().await;
+        })
+    })
+}
+
 /// How long a connection attempt may take before the host counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -12,7 +12,6 @@ use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 
 /// A connected host.
 pub struct SshHost {
@@ -162,13 +161,7 @@ impl SshHost {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().await.map_err(fail)?;
-        // Feed stdin while reading stdout, so neither side can fill a pipe and wait on the other.
-        let writer = child.stdin().take().map(|mut w| {
-            tokio::spawn(async move {
-                let _ = w.write_all(&stdin).await;
-                let _ = w.shutdown().await;
-            })
-        });
+        let writer = super::feed(child.stdin().take(), stdin);
         let out = child.wait_with_output().await.map_err(fail)?;
         if let Some(w) = writer {
             let _ = w.await;
