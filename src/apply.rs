@@ -213,6 +213,7 @@ mod tests {
             files: vec![f.clone()],
             instances: vec![],
             kernel_params: None,
+            notices: vec![],
         };
         let change: Change = serde_json::from_value(serde_json::json!({
             "kind": "update", "target": "/etc/x", "reason": "r", "drift": false, "secret": false,

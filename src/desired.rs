@@ -72,6 +72,8 @@ pub struct DesiredHost {
     pub instances: Vec<String>,
     /// Kernel parameters that must appear in `/proc/cmdline`, when the kernel role is on.
     pub kernel_params: Option<Vec<String>>,
+    /// Things the plan should say about this host (e.g. a signing certificate's expiry).
+    pub notices: Vec<String>,
 }
 
 /// Every selected host's desired state.

@@ -379,6 +379,7 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
             ));
         }
     }
+    p.notices.extend(desired.notices.iter().cloned());
     if let Some(lock) = &observed.lock {
         p.notices
             .push(format!("an apply holds the lock on this host: {lock}"));
@@ -607,6 +608,7 @@ mod tests {
             files,
             instances: vec!["r1".into()],
             kernel_params: Some(vec!["pti=on".into()]),
+            notices: vec![],
         }
     }
 

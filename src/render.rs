@@ -207,7 +207,12 @@ pub fn render(
                         instance: Some(r.nickname.clone()),
                     })
                 };
-                for name in crate::secrets::IDENTITY_FILES {
+                let deployed = if r.offline_master_key {
+                    crate::secrets::OFFLINE_FILES
+                } else {
+                    crate::secrets::IDENTITY_FILES
+                };
+                for name in deployed {
                     match id.decrypt(
                         &keys
                             .store
@@ -232,11 +237,21 @@ pub fn render(
             }
         }
         let kernel_on = host.roles.iter().any(|r| r == "kernel") && host.boot == Boot::Grub;
+        let notices = host
+            .relays
+            .iter()
+            .filter(|r| fleet.manage_identities && r.offline_master_key)
+            .map(|r| match keys.store.signing_expiry(&r.nickname) {
+                Some(e) => format!("{} (OfflineMasterKey): signing certificate valid until {e}; renew before with `oignon secrets renew-signing {}`", r.nickname, r.nickname),
+                None => format!("{} (OfflineMasterKey): signing certificate expiry unknown; run `oignon secrets renew-signing {}`", r.nickname, r.nickname),
+            })
+            .collect();
         desired.hosts.push(DesiredHost {
             name: host.name.clone(),
             files,
             instances: host.relays.iter().map(|r| r.nickname.clone()).collect(),
             kernel_params: kernel_on.then(|| host.kernel_params.clone()),
+            notices,
         });
     }
     // An inherited roles list fails once per host: report it once.

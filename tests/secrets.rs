@@ -445,3 +445,51 @@ fn canary_private_key_never_leaks_to_any_output_or_controller_file() {
         "canaries are not taken from the key"
     );
 }
+
+#[test]
+fn offline_master_key_deploys_a_signing_key_and_shows_its_expiry() {
+    let f = Fixture::shipped();
+    f.edit(
+        "inventory/gandi.toml",
+        "orport = 443",
+        "orport = 443\noffline_master_key = true",
+    );
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "relay `ekumen` keeps its master key offline but has no signing key",
+        "oignon secrets renew-signing ekumen",
+    ]);
+    let run = f.run(&[
+        "secrets",
+        "renew-signing",
+        "ekumen",
+        "--lifetime",
+        "30 days",
+    ]);
+    run.code(0)
+        .out_has(&["ekumen: new signing key, certificate valid until 20"]);
+    f.run(&["check"])
+        .code(0)
+        .out_has(&["6 torrc verified by tor"]);
+    f.run(&["render", "--host", "ekumen"])
+        .code(0)
+        .out_has(&["OfflineMasterKey 1\n"]);
+    let root = f.path("images");
+    let plan = f.run(&[
+        "plan",
+        "--local",
+        root.to_str().unwrap(),
+        "--host",
+        "ekumen",
+        "--brief",
+    ]);
+    plan.code(0).out_has(&[
+        "+ /var/lib/tor-instances/ekumen/keys/ed25519_signing_secret_key",
+        "+ /var/lib/tor-instances/ekumen/keys/ed25519_signing_cert",
+        "! ekumen (OfflineMasterKey): signing certificate valid until 20",
+    ]);
+    assert!(
+        !plan.stdout.contains("ed25519_master_id_secret_key"),
+        "the master key stays offline:\n{}",
+        plan.stdout
+    );
+}

@@ -38,6 +38,14 @@ pub enum Sub {
     },
     /// Re-encrypt every secret to the current recipients.txt (after an admin joins or leaves).
     Rekey,
+    /// OfflineMasterKey relays: a new signing key and certificate from the master key in secrets/.
+    RenewSigning {
+        #[arg(required = true, value_name = "NICKNAME")]
+        nicknames: Vec<String>,
+        /// How long the certificate is valid, in tor's words (`30 days`, `2 months`).
+        #[arg(long, default_value = "30 days")]
+        lifetime: String,
+    },
     /// Decrypt each relay's keys and check with tor that they give the recorded fingerprint.
     Verify,
 }
@@ -56,6 +64,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         Sub::FamilyKeygen { force } => family_keygen(&store, force),
         Sub::Import { host, targets } => import(g, &store, &host, targets),
         Sub::Rekey => rekey(g, &store),
+        Sub::RenewSigning {
+            nicknames,
+            lifetime,
+        } => renew_signing(g, &store, &nicknames, &lifetime),
         Sub::Verify => verify(g, &store),
     }
 }
@@ -130,6 +142,45 @@ fn rekey(g: &Global, store: &Store) -> anyhow::Result<ExitCode> {
         super::plural(files.len()),
         store.dir.join("recipients.txt").display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn renew_signing(
+    g: &Global,
+    store: &Store,
+    nicks: &[String],
+    lifetime: &str,
+) -> anyhow::Result<ExitCode> {
+    let id = Identity::find(g.identity.as_deref(), store)?;
+    for n in nicks {
+        if !store.has_identity(n) {
+            anyhow::bail!(
+                "{n} has no identity in {}: oignon secrets keygen {n} first",
+                store.relay_dir(n).display()
+            );
+        }
+        let mut identity = vec![];
+        for f in IDENTITY_FILES {
+            identity.push((
+                f.to_string(),
+                id.decrypt(&store.relay_dir(n).join(format!("{f}.age")))?,
+            ));
+        }
+        let (files, expires) = tor_keys::renew_signing(&identity, n, lifetime)?;
+        for (name, secret) in &files {
+            write_atomic(
+                &store.relay_dir(n).join(format!("{name}.age")),
+                &encrypt(secret.expose(), store.recipients()?)?,
+            )?;
+        }
+        write_atomic(
+            &store.relay_dir(n).join("signing_cert_expires"),
+            format!("{expires}\n").as_bytes(),
+        )?;
+        println!(
+            "{n}: new signing key, certificate valid until {expires}; `oignon apply` deploys it"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

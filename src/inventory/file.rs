@@ -78,6 +78,9 @@ pub struct Relay {
     pub exit_policy_prepend: Option<Vec<String>>,
     pub ipv6_exit: Option<bool>,
     pub torrc_extra: Option<Vec<String>>,
+    /// `OfflineMasterKey 1`: the ed25519 master key stays in secrets/; hosts get a signing key
+    /// and certificate, renewed with `oignon secrets renew-signing`.
+    pub offline_master_key: Option<bool>,
 }
 
 /// Settings inherited fleet → hoster → host → relay.
@@ -105,6 +108,9 @@ pub struct Settings {
     /// Default sysctl keys to leave out (accumulates), for kernels that lack them.
     pub sysctl_remove: Option<Vec<String>>,
     pub torrc_extra: Option<Vec<String>>,
+    /// `OfflineMasterKey 1`: the ed25519 master key stays in secrets/; hosts get a signing key
+    /// and certificate, renewed with `oignon secrets renew-signing`.
+    pub offline_master_key: Option<bool>,
 }
 
 /// A sysctl value as written: `2` or `"1"`.

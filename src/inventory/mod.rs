@@ -112,6 +112,7 @@ pub struct RelaySpec {
     pub sandbox: bool,
     pub noexec: bool,
     pub dos_defense: bool,
+    pub offline_master_key: bool,
     pub torrc_extra: Vec<String>,
     #[serde(skip)]
     pub origin: Origin,
@@ -584,6 +585,7 @@ impl Resolver<'_> {
             ipv6_exit: r.ipv6_exit,
             metrics_port: r.metrics_port,
             torrc_extra: r.torrc_extra.clone(),
+            offline_master_key: r.offline_master_key,
             ..Settings::default()
         };
         let mut layers: Vec<Layer> = host_layers.to_vec();
@@ -879,6 +881,7 @@ impl Resolver<'_> {
             sandbox: bool_of(|s| s.sandbox, true),
             noexec: bool_of(|s| s.noexec, true),
             dos_defense: bool_of(|s| s.dos_defense, true),
+            offline_master_key: bool_of(|s| s.offline_master_key, false),
             torrc_extra,
             origin,
         })

@@ -65,6 +65,7 @@ mod tests {
             files: vec![file("/etc/a", false), file("/var/k", true)],
             instances: vec!["r1".into()],
             kernel_params: None,
+            notices: vec![],
         };
         let req = String::from_utf8(gather_requests(&h)).unwrap();
         let want = crate::util::sha256_hex(b"x");

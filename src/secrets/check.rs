@@ -54,6 +54,14 @@ pub fn findings(inv: &Inventory, fleet: &Fleet, store: &Store) -> Vec<Diagnostic
                 ));
                 continue;
             }
+            if r.offline_master_key && !store.has_signing(&r.nickname) {
+                out.push(inv.locate(
+                    Diagnostic::error(format!("relay `{}` keeps its master key offline but has no signing key in secrets/", r.nickname))
+                        .help(format!("oignon secrets renew-signing {}", r.nickname)),
+                    &o,
+                    false,
+                ));
+            }
             if let Some(fp) = store.fingerprint(&r.nickname) {
                 if let Some(other) = seen.insert(fp.clone(), r.nickname.clone()) {
                     out.push(inv.locate(

@@ -22,6 +22,22 @@ use std::path::{Path, PathBuf};
 /// The identity key files of a relay, as tor names them in `keys/`.
 pub const IDENTITY_FILES: &[&str] = &["secret_id_key", "ed25519_master_id_secret_key"];
 
+/// What a host gets with `OfflineMasterKey 1`: no master secret key, a renewable signing key and
+/// certificate, and the master public key.
+pub const OFFLINE_FILES: &[&str] = &[
+    "secret_id_key",
+    "ed25519_signing_secret_key",
+    "ed25519_signing_cert",
+    "ed25519_master_id_public_key",
+];
+
+/// The signing files `secrets renew-signing` makes.
+pub const SIGNING_FILES: &[&str] = &[
+    "ed25519_signing_secret_key",
+    "ed25519_signing_cert",
+    "ed25519_master_id_public_key",
+];
+
 /// The family key's file name in each relay's KeyDirectory.
 pub const FAMILY_KEY_FILE: &str = "family.secret_family_key";
 
@@ -74,6 +90,18 @@ impl Store {
         IDENTITY_FILES
             .iter()
             .all(|f| self.relay_dir(nick).join(format!("{f}.age")).is_file())
+    }
+
+    /// Whether `renew-signing` made the signing key and certificate of an offline-master relay.
+    pub fn has_signing(&self, nick: &str) -> bool {
+        SIGNING_FILES
+            .iter()
+            .all(|f| self.relay_dir(nick).join(format!("{f}.age")).is_file())
+    }
+
+    /// When the signing certificate expires (recorded by `renew-signing`).
+    pub fn signing_expiry(&self, nick: &str) -> Option<String> {
+        self.read_clear(self.relay_dir(nick).join("signing_cert_expires"))
     }
 
     pub fn family_id(&self) -> Option<String> {

@@ -154,3 +154,98 @@ pub fn family_keygen() -> Result<(Secret, String)> {
         .map_err(|e| SecretsError(e.to_string()))?;
     Ok((Secret::new(secret), id.trim().to_string()))
 }
+
+/// A new signing key and certificate for an offline master key: (files, expiry as UTC text).
+pub fn renew_signing(
+    identity: &[(String, Secret)],
+    nick: &str,
+    lifetime: &str,
+) -> Result<(Vec<(String, Secret)>, String)> {
+    let s = Scratch::new()?;
+    let dd = s.path().join("data");
+    let keys = dd.join("keys");
+    std::fs::create_dir_all(&keys).map_err(|e| SecretsError(e.to_string()))?;
+    for d in [&dd, &keys] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SecretsError(e.to_string()))?;
+    }
+    for (name, secret) in identity {
+        std::fs::write(keys.join(name), secret.expose())
+            .map_err(|e| SecretsError(e.to_string()))?;
+    }
+    let empty = s.path().join("empty-torrc");
+    std::fs::write(&empty, b"").map_err(|e| SecretsError(e.to_string()))?;
+    let out = Command::new("tor")
+        .arg("--defaults-torrc")
+        .arg(&empty)
+        .arg("-f")
+        .arg(&empty)
+        .args([
+            "--keygen",
+            "--no-passphrase",
+            "--hush",
+            "--Nickname",
+            nick,
+            "--SigningKeyLifetime",
+            lifetime,
+            "--DataDirectory",
+        ])
+        .arg(&dd)
+        .output()
+        .map_err(|e| SecretsError(format!("cannot run tor: {e} (apt-get install tor)")))?;
+    if !out.status.success() {
+        return Err(SecretsError(format!(
+            "tor --keygen failed: {}",
+            crate::tor::tor_complaint(&String::from_utf8_lossy(&out.stdout))
+        )));
+    }
+    let mut files = vec![];
+    for f in super::SIGNING_FILES {
+        let bytes = std::fs::read(keys.join(f))
+            .map_err(|e| SecretsError(format!("tor wrote no keys/{f}: {e}")))?;
+        files.push((f.to_string(), Secret::new(bytes)));
+    }
+    let cert = files
+        .iter()
+        .find(|(n, _)| n == "ed25519_signing_cert")
+        .map(|(_, c)| c.expose().to_vec())
+        .unwrap_or_default();
+    Ok((
+        files,
+        cert_expiry(&cert)
+            .ok_or_else(|| SecretsError("tor's signing certificate could not be read".into()))?,
+    ))
+}
+
+/// The expiry of an `ed25519_signing_cert` file: after the 32-byte header, version (1), type (1),
+/// then the expiration in hours since the epoch (4 bytes, big-endian).
+pub fn cert_expiry(file: &[u8]) -> Option<String> {
+    let c = file.get(32..38)?;
+    let hours = u32::from_be_bytes([c[2], c[3], c[4], c[5]]) as i64;
+    let days = hours / 24;
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    Some(format!("{y:04}-{m:02}-{d:02}T{:02}:00Z", hours % 24))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cert_expiry_reads_hours_since_the_epoch() {
+        let mut f = vec![0u8; 32];
+        // 2026-12-25T07:00Z = 20812 days * 24 + 7 hours
+        let hours: u32 = 20_812 * 24 + 7;
+        f.extend_from_slice(&[1, 4]);
+        f.extend_from_slice(&hours.to_be_bytes());
+        assert_eq!(super::cert_expiry(&f).as_deref(), Some("2026-12-25T07:00Z"));
+        assert_eq!(super::cert_expiry(&[0u8; 10]), None);
+    }
+}
