@@ -344,7 +344,11 @@ bad_input!(
     "inventory/gandi.toml",
     "uplink = \"25 Mbit/s\"\n",
     "",
-    ["missing field `uplink`", "inventory/gandi.toml"]
+    [
+        "missing key `uplink` in this table",
+        "inventory/gandi.toml:5:1",
+        "add `uplink`"
+    ]
 );
 bad_input!(
     bad_boot_loader_is_refused,
@@ -526,5 +530,19 @@ fn require_tor() {
     assert!(
         ok,
         "tor is not installed: run ./scripts/test, which installs it"
+    );
+}
+
+#[test]
+fn an_orport_clash_is_reported_once_not_once_per_address_family() {
+    let f = Fixture::shipped();
+    f.edit("inventory/ielo-liazo.toml", "orport = 9001", "orport = 443");
+    let run = f.run(&["check", "--no-tor"]);
+    run.code(1);
+    assert_eq!(
+        run.stderr.matches("is already the ORPort").count(),
+        1,
+        "{}",
+        run.stderr
     );
 }

@@ -89,11 +89,16 @@ pub fn load_text(loaded: &mut Loaded, path: std::path::PathBuf, text: String) {
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
             let msg = e.message().trim().to_string();
-            loaded.diagnostics.push(
-                Diagnostic::error(format!("wrong value: {msg}"))
-                    .help("see README.md, \"The inventory\", for each key's type")
-                    .at(&source.path, &source.text, span),
-            );
+            // serde says "missing field `x`": for a TOML file, it is a key to add.
+            let d = match msg.strip_prefix("missing field ") {
+                Some(key) => Diagnostic::error(format!("missing key {key} in this table"))
+                    .help(format!("add {key} (see README.md, \"The inventory\")")),
+                None => Diagnostic::error(format!("wrong value: {msg}"))
+                    .help("see README.md, \"The inventory\", for each key's type"),
+            };
+            loaded
+                .diagnostics
+                .push(d.at(&source.path, &source.text, span));
         }
     }
     loaded.sources.push(source);

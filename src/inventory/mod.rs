@@ -677,15 +677,20 @@ impl Resolver<'_> {
                 at("metrics_port"),
             ));
         }
+        let mut clashed: Vec<String> = vec![];
         for (addr, port, what, o) in claims {
             let who = format!("{what} of `{}`", r.nickname);
             if let Some((prev, _)) = ports.get(&(addr.clone(), port)) {
-                self.err(
-                    &o,
-                    "relay.orport",
-                    format!("{addr}:{port} is already the {prev} on host `{}`", h.name),
-                    "give each instance its own port (or its own address)",
-                );
+                // One finding per clash, not one per address family of the same port.
+                if !clashed.contains(&what) {
+                    self.err(
+                        &o,
+                        "relay.orport",
+                        format!("{addr}:{port} is already the {prev} on host `{}`", h.name),
+                        "give each instance its own port (or its own address)",
+                    );
+                    clashed.push(what);
+                }
                 ok = false;
             } else {
                 ports.insert((addr, port), (who, o));
