@@ -442,3 +442,24 @@ fn a_handler_left_pending_by_an_interrupted_apply_runs_next_time() {
     )
     .code(0);
 }
+
+#[test]
+fn an_apply_killed_hard_leaves_no_records_behind_after_the_next_apply() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    // What a SIGKILLed apply leaves: its work dir (records, key files among them) in /run.
+    lab.exec(
+        lab_of("ekumen"),
+        "mkdir -p /run/oignon/apply.dead1 && echo secret > /run/oignon/apply.dead1/b64.1",
+    );
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
+    let left = lab.exec(
+        lab_of("ekumen"),
+        "ls -d /run/oignon/apply.* 2>/dev/null || true",
+    );
+    assert!(
+        left.stdout.is_empty(),
+        "left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

@@ -22,7 +22,14 @@ state=$root/var/lib/oignon
 backups=$root/var/backups/oignon
 keep=5
 mkdir -p "$state" "$backups" || exit 7
-work=$(mktemp -d "$state/apply.XXXXXX") || exit 7
+# The records (key files among them, base64) wait in RAM: /run is a tmpfs on Debian, so a key never
+# touches the host's disk outside its own file. A local image's records stay on the controller.
+if [ -z "$root" ] && [ -d /run ] && [ -w /run ]; then
+  mkdir -p -m 0700 /run/oignon || exit 7
+  work=$(umask 077 && mktemp -d /run/oignon/apply.XXXXXX) || exit 7
+else
+  work=$(umask 077 && mktemp -d "${TMPDIR:-/tmp}/oignon-apply.XXXXXX") || exit 7
+fi
 lock=$state/lock
 locked=0
 cleanup() {
@@ -80,6 +87,12 @@ if ! (set -C; printf '%s\tpid %s\tsince %s\n' "$who" "$$" "$(date -u +%Y-%m-%dT%
   fi
 fi
 locked=1
+# Holding the lock, any other apply work dir is a dead apply's (killed before its cleanup ran).
+if [ -z "$root" ]; then
+  for d in /run/oignon/apply.*; do
+    [ "$d" = "$work" ] || rm -rf -- "$d"
+  done
+fi
 
 # Phase 3: nothing moved since the plan.
 stale=0
