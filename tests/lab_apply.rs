@@ -463,3 +463,34 @@ fn an_apply_killed_hard_leaves_no_records_behind_after_the_next_apply() {
         String::from_utf8_lossy(&left.stdout)
     );
 }
+
+#[test]
+fn reboot_happens_only_with_the_reboot_flag_and_only_where_the_kernel_line_needs_it() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
+    assert!(
+        !handler_calls(&lab, "ekumen").iter().any(|c| c == "reboot"),
+        "no reboot without --reboot"
+    );
+    // /proc/cmdline here lacks the hardening parameters: the plan says a reboot is required.
+    oignon(&f, &lab, &["plan", "--host", "ekumen"])
+        .code(0)
+        .out_has(&[
+        "! reboot required: the running kernel's command line (/proc/cmdline) lacks slab_nomerge",
+    ]);
+    oignon(
+        &f,
+        &lab,
+        &["apply", "--yes", "--host", "ekumen", "--reboot"],
+    )
+    .code(0)
+    .out_has(&["rebooting (--reboot)"]);
+    assert_eq!(
+        handler_calls(&lab, "ekumen")
+            .iter()
+            .filter(|c| *c == "reboot")
+            .count(),
+        1
+    );
+}
