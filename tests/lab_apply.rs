@@ -7,10 +7,7 @@ use common::lab::Lab;
 use support::{lab_of, Fixture, Run};
 
 fn oignon(f: &Fixture, lab: &Lab, args: &[&str]) -> Run {
-    let cfg = lab.ssh_config();
-    let mut all = vec!["--ssh-config", cfg.to_str().unwrap()];
-    all.extend_from_slice(args);
-    f.run(&all)
+    f.run_over(&lab.ssh_config(), args)
 }
 
 fn sha(bytes: &[u8]) -> String {

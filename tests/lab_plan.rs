@@ -6,23 +6,15 @@ use common::lab::Lab;
 use support::{lab_of, Fixture, Run};
 
 fn plan(f: &Fixture, lab: &Lab, extra: &[&str]) -> Run {
-    let cfg = lab.ssh_config();
-    let mut args = vec!["--ssh-config", cfg.to_str().unwrap(), "plan"];
+    let mut args = vec!["plan"];
     args.extend_from_slice(extra);
-    f.run(&args)
+    f.run_over(&lab.ssh_config(), &args)
 }
 
 fn apply(f: &Fixture, lab: &Lab, extra: &[&str]) -> Run {
-    let cfg = lab.ssh_config();
-    let mut args = vec![
-        "--ssh-config",
-        cfg.to_str().unwrap(),
-        "apply",
-        "--yes",
-        "--brief",
-    ];
+    let mut args = vec!["apply", "--yes", "--brief"];
     args.extend_from_slice(extra);
-    f.run(&args)
+    f.run_over(&lab.ssh_config(), &args)
 }
 
 #[test]

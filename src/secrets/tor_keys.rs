@@ -55,15 +55,57 @@ pub struct RelayKeys {
     pub files: Vec<(String, Secret)>,
 }
 
-fn list_fingerprint(data_dir: &Path, nick: &str) -> Result<(String, String)> {
-    let empty = data_dir.parent().unwrap_or(data_dir).join("empty-torrc");
+/// Runs tor with empty defaults and config (nothing from /etc/tor is read) and the given options.
+fn tor(dir: &Path, args: &[&str], data_dir: Option<&Path>) -> Result<std::process::Output> {
+    let empty = dir.join("empty-torrc");
     std::fs::write(&empty, b"").map_err(|e| SecretsError(e.to_string()))?;
-    let out = Command::new("tor")
-        .arg("--defaults-torrc")
+    let mut cmd = Command::new("tor");
+    cmd.arg("--defaults-torrc")
         .arg(&empty)
         .arg("-f")
         .arg(&empty)
-        .args([
+        .arg("--hush")
+        .args(args)
+        .current_dir(dir);
+    if let Some(d) = data_dir {
+        cmd.arg("--DataDirectory").arg(d);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| SecretsError(format!("cannot run tor: {e} (apt-get install tor)")))?;
+    if !out.status.success() {
+        return Err(SecretsError(format!(
+            "tor {} failed: {}",
+            args.first().unwrap_or(&""),
+            crate::tor::tor_complaint(&String::from_utf8_lossy(&out.stdout))
+        )));
+    }
+    Ok(out)
+}
+
+/// A DataDirectory in `s` (0700, keys/ 0700) holding `files` (0600); returns its path.
+fn data_dir_with(s: &Scratch, files: &[(String, Secret)]) -> Result<PathBuf> {
+    let dd = s.path().join("data");
+    let keys = dd.join("keys");
+    std::fs::create_dir_all(&keys).map_err(|e| SecretsError(e.to_string()))?;
+    for d in [&dd, &keys] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SecretsError(e.to_string()))?;
+    }
+    for (name, secret) in files {
+        let p = keys.join(name);
+        std::fs::write(&p, secret.expose()).map_err(|e| SecretsError(e.to_string()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| SecretsError(e.to_string()))?;
+    }
+    Ok(dd)
+}
+
+/// The fingerprints tor prints for the keys in `data_dir` (making them if absent): (RSA, ed25519).
+fn list_fingerprint(s: &Scratch, data_dir: &Path, nick: &str) -> Result<(String, String)> {
+    tor(
+        s.path(),
+        &[
             "--list-fingerprint",
             "--DisableNetwork",
             "1",
@@ -71,19 +113,9 @@ fn list_fingerprint(data_dir: &Path, nick: &str) -> Result<(String, String)> {
             "9999",
             "--Nickname",
             nick,
-            "--hush",
-            "--DataDirectory",
-        ])
-        .arg(data_dir)
-        .output()
-        .map_err(|e| SecretsError(format!("cannot run tor: {e} (apt-get install tor)")))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(SecretsError(format!(
-            "tor --list-fingerprint failed: {}",
-            crate::tor::tor_complaint(&text)
-        )));
-    }
+        ],
+        Some(data_dir),
+    )?;
     let read = |f: &str| -> Result<String> {
         let s = std::fs::read_to_string(data_dir.join(f))
             .map_err(|e| SecretsError(format!("tor wrote no {f}: {e}")))?;
@@ -95,59 +127,40 @@ fn list_fingerprint(data_dir: &Path, nick: &str) -> Result<(String, String)> {
     Ok((read("fingerprint")?, read("fingerprint-ed25519")?))
 }
 
+fn read_keys(data_dir: &Path, names: &[&str]) -> Result<Vec<(String, Secret)>> {
+    names
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(data_dir.join("keys").join(f))
+                .map_err(|e| SecretsError(format!("tor wrote no keys/{f}: {e}")))?;
+            Ok((f.to_string(), Secret::new(bytes)))
+        })
+        .collect()
+}
+
 /// A new relay identity, made by tor with networking disabled.
 pub fn keygen(nick: &str) -> Result<RelayKeys> {
     let s = Scratch::new()?;
-    let dd = s.path().join("data");
-    std::fs::create_dir(&dd).map_err(|e| SecretsError(e.to_string()))?;
-    std::fs::set_permissions(&dd, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| SecretsError(e.to_string()))?;
-    let (fingerprint, ed25519_id) = list_fingerprint(&dd, nick)?;
-    let mut files = vec![];
-    for f in IDENTITY_FILES {
-        let bytes = std::fs::read(dd.join("keys").join(f))
-            .map_err(|e| SecretsError(format!("tor wrote no keys/{f}: {e}")))?;
-        files.push((f.to_string(), Secret::new(bytes)));
-    }
+    let dd = data_dir_with(&s, &[])?;
+    let (fingerprint, ed25519_id) = list_fingerprint(&s, &dd, nick)?;
     Ok(RelayKeys {
         fingerprint,
         ed25519_id,
-        files,
+        files: read_keys(&dd, IDENTITY_FILES)?,
     })
 }
 
 /// The fingerprints tor computes from identity key files (RSA, ed25519).
 pub fn fingerprints_of(files: &[(String, Secret)], nick: &str) -> Result<(String, String)> {
     let s = Scratch::new()?;
-    let keys: PathBuf = s.path().join("data/keys");
-    std::fs::create_dir_all(&keys).map_err(|e| SecretsError(e.to_string()))?;
-    for d in [s.path().join("data"), keys.clone()] {
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| SecretsError(e.to_string()))?;
-    }
-    for (name, secret) in files {
-        let p = keys.join(name);
-        std::fs::write(&p, secret.expose()).map_err(|e| SecretsError(e.to_string()))?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| SecretsError(e.to_string()))?;
-    }
-    list_fingerprint(&s.path().join("data"), nick)
+    let dd = data_dir_with(&s, files)?;
+    list_fingerprint(&s, &dd, nick)
 }
 
 /// A new family key: (secret key file content, FamilyId).
 pub fn family_keygen() -> Result<(Secret, String)> {
     let s = Scratch::new()?;
-    let out = Command::new("tor")
-        .args(["--keygen-family", "family", "--hush"])
-        .current_dir(s.path())
-        .output()
-        .map_err(|e| SecretsError(format!("cannot run tor: {e} (apt-get install tor)")))?;
-    if !out.status.success() {
-        return Err(SecretsError(format!(
-            "tor --keygen-family failed: {}",
-            crate::tor::tor_complaint(&String::from_utf8_lossy(&out.stdout))
-        )));
-    }
+    tor(s.path(), &["--keygen-family", "family"], None)?;
     let secret = std::fs::read(s.path().join("family.secret_family_key"))
         .map_err(|e| SecretsError(format!("tor wrote no family key: {e}")))?;
     let id = std::fs::read_to_string(s.path().join("family.public_family_id"))
@@ -162,49 +175,20 @@ pub fn renew_signing(
     lifetime: &str,
 ) -> Result<(Vec<(String, Secret)>, String)> {
     let s = Scratch::new()?;
-    let dd = s.path().join("data");
-    let keys = dd.join("keys");
-    std::fs::create_dir_all(&keys).map_err(|e| SecretsError(e.to_string()))?;
-    for d in [&dd, &keys] {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| SecretsError(e.to_string()))?;
-    }
-    for (name, secret) in identity {
-        std::fs::write(keys.join(name), secret.expose())
-            .map_err(|e| SecretsError(e.to_string()))?;
-    }
-    let empty = s.path().join("empty-torrc");
-    std::fs::write(&empty, b"").map_err(|e| SecretsError(e.to_string()))?;
-    let out = Command::new("tor")
-        .arg("--defaults-torrc")
-        .arg(&empty)
-        .arg("-f")
-        .arg(&empty)
-        .args([
+    let dd = data_dir_with(&s, identity)?;
+    tor(
+        s.path(),
+        &[
             "--keygen",
             "--no-passphrase",
-            "--hush",
             "--Nickname",
             nick,
             "--SigningKeyLifetime",
             lifetime,
-            "--DataDirectory",
-        ])
-        .arg(&dd)
-        .output()
-        .map_err(|e| SecretsError(format!("cannot run tor: {e} (apt-get install tor)")))?;
-    if !out.status.success() {
-        return Err(SecretsError(format!(
-            "tor --keygen failed: {}",
-            crate::tor::tor_complaint(&String::from_utf8_lossy(&out.stdout))
-        )));
-    }
-    let mut files = vec![];
-    for f in super::SIGNING_FILES {
-        let bytes = std::fs::read(keys.join(f))
-            .map_err(|e| SecretsError(format!("tor wrote no keys/{f}: {e}")))?;
-        files.push((f.to_string(), Secret::new(bytes)));
-    }
+        ],
+        Some(&dd),
+    )?;
+    let files = read_keys(&dd, super::SIGNING_FILES)?;
     let cert = files
         .iter()
         .find(|(n, _)| n == "ed25519_signing_cert")

@@ -93,6 +93,13 @@ impl Fixture {
     pub fn run(&self, args: &[&str]) -> Run {
         run_in(self.dir.path(), args)
     }
+
+    /// `run` with `--ssh-config FILE` first (a lab's ssh_config).
+    pub fn run_over(&self, ssh_config: &Path, args: &[&str]) -> Run {
+        let mut all = vec!["--ssh-config", ssh_config.to_str().expect("a UTF-8 path")];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
 }
 
 pub fn run_in(cwd: &Path, args: &[&str]) -> Run {
