@@ -168,6 +168,18 @@ pub fn render(
                             continue;
                         }
                     };
+                    // Paths travel as whitespace-separated fields to the host scripts.
+                    if !path.starts_with('/')
+                        || path.contains("..")
+                        || path.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        diags.push(
+                            Diagnostic::error(format!("role `{}` renders the path {path:?}, which is not a plain absolute path", role.name))
+                                .in_file(&roles.dir.join(&role.name).join("role.toml"))
+                                .help("paths must be absolute, without `..`, spaces or control characters"),
+                        );
+                        continue;
+                    }
                     files.push(DesiredFile {
                         path,
                         content: Content::Plain(content.into_bytes()),

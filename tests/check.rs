@@ -546,3 +546,17 @@ fn an_orport_clash_is_reported_once_not_once_per_address_family() {
         run.stderr
     );
 }
+
+#[test]
+fn a_role_path_with_spaces_is_refused() {
+    let f = Fixture::shipped();
+    f.edit(
+        "roles/kernel/role.toml",
+        "path = \"/etc/default/grub.d/oignon.cfg\"",
+        "path = \"/etc/default/grub.d/oignon {{ host.name }}.cfg\"",
+    );
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "role `kernel` renders the path \"/etc/default/grub.d/oignon ekumen.cfg\"",
+        "roles/kernel/role.toml",
+    ]);
+}
