@@ -1,0 +1,903 @@
+//! The resolver: inventory files in, a validated [`Fleet`] out. Applies inheritance (fleet →
+//! hoster → host → relay) and checks everything tor would refuse or an operator would regret,
+//! collecting every finding with its location.
+
+use super::file::{self, InventoryFile, Settings};
+use super::source::{Seg, SourceFile};
+use super::{
+    bandwidth, locate, Boot, Fleet, HostSpec, Origin, RelaySpec, DEFAULT_KERNEL_PARAMS,
+    DEFAULT_ROLES,
+};
+use crate::diagnostic::{suggest, Diagnostic};
+use crate::exit_policy;
+use crate::path;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+pub(super) struct Resolver<'a> {
+    pub(super) sources: &'a [SourceFile],
+    pub(super) diags: Vec<Diagnostic>,
+}
+
+/// A settings layer and where it was written.
+type Layer<'a> = (&'a Settings, Origin);
+
+impl Resolver<'_> {
+    fn err(&mut self, origin: &Origin, field: &str, msg: String, help: impl Into<String>) {
+        let d = Diagnostic::error(msg).field(field).help(help);
+        self.diags.push(locate(self.sources, d, origin, false));
+    }
+
+    pub(super) fn resolve(&mut self, files: &[(usize, InventoryFile)]) -> Option<Fleet> {
+        let mut fleet_meta = None;
+        let mut fleet_defaults: Option<Layer> = None;
+        for (src, f) in files {
+            if let Some(meta) = &f.fleet {
+                if fleet_meta.is_some() {
+                    let o = Origin {
+                        source: *src,
+                        path: path!["fleet"],
+                    };
+                    self.err(
+                        &o,
+                        "fleet",
+                        "a second [fleet] table".into(),
+                        "keep one [fleet] table, in fleet.toml",
+                    );
+                } else {
+                    fleet_meta = Some(meta);
+                }
+            }
+            if let Some(d) = &f.defaults {
+                if f.hoster.is_some() {
+                    let o = Origin {
+                        source: *src,
+                        path: path!["defaults"],
+                    };
+                    self.err(
+                        &o,
+                        "defaults",
+                        "[defaults] in a hoster's file would apply to the whole fleet".into(),
+                        "move it to fleet.toml, or write [hoster.defaults] for this hoster only",
+                    );
+                } else if fleet_defaults.is_some() {
+                    let o = Origin {
+                        source: *src,
+                        path: path!["defaults"],
+                    };
+                    self.err(
+                        &o,
+                        "defaults",
+                        "a second fleet-wide [defaults] table".into(),
+                        "keep one, in fleet.toml",
+                    );
+                } else {
+                    fleet_defaults = Some((
+                        d,
+                        Origin {
+                            source: *src,
+                            path: path!["defaults"],
+                        },
+                    ));
+                }
+            }
+        }
+        let Some(meta) = fleet_meta else {
+            self.diags.push(
+                Diagnostic::error("no [fleet] table in the inventory")
+                    .help("add fleet.toml with [fleet] operator, email and url (see README.md)"),
+            );
+            return None;
+        };
+        let mut hosts = vec![];
+        let mut hoster_names: HashMap<String, Origin> = HashMap::new();
+        let mut host_names: HashMap<String, Origin> = HashMap::new();
+        let mut nicknames: HashMap<String, (String, Origin)> = HashMap::new();
+        for (src, f) in files {
+            let src = *src;
+            let Some(hoster) = &f.hoster else {
+                if !f.host.is_empty() {
+                    let o = Origin {
+                        source: src,
+                        path: path!["host", 0],
+                    };
+                    self.err(&o, "host", "hosts must be listed in their hoster's file".into(),
+                        "add a [hoster] table (name, domain) to this file, or move the hosts to their hoster's file");
+                }
+                continue;
+            };
+            let hoster_origin = Origin {
+                source: src,
+                path: path!["hoster", "name"],
+            };
+            if let Some(prev) =
+                hoster_names.insert(hoster.name.to_lowercase(), hoster_origin.clone())
+            {
+                let where_ = self.where_(&prev);
+                self.err(
+                    &hoster_origin,
+                    "hoster.name",
+                    format!("hoster `{}` is defined twice", hoster.name),
+                    format!("it is already defined at {where_}; keep one file per hoster"),
+                );
+            }
+            let hoster_layer = hoster.defaults.as_ref().map(|d| {
+                (
+                    d,
+                    Origin {
+                        source: src,
+                        path: path!["hoster", "defaults"],
+                    },
+                )
+            });
+            for (hi, h) in f.host.iter().enumerate() {
+                let origin = Origin {
+                    source: src,
+                    path: path!["host", hi],
+                };
+                let name_origin = Origin {
+                    source: src,
+                    path: path!["host", hi, "name"],
+                };
+                if !valid_hostname(&h.name) {
+                    self.err(&name_origin, "host.name", format!("host name `{}` is not a valid host name", h.name),
+                        "use lowercase letters, digits and '-' (it names directories and SSH aliases)");
+                }
+                if let Some(prev) = host_names.insert(h.name.clone(), name_origin.clone()) {
+                    let where_ = self.where_(&prev);
+                    self.err(
+                        &name_origin,
+                        "host.name",
+                        format!("host `{}` is defined twice", h.name),
+                        format!("it is already defined at {where_}"),
+                    );
+                }
+                let mut layers: Vec<Layer> = vec![];
+                layers.extend(fleet_defaults.clone());
+                layers.extend(hoster_layer.clone());
+                if let Some(d) = &h.defaults {
+                    layers.push((
+                        d,
+                        Origin {
+                            source: src,
+                            path: path!["host", hi, "defaults"],
+                        },
+                    ));
+                }
+                if let Some(host) =
+                    self.host(&meta.email, hoster, h, origin, &layers, &mut nicknames)
+                {
+                    hosts.push(host);
+                }
+            }
+        }
+        Some(Fleet {
+            operator: meta.operator.clone(),
+            email: meta.email.clone(),
+            url: meta.url.clone(),
+            proof: meta.proof.clone().unwrap_or_else(|| "uri-rsa".into()),
+            manage_identities: meta.manage_identities.unwrap_or(true),
+            hosts,
+        })
+    }
+
+    fn where_(&self, o: &Origin) -> String {
+        let d = locate(self.sources, Diagnostic::error(""), o, true);
+        match &d.file {
+            Some(f) => format!("{}:{}", f.display(), d.line),
+            None => "another file".into(),
+        }
+    }
+
+    fn host(
+        &mut self,
+        _email: &str,
+        hoster: &file::Hoster,
+        h: &file::Host,
+        origin: Origin,
+        layers: &[Layer],
+        nicknames: &mut HashMap<String, (String, Origin)>,
+    ) -> Option<HostSpec> {
+        let at = |leaf: &str| {
+            let mut p = origin.path.clone();
+            p.push(Seg::Key(leaf.into()));
+            Origin {
+                source: origin.source,
+                path: p,
+            }
+        };
+        let mut ok = true;
+        let ipv4 = match h.ipv4.parse::<Ipv4Addr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    &at("ipv4"),
+                    "host.ipv4",
+                    format!("`{}` is not an IPv4 address", h.ipv4),
+                    "write a dotted address such as 192.0.2.10",
+                );
+                None
+            }
+        };
+        let ipv6 = match &h.ipv6 {
+            None => None,
+            Some(s) => match s.parse::<Ipv6Addr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.err(
+                        &at("ipv6"),
+                        "host.ipv6",
+                        format!("`{s}` is not an IPv6 address"),
+                        "write it without brackets, such as 2001:db8::10",
+                    );
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let uplink_bits = match bandwidth::parse_bits(&h.uplink) {
+            Ok(b) => b,
+            Err(e) => {
+                self.err(
+                    &at("uplink"),
+                    "host.uplink",
+                    format!("bad uplink: {e}"),
+                    "write the hoster's figure, e.g. \"100 Mbit/s\"",
+                );
+                ok = false;
+                0
+            }
+        };
+        let boot = match h.boot.as_deref() {
+            None | Some("grub") => Boot::Grub,
+            Some("none") => Boot::None,
+            Some(other) => {
+                self.err(
+                    &at("boot"),
+                    "host.boot",
+                    format!("unknown boot loader `{other}`"),
+                    "use \"grub\" (kernel command line managed) or \"none\"",
+                );
+                Boot::Grub
+            }
+        };
+        if let Some(k) = &h.host_key {
+            let parts: Vec<&str> = k.split_whitespace().collect();
+            if parts.len() < 2 || !parts[0].starts_with("ssh-") && !parts[0].starts_with("ecdsa-") {
+                self.err(&at("host_key"), "host.host_key", "host_key is not an SSH public key".into(),
+                    "paste the host's key as `ssh-ed25519 AAAA…` (from /etc/ssh/ssh_host_ed25519_key.pub)");
+            }
+        }
+        let (roles, roles_origin) = match last(layers, |s| s.roles.clone()) {
+            Some((v, mut o)) => {
+                o.path.push(Seg::Key("roles".into()));
+                (v, Some(o))
+            }
+            None => (DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(), None),
+        };
+        let mut kernel_params = last(layers, |s| s.kernel_params.clone())
+            .map(|(v, _)| v)
+            .unwrap_or_else(|| {
+                DEFAULT_KERNEL_PARAMS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
+        for (s, o) in layers {
+            for (i, p) in s.kernel_params.iter().flatten().enumerate() {
+                if p.is_empty()
+                    || p.chars()
+                        .any(|c| c.is_whitespace() || "\"'`$\\".contains(c))
+                {
+                    let mut o = o.clone();
+                    o.path.extend(path!["kernel_params", i]);
+                    self.err(
+                        &o,
+                        "kernel_params",
+                        format!("kernel parameter `{p}` cannot be put on a command line"),
+                        "one parameter per string, without spaces, quotes, `$` or backslashes",
+                    );
+                }
+            }
+        }
+        let removes: Vec<String> = layers
+            .iter()
+            .flat_map(|(s, _)| s.kernel_params_remove.clone().unwrap_or_default())
+            .collect();
+        kernel_params.retain(|p| {
+            let key = p.split('=').next().unwrap_or(p);
+            !removes.iter().any(|r| r == p || r == key)
+        });
+        let mut sysctl = default_sysctl();
+        for (s, o) in layers {
+            for (k, v) in s.sysctl.iter().flatten() {
+                let v = v.to_string();
+                if !valid_sysctl_key(k) || v.contains('\n') || v.trim().is_empty() {
+                    let mut o = o.clone();
+                    o.path.extend(path!["sysctl", k.as_str()]);
+                    self.err(
+                        &o,
+                        "sysctl",
+                        format!("sysctl `{k} = {v}` is not a valid setting"),
+                        "keys are dotted names like kernel.kptr_restrict, values a single line",
+                    );
+                }
+                sysctl.insert(k.clone(), v);
+            }
+            // A kernel without a feature (e.g. no Yama LSM) has no key for it: drop it by name.
+            for k in s.sysctl_remove.iter().flatten() {
+                sysctl.remove(k);
+            }
+        }
+        let ipv4 = ipv4?;
+        let n = h.relay.len().max(1) as f64;
+        let mut relays = vec![];
+        let mut ports: HashMap<(String, u16), (String, Origin)> = HashMap::new();
+        for (ri, r) in h.relay.iter().enumerate() {
+            let mut rp = origin.path.clone();
+            rp.extend(path!["relay", ri]);
+            let ro = Origin {
+                source: origin.source,
+                path: rp,
+            };
+            if let Some(relay) = self.relay(
+                hoster,
+                h,
+                ri,
+                r,
+                ro,
+                layers,
+                ipv4,
+                ipv6,
+                uplink_bits,
+                n,
+                nicknames,
+                &mut ports,
+            ) {
+                relays.push(relay);
+            }
+        }
+        if !ok {
+            return None;
+        }
+        Some(HostSpec {
+            name: h.name.clone(),
+            hoster: hoster.name.clone(),
+            hoster_domain: hoster.domain.clone(),
+            ssh: h.ssh.clone().unwrap_or_else(|| h.name.clone()),
+            host_key: h.host_key.clone(),
+            ipv4,
+            ipv6,
+            uplink_bits,
+            boot,
+            roles,
+            roles_origin,
+            kernel_params,
+            sysctl,
+            relays,
+            origin,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn relay(
+        &mut self,
+        _hoster: &file::Hoster,
+        h: &file::Host,
+        index: usize,
+        r: &file::Relay,
+        origin: Origin,
+        host_layers: &[Layer],
+        host_v4: Ipv4Addr,
+        host_v6: Option<Ipv6Addr>,
+        uplink_bits: u64,
+        n_relays: f64,
+        nicknames: &mut HashMap<String, (String, Origin)>,
+        ports: &mut HashMap<(String, u16), (String, Origin)>,
+    ) -> Option<RelaySpec> {
+        let at = |leaf: &str| {
+            let mut p = origin.path.clone();
+            p.push(Seg::Key(leaf.into()));
+            Origin {
+                source: origin.source,
+                path: p,
+            }
+        };
+        // The relay's own keys are the last, most specific layer.
+        let own = Settings {
+            exit: r.exit,
+            exit_policy: r.exit_policy.clone(),
+            exit_policy_prepend: r.exit_policy_prepend.clone(),
+            ipv6_exit: r.ipv6_exit,
+            metrics_port: r.metrics_port,
+            torrc_extra: r.torrc_extra.clone(),
+            offline_master_key: r.offline_master_key,
+            ..Settings::default()
+        };
+        let mut layers: Vec<Layer> = host_layers.to_vec();
+        layers.push((&own, origin.clone()));
+
+        let mut ok = true;
+        let nick_o = at("nickname");
+        if let Err(e) = check_nickname(&r.nickname) {
+            self.err(
+                &nick_o,
+                "relay.nickname",
+                format!("nickname `{}` {e}", r.nickname),
+                "tor accepts 1 to 19 letters and digits, e.g. `marcuse1`",
+            );
+            ok = false;
+        } else if let Some((prev, prev_o)) = nicknames.insert(
+            r.nickname.to_lowercase(),
+            (r.nickname.clone(), nick_o.clone()),
+        ) {
+            let where_ = self.where_(&prev_o);
+            self.err(&nick_o, "relay.nickname",
+                format!("nickname `{}` is already used by `{prev}` (nicknames are unique fleet-wide, case-insensitively)", r.nickname),
+                format!("the other one is at {where_}; pick another nickname"));
+            ok = false;
+        }
+        if r.orport == 0 {
+            self.err(
+                &at("orport"),
+                "relay.orport",
+                "ORPort 0 disables the relay".into(),
+                "use a port such as 443 or 9001",
+            );
+            ok = false;
+        }
+        let ipv4 = match &r.ipv4 {
+            None => host_v4,
+            Some(s) => match s.parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.err(
+                        &at("ipv4"),
+                        "relay.ipv4",
+                        format!("`{s}` is not an IPv4 address"),
+                        "write a dotted address such as 192.0.2.11",
+                    );
+                    ok = false;
+                    host_v4
+                }
+            },
+        };
+        let ipv6 = match &r.ipv6 {
+            None => host_v6,
+            Some(s) => match s.parse() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.err(
+                        &at("ipv6"),
+                        "relay.ipv6",
+                        format!("`{s}` is not an IPv6 address"),
+                        "write it without brackets, such as 2001:db8::11",
+                    );
+                    ok = false;
+                    host_v6
+                }
+            },
+        };
+        let metrics_port = last(&layers, |s| s.metrics_port).map(|(p, o)| {
+            // A port set on the relay itself is used as is; an inherited one is a base for the host.
+            if o.path == origin.path {
+                p
+            } else {
+                p.saturating_add(index as u16)
+            }
+        });
+        let mut claims = vec![(
+            ipv4.to_string(),
+            r.orport,
+            "ORPort".to_string(),
+            at("orport"),
+        )];
+        if let Some(v6) = ipv6 {
+            claims.push((format!("[{v6}]"), r.orport, "ORPort".into(), at("orport")));
+        }
+        if let Some(p) = metrics_port {
+            claims.push((
+                "127.0.0.1".into(),
+                p,
+                "MetricsPort".into(),
+                at("metrics_port"),
+            ));
+        }
+        let mut clashed: Vec<String> = vec![];
+        for (addr, port, what, o) in claims {
+            let who = format!("{what} of `{}`", r.nickname);
+            if let Some((prev, _)) = ports.get(&(addr.clone(), port)) {
+                // One finding per clash, not one per address family of the same port.
+                if !clashed.contains(&what) {
+                    self.err(
+                        &o,
+                        "relay.orport",
+                        format!("{addr}:{port} is already the {prev} on host `{}`", h.name),
+                        "give each instance its own port (or its own address)",
+                    );
+                    clashed.push(what);
+                }
+                ok = false;
+            } else {
+                ports.insert((addr, port), (who, o));
+            }
+        }
+
+        // Bandwidth: an explicit rate wins; else the instance's share of the uplink.
+        let share_o = at("bandwidth_share");
+        let share = match r.bandwidth_share {
+            Some(s) if !(s > 0.0 && s <= 1.0) => {
+                self.err(
+                    &share_o,
+                    "relay.bandwidth_share",
+                    format!("bandwidth_share {s} is not in (0, 1]"),
+                    "it is the fraction of the host's uplink for this instance, e.g. 0.5",
+                );
+                ok = false;
+                1.0 / n_relays
+            }
+            Some(s) => s,
+            None => 1.0 / n_relays,
+        };
+        let share_bits = (uplink_bits as f64 * share) as u64;
+        let rate = match &r.bandwidth_rate {
+            Some(s) => match bandwidth::parse_bits(s) {
+                Ok(b) => b / 8,
+                Err(e) => {
+                    self.err(
+                        &at("bandwidth_rate"),
+                        "relay.bandwidth_rate",
+                        format!("bad bandwidth_rate: {e}"),
+                        "e.g. \"40 Mbit/s\"",
+                    );
+                    ok = false;
+                    share_bits / 8
+                }
+            },
+            None => share_bits / 8,
+        };
+        let factor = last(&layers, |s| s.burst_factor);
+        if let Some((f, fo)) = &factor {
+            if !(*f >= 1.0 && *f <= 100.0) {
+                let mut fo = fo.clone();
+                fo.path.push(Seg::Key("burst_factor".into()));
+                self.err(&fo, "burst_factor", format!("burst_factor {f} is below 1 (RelayBandwidthBurst must be ≥ RelayBandwidthRate)"),
+                    "use a factor from 1.0 to 100");
+                ok = false;
+            }
+        }
+        let burst = match &r.bandwidth_burst {
+            Some(s) => match bandwidth::parse_bits(s) {
+                Ok(b) => b / 8,
+                Err(e) => {
+                    self.err(
+                        &at("bandwidth_burst"),
+                        "relay.bandwidth_burst",
+                        format!("bad bandwidth_burst: {e}"),
+                        "e.g. \"50 Mbit/s\"",
+                    );
+                    ok = false;
+                    rate
+                }
+            },
+            None => (rate as f64 * factor.map_or(1.0, |(f, _)| f.max(1.0))) as u64,
+        };
+        let rate_o = if r.bandwidth_rate.is_some() {
+            at("bandwidth_rate")
+        } else {
+            share_o
+        };
+        if bandwidth::tor_kbytes(rate) * 1024 < bandwidth::MIN_RELAY_BYTES {
+            self.err(
+                &rate_o,
+                "relay.bandwidth",
+                format!(
+                    "`{}` would get {} KBytes/s, below tor's minimum of 75 KBytes/s",
+                    r.nickname,
+                    bandwidth::tor_kbytes(rate)
+                ),
+                "raise the host's uplink or this instance's share",
+            );
+            ok = false;
+        }
+        if burst < rate {
+            self.err(&at("bandwidth_burst"), "relay.bandwidth_burst", format!(
+                "burst ({} KBytes/s) is below the rate ({} KBytes/s); tor requires RelayBandwidthBurst ≥ RelayBandwidthRate",
+                bandwidth::tor_kbytes(burst), bandwidth::tor_kbytes(rate)),
+                "raise bandwidth_burst or remove it (it then equals the rate)");
+            ok = false;
+        }
+
+        // Exit policy: the named policy, after every level's prepended rules.
+        let exit = last(&layers, |s| s.exit).is_none_or(|(v, _)| v);
+        let ipv6_exit = last(&layers, |s| s.ipv6_exit).map_or(exit && ipv6.is_some(), |(v, _)| v);
+        let (policy_name, policy_o) = last(&layers, |s| s.exit_policy.clone())
+            .unwrap_or_else(|| ("reduced".into(), origin.clone()));
+        let mut rules = vec![];
+        for (s, o) in &layers {
+            for (i, text) in s.exit_policy_prepend.iter().flatten().enumerate() {
+                let mut p = o.path.clone();
+                p.extend(path!["exit_policy_prepend", i]);
+                let ro = Origin {
+                    source: o.source,
+                    path: p,
+                };
+                match exit_policy::parse_rule(text) {
+                    Ok((rule, warnings)) => {
+                        for w in warnings {
+                            self.policy_finding(
+                                Diagnostic::warning(w.message),
+                                w.help,
+                                &ro,
+                                w.offset,
+                                w.len,
+                            );
+                        }
+                        rules.push(rule);
+                    }
+                    Err(e) => {
+                        self.policy_finding(
+                            Diagnostic::error(format!("exit policy rule `{text}`: {}", e.message)),
+                            e.help,
+                            &ro,
+                            e.offset,
+                            e.len,
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        match exit_policy::named(&policy_name) {
+            Some(named) => rules.extend(named),
+            None => {
+                let mut po = policy_o.clone();
+                if po.path != origin.path || r.exit_policy.is_some() {
+                    po.path.push(Seg::Key("exit_policy".into()));
+                }
+                let help = match suggest(&policy_name, exit_policy::NAMED.iter().copied()) {
+                    Some(s) => format!(
+                        "did you mean `{s}`? known policies: {}",
+                        exit_policy::NAMED.join(", ")
+                    ),
+                    None => format!("known policies: {}", exit_policy::NAMED.join(", ")),
+                };
+                self.err(
+                    &po,
+                    "exit_policy",
+                    format!("unknown exit policy `{policy_name}`"),
+                    help,
+                );
+                ok = false;
+            }
+        }
+        if exit && !h_roles(host_layers).iter().any(|r| r == "exit-policy") {
+            self.err(
+                &at("nickname"),
+                "relay.exit",
+                format!(
+                    "`{}` is an exit but host `{}` has no exit-policy role",
+                    r.nickname, h.name
+                ),
+                "add \"exit-policy\" to the host's roles, or set exit = false",
+            );
+            ok = false;
+        }
+
+        let torrc_extra: Vec<String> = layers
+            .iter()
+            .flat_map(|(s, _)| s.torrc_extra.clone().unwrap_or_default())
+            .collect();
+        ok &= self.check_extra(&layers, &r.nickname, metrics_port.is_some(), ipv6.is_some());
+
+        let bool_of = |f: fn(&Settings) -> Option<bool>, dflt: bool| {
+            last(&layers, f).map_or(dflt, |(v, _)| v)
+        };
+        if !ok {
+            return None;
+        }
+        Some(RelaySpec {
+            nickname: r.nickname.clone(),
+            orport: r.orport,
+            ipv4,
+            ipv6,
+            rate,
+            burst,
+            uplink_mbit: bandwidth::mbit(rate * 8).max(1),
+            metrics_port,
+            exit,
+            ipv6_exit: ipv6_exit && ipv6.is_some(),
+            exit_policy_name: policy_name,
+            exit_policy: rules,
+            sandbox: bool_of(|s| s.sandbox, true),
+            noexec: bool_of(|s| s.noexec, true),
+            dos_defense: bool_of(|s| s.dos_defense, true),
+            offline_master_key: bool_of(|s| s.offline_master_key, false),
+            torrc_extra,
+            origin,
+        })
+    }
+
+    fn policy_finding(
+        &mut self,
+        d: Diagnostic,
+        help: Option<String>,
+        o: &Origin,
+        offset: usize,
+        len: usize,
+    ) {
+        let d = match help {
+            Some(h) => d.help(h),
+            None => d,
+        }
+        .field("exit_policy_prepend");
+        let Some(src) = self.sources.get(o.source) else {
+            self.diags.push(d);
+            return;
+        };
+        let span = src.span(&o.path);
+        // The value span includes the opening quote: shift into the string itself.
+        let start = span.start + 1 + offset;
+        self.diags
+            .push(d.at(&src.path, &src.text, start..start + len.max(1)));
+    }
+
+    /// What tor's own `--verify-config` does not catch in raw torrc lines.
+    fn check_extra(
+        &mut self,
+        layers: &[Layer],
+        nickname: &str,
+        has_metrics: bool,
+        has_v6: bool,
+    ) -> bool {
+        let mut ok = true;
+        let mut lines: Vec<(String, Origin)> = vec![];
+        for (s, o) in layers {
+            for (i, l) in s.torrc_extra.iter().flatten().enumerate() {
+                let mut p = o.path.clone();
+                p.extend(path!["torrc_extra", i]);
+                lines.push((
+                    l.clone(),
+                    Origin {
+                        source: o.source,
+                        path: p,
+                    },
+                ));
+            }
+        }
+        let key_of = |l: &str| {
+            l.split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase()
+        };
+        let has_policy = lines.iter().any(|(l, _)| key_of(l) == "metricsportpolicy");
+        let (mut v4_addr, mut v6_addr) = (1, usize::from(has_v6));
+        for (l, o) in &lines {
+            if l.contains('\n') || l.contains('\r') {
+                self.err(
+                    o,
+                    "torrc_extra",
+                    "a torrc_extra entry spans several lines".into(),
+                    "write one torrc line per string",
+                );
+                ok = false;
+                continue;
+            }
+            let key = key_of(l);
+            if key == "metricsport" && !has_policy && !has_metrics {
+                self.err(o, "torrc_extra", format!("`{nickname}` sets MetricsPort without MetricsPortPolicy: tor refuses every request"),
+                    "add \"MetricsPortPolicy accept 127.0.0.1\", or use metrics_port (oignon then writes both)");
+                ok = false;
+            }
+            if key == "address" {
+                let value = l.split_whitespace().nth(1).unwrap_or("");
+                let v6 = value.contains(':');
+                let count = if v6 { &mut v6_addr } else { &mut v4_addr };
+                *count += 1;
+                if *count > 1 {
+                    self.err(
+                        o,
+                        "torrc_extra",
+                        format!(
+                            "`{nickname}` would have two {} Address lines; tor uses one per family",
+                            if v6 { "IPv6" } else { "IPv4" }
+                        ),
+                        "set the relay's ipv4/ipv6 fields instead of an Address line",
+                    );
+                    ok = false;
+                }
+            }
+            if [
+                "nickname",
+                "orport",
+                "exitpolicy",
+                "contactinfo",
+                "myfamily",
+                "familyid",
+            ]
+            .contains(&key.as_str())
+            {
+                self.err(
+                    o,
+                    "torrc_extra",
+                    format!(
+                        "`{}` is managed by oignon and cannot be set in torrc_extra",
+                        l.split_whitespace().next().unwrap_or("")
+                    ),
+                    "use the matching inventory field (nickname, orport, exit_policy, …)",
+                );
+                ok = false;
+            }
+        }
+        ok
+    }
+}
+
+fn h_roles(layers: &[Layer]) -> Vec<String> {
+    last(layers, |s| s.roles.clone())
+        .map(|(v, _)| v)
+        .unwrap_or_else(|| DEFAULT_ROLES.iter().map(|s| s.to_string()).collect())
+}
+
+/// The most specific layer's value, and where that layer is.
+fn last<T>(layers: &[Layer], get: impl Fn(&Settings) -> Option<T>) -> Option<(T, Origin)> {
+    layers
+        .iter()
+        .rev()
+        .find_map(|(s, o)| get(s).map(|v| (v, o.clone())))
+}
+
+/// Tor's nickname rule: 1–19 characters of `[A-Za-z0-9]`.
+pub fn check_nickname(n: &str) -> Result<(), String> {
+    if n.is_empty() {
+        return Err("is empty".into());
+    }
+    if n.chars().count() > 19 {
+        return Err(format!(
+            "is {} characters long (at most 19)",
+            n.chars().count()
+        ));
+    }
+    if let Some(c) = n.chars().find(|c| !c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "contains `{c}` (only letters and digits are allowed)"
+        ));
+    }
+    Ok(())
+}
+
+fn valid_hostname(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && !n.starts_with('-')
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn valid_sysctl_key(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with('.')
+        && !k.contains("..")
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+}
+
+/// KSPP-style sysctl hardening, before inventory overrides.
+fn default_sysctl() -> BTreeMap<String, String> {
+    [
+        ("kernel.kptr_restrict", "2"),
+        ("kernel.dmesg_restrict", "1"),
+        ("kernel.unprivileged_bpf_disabled", "1"),
+        ("net.core.bpf_jit_harden", "2"),
+        ("kernel.yama.ptrace_scope", "2"),
+        ("fs.protected_hardlinks", "1"),
+        ("fs.protected_symlinks", "1"),
+        ("fs.protected_fifos", "2"),
+        ("fs.protected_regular", "2"),
+        ("net.ipv4.tcp_syncookies", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
