@@ -108,6 +108,15 @@ pub fn run_in(cwd: &Path, args: &[&str]) -> Run {
         .current_dir(cwd)
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
+        // Nothing from the developer's environment: no identity, no OIGNON_* settings, a HOME of its own.
+        .env_remove("OIGNON_IDENTITY")
+        .env_remove("OIGNON_SECRETS")
+        .env_remove("OIGNON_INVENTORY")
+        .env_remove("OIGNON_ROLES")
+        .env_remove("OIGNON_SSH_CONFIG")
+        .env("HOME", cwd)
+        // No terminal on stdin, even when the tests run from one: apply must never wait for an answer.
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("run oignon");
     Run {
