@@ -518,22 +518,18 @@ fn handlers(
             })
             .flat_map(|(_, w)| w.clone())
             .collect();
-        let active = observed
+        // A relay of the inventory runs: one found stopped or failed is started, changed or not.
+        let stopped = observed
             .instances
             .get(inst)
-            .is_some_and(|o| o.active == "active");
-        if new_instances.contains(inst.as_str())
-            || (!own.is_empty()
-                && !active
-                && observed
-                    .instances
-                    .get(inst)
-                    .is_some_and(|o| o.active != "unknown"))
-        {
-            let why = if new_instances.contains(inst.as_str()) {
-                "new instance".to_string()
-            } else {
-                format!("{} (tor@{inst} is not running)", own.join("; "))
+            .map(|o| o.active.as_str())
+            .filter(|a| !matches!(*a, "active" | "activating" | "reloading" | "unknown"));
+        if new_instances.contains(inst.as_str()) || stopped.is_some() {
+            let why = match stopped {
+                _ if new_instances.contains(inst.as_str()) => "new instance".to_string(),
+                Some(state) if own.is_empty() => format!("tor@{inst} is {state} on the host"),
+                Some(state) => format!("{} (tor@{inst} is {state} on the host)", own.join("; ")),
+                None => own.join("; "),
             };
             out.push(HandlerRun {
                 command: vec!["systemctl".into(), "enable".into(), "--now".into(), unit],
@@ -684,6 +680,19 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("-edited\n+Nickname r1\n"));
+    }
+
+    #[test]
+    fn a_stopped_relay_is_started_even_when_nothing_changed() {
+        let mut o = running("x\n", true);
+        o.instances.get_mut("r1").unwrap().active = "failed".into();
+        let p = plan_host(&host(vec![torrc("x\n")]), &o, "t");
+        assert_eq!(p.handlers.len(), 1);
+        assert_eq!(
+            p.handlers[0].command,
+            ["systemctl", "enable", "--now", "tor@r1"]
+        );
+        assert_eq!(p.handlers[0].reason, "tor@r1 is failed on the host");
     }
 
     #[test]
