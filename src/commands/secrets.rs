@@ -2,9 +2,7 @@
 //! kept age-encrypted in the secrets directory.
 
 use crate::cli::Global;
-use crate::secrets::{
-    encrypt, tor_keys, write_atomic, Identity, Store, FAMILY_KEY_FILE, IDENTITY_FILES,
-};
+use crate::secrets::{encrypt, tor_keys, write_atomic, Identity, Store, IDENTITY_FILES};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -73,11 +71,20 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn keygen(store: &Store, nicks: &[String], force: bool) -> anyhow::Result<ExitCode> {
+    // Fail on recipients.txt before tor makes any key.
+    store.recipients()?;
     for n in nicks {
         if let Err(e) = crate::inventory::check_nickname(n) {
             anyhow::bail!("nickname `{n}` {e}: tor accepts 1 to 19 letters and digits");
         }
-        if store.has_identity(n) && !force {
+        // Any trace counts: a store missing one key file still records this relay's identity.
+        let dir = store.relay_dir(n);
+        let traces = IDENTITY_FILES
+            .iter()
+            .map(|f| format!("{f}.age"))
+            .chain(["fingerprint".to_string()])
+            .any(|f| dir.join(f).exists());
+        if traces && !force {
             anyhow::bail!("{} already holds an identity for {n}; replacing it loses the relay's reputation: pass --force if that is what you want", store.relay_dir(n).display());
         }
     }
@@ -112,6 +119,7 @@ fn family_keygen(store: &Store, force: bool) -> anyhow::Result<ExitCode> {
     if store.has_family_key() && !force {
         anyhow::bail!("{} already holds the family key; a new one means every relay's FamilyId changes: pass --force if that is what you want", store.dir.display());
     }
+    store.recipients()?;
     let (secret, id) = tor_keys::family_keygen()?;
     write_atomic(
         &store.dir.join("family.secret_family_key.age"),
@@ -335,13 +343,22 @@ pub fn fingerprints(g: &Global, a: FingerprintsArgs) -> anyhow::Result<ExitCode>
         .flat_map(|h| h.relays.iter().map(|r| r.nickname.as_str()))
         .collect();
     if a.rsa_fingerprint_txt {
-        // CIISS uri-rsa proof: one fingerprint per line.
+        // CIISS uri-rsa proof: one fingerprint per line. A relay left out would fail the proof:
+        // say so and fail, but still print the others.
+        let mut missing = 0;
         for n in &relays {
-            if let Some(fp) = store.fingerprint(n) {
-                println!("{fp}");
+            match store.fingerprint(n) {
+                Some(fp) => println!("{fp}"),
+                None => {
+                    missing += 1;
+                    eprintln!(
+                        "error: {n} has no identity in {}: left out (oignon secrets keygen {n})",
+                        store.relay_dir(n).display()
+                    );
+                }
             }
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitCode::from(if missing > 0 { 1 } else { 0 }));
     }
     println!("{:<20} {:<40} ED25519 ID", "NICKNAME", "RSA FINGERPRINT");
     let mut missing = 0;
@@ -357,6 +374,5 @@ pub fn fingerprints(g: &Global, a: FingerprintsArgs) -> anyhow::Result<ExitCode>
             }
         }
     }
-    let _ = FAMILY_KEY_FILE;
     Ok(ExitCode::from(if missing > 0 { 1 } else { 0 }))
 }

@@ -73,20 +73,8 @@ pub fn findings(inv: &Inventory, fleet: &Fleet, store: &Store) -> Vec<Diagnostic
                 }
             }
         }
-        if store.is_demo() {
-            let addrs = std::iter::once(IpAddr::V4(h.ipv4))
-                .chain(h.ipv6.map(IpAddr::V6))
-                .chain(h.relays.iter().map(|r| IpAddr::V4(r.ipv4)));
-            if let Some(a) = addrs.into_iter().find(|a| !is_documentation(*a)) {
-                out.push(inv.locate(
-                    Diagnostic::error(format!("host `{}` has the real address {a}, but {} holds DEMO keys, whose decryption key is public", h.name, store.dir.display()))
-                        .help("start a real secrets store (see secrets/README.md): oignon secrets keygen / import with your own recipients"),
-                    &at(&h.origin, if a.is_ipv4() { "ipv4" } else { "ipv6" }),
-                    false,
-                ));
-            }
-        }
     }
+    out.extend(super::demo::findings(inv, fleet, store));
     if store.family_id().is_some() && !store.has_family_key() {
         out.push(
             Diagnostic::error(format!(

@@ -13,6 +13,7 @@
 //! leaves memory into a host's key file (through the apply script's stdin, inside SSH).
 
 pub mod check;
+pub mod demo;
 pub mod tor_keys;
 
 use crate::secret::Secret;
@@ -207,8 +208,11 @@ impl Identity {
     }
 
     pub fn load(path: &Path) -> Result<Identity> {
-        let bytes = std::fs::read(path)
-            .or_else(|e| err(format!("cannot read the identity {}: {e}", path.display())))?;
+        // The identity is key material too: zero its copy once parsed.
+        let bytes = zeroize::Zeroizing::new(
+            std::fs::read(path)
+                .or_else(|e| err(format!("cannot read the identity {}: {e}", path.display())))?,
+        );
         let text = String::from_utf8_lossy(&bytes);
         let mut keys: Vec<Box<dyn age::Identity>> = vec![];
         if text.contains("AGE-SECRET-KEY-") {

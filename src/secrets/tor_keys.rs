@@ -38,7 +38,13 @@ impl Drop for Scratch {
                     if p.is_dir() {
                         wipe(&p);
                     } else if let Ok(m) = p.metadata() {
-                        let _ = std::fs::write(&p, vec![0u8; m.len() as usize]);
+                        // In place (no truncation, which would free the blocks or tmpfs pages
+                        // with the key still in them), then to disk before the unlink.
+                        use std::io::Write;
+                        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&p) {
+                            let _ = f.write_all(&vec![0u8; m.len() as usize]);
+                            let _ = f.sync_all();
+                        }
                     }
                 }
             }
