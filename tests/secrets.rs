@@ -6,25 +6,10 @@ mod common;
 mod support;
 use common::lab::Lab;
 use std::process::Command;
-use support::{lab_of, Fixture, Run};
+use support::{age_keygen, lab_of, Fixture, Run};
 
 fn oignon(f: &Fixture, lab: &Lab, args: &[&str]) -> Run {
     f.run_over(&lab.ssh_config(), args)
-}
-
-fn age_keygen(path: &std::path::Path) -> String {
-    let o = Command::new("age-keygen")
-        .arg("-o")
-        .arg(path)
-        .output()
-        .expect("age-keygen: ./scripts/test installs age");
-    assert!(o.status.success());
-    let o = Command::new("age-keygen")
-        .arg("-y")
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
 
 /// A fixture whose store is encrypted to a fresh admin key (not the demo one).

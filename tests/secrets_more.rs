@@ -5,46 +5,11 @@
 mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{Fixture, Run, BIN};
+use support::{age_keygen, Fixture, Run};
 
-/// `Fixture::run` with extra environment (TMPDIR, OIGNON_IDENTITY, HOME already set to the fixture).
+/// `Fixture::run` with extra environment (TMPDIR, OIGNON_IDENTITY; HOME is the fixture).
 fn run_env(f: &Fixture, args: &[&str], env: &[(&str, &Path)]) -> Run {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .current_dir(f.dir.path())
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .env_remove("OIGNON_IDENTITY")
-        .env_remove("OIGNON_SECRETS")
-        .env_remove("OIGNON_INVENTORY")
-        .env_remove("OIGNON_ROLES")
-        .env_remove("OIGNON_SSH_CONFIG")
-        .env("HOME", f.dir.path())
-        .stdin(std::process::Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("run oignon");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn age_keygen(path: &Path) -> String {
-    let o = Command::new("age-keygen")
-        .arg("-o")
-        .arg(path)
-        .output()
-        .expect("age-keygen: ./scripts/test installs age");
-    assert!(o.status.success());
-    let o = Command::new("age-keygen")
-        .arg("-y")
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
+    support::run_in_env(f.dir.path(), args, env)
 }
 
 /// Replaces the shipped demo store with an empty one encrypted to a fresh age admin key.

@@ -103,8 +103,13 @@ impl Fixture {
 }
 
 pub fn run_in(cwd: &Path, args: &[&str]) -> Run {
-    let out = Command::new(BIN)
-        .args(args)
+    run_in_env(cwd, args, &[])
+}
+
+/// `run_in` with extra environment variables (set after the clean-up below).
+pub fn run_in_env(cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .current_dir(cwd)
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
@@ -116,9 +121,11 @@ pub fn run_in(cwd: &Path, args: &[&str]) -> Run {
         .env_remove("OIGNON_SSH_CONFIG")
         .env("HOME", cwd)
         // No terminal on stdin, even when the tests run from one: apply must never wait for an answer.
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run oignon");
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run oignon");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -178,4 +185,23 @@ pub fn lab_of(host: &str) -> &'static str {
         .find(|(h, _, _)| *h == host)
         .map(|(_, l, _)| *l)
         .expect("a shipped host")
+}
+
+/// A new age identity at `path` (the real age-keygen); returns its public key.
+pub fn age_keygen(path: &Path) -> String {
+    let o = Command::new("age-keygen")
+        .arg("-o")
+        .arg(path)
+        .output()
+        .expect("age-keygen: ./scripts/test installs age");
+    assert!(o.status.success());
+    let o = Command::new("age-keygen")
+        .arg("-y")
+        .arg(path)
+        .output()
+        .expect("age-keygen -y");
+    String::from_utf8(o.stdout)
+        .expect("UTF-8 public key")
+        .trim()
+        .to_string()
 }
