@@ -5,6 +5,8 @@
 
 use crate::desired::DesiredHost;
 use crate::plan::{ChangeKind, HostPlan};
+use crate::remote::record::Records;
+use crate::role::ValidatorKind;
 use crate::transport::Transport;
 use serde::Serialize;
 
@@ -36,7 +38,9 @@ impl ContentSource for DesiredHost {
     }
 }
 
-/// The records for apply.sh. Content travels base64-encoded on stdin, inside the SSH channel.
+/// The records for apply.sh, through the one encoder ([`Records`]): a value holding a control
+/// character refuses the whole payload. Content travels base64-encoded on stdin, inside the SSH
+/// channel.
 pub fn payload(
     plan: &HostPlan,
     desired: &DesiredHost,
@@ -44,9 +48,9 @@ pub fn payload(
     who: &str,
 ) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
-    let mut out = String::new();
-    let clean = |s: &str| s.replace(['\t', '\n'], " ");
-    out.push_str(&format!("L\t{}\n", clean(who)));
+    let mut out = Records::new();
+    let e = |e: crate::remote::record::RecordError| e.to_string();
+    out.push(&["L", who]).map_err(e)?;
     for c in &plan.changes {
         if matches!(
             c.kind,
@@ -60,14 +64,14 @@ pub fn payload(
             .cloned()
             .flatten()
             .unwrap_or_else(|| "0".into());
-        out.push_str(&format!("E\t{}\t{}\n", c.target, want));
+        out.push(&["E", &c.target, &want]).map_err(e)?;
     }
     for c in plan
         .changes
         .iter()
         .filter(|c| c.kind == ChangeKind::CreateInstance)
     {
-        out.push_str(&format!("I\t{}\n", c.target));
+        out.push(&["I", &c.target]).map_err(e)?;
     }
     for c in &plan.changes {
         match c.kind {
@@ -80,36 +84,31 @@ pub fn payload(
                         return Err(format!("the content of {} is not the one planned (the inventory or secrets changed since): plan again", c.target));
                     }
                 }
-                let validate = c
-                    .validate
-                    .map(|v| {
-                        serde_json::to_value(v)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default()
-                    })
-                    .unwrap_or_else(|| "-".into());
-                out.push_str(&format!(
-                    "W\t{}\t{}\t{}\t{:o}\t{}\t{}\t{}\n",
-                    c.target,
+                let validate = c.validate.map_or("-", ValidatorKind::name);
+                out.push(&[
+                    "W",
+                    &c.target,
                     c.owner.as_deref().unwrap_or("root"),
                     c.group.as_deref().unwrap_or("root"),
-                    c.mode.unwrap_or(0o644),
+                    &format!("{:o}", c.mode.unwrap_or(0o644)),
                     validate,
                     c.instance.as_deref().unwrap_or("-"),
-                    base64::engine::general_purpose::STANDARD.encode(&bytes)
-                ));
+                    &base64::engine::general_purpose::STANDARD.encode(&bytes),
+                ])
+                .map_err(e)?;
             }
-            ChangeKind::Remove => out.push_str(&format!("R\t{}\n", c.target)),
-            ChangeKind::RemoveInstance => out.push_str(&format!("X\t{}\n", c.target)),
+            ChangeKind::Remove => out.push(&["R", &c.target]).map_err(e)?,
+            ChangeKind::RemoveInstance => out.push(&["X", &c.target]).map_err(e)?,
             ChangeKind::CreateInstance => {}
         }
     }
     for f in &desired.files {
-        out.push_str(&format!("M\t{}\t{}\n", f.path, f.sha256()));
+        out.push(&["M", &f.path, &f.sha256()]).map_err(e)?;
     }
     for h in &plan.handlers {
-        out.push_str(&format!("H\t{}\n", h.command.join(" ")));
+        let mut fields = vec!["H"];
+        fields.extend(h.command.iter().map(String::as_str));
+        out.push(&fields).map_err(e)?;
     }
     let kernel_changed = plan.changes.iter().any(|c| {
         desired
@@ -118,7 +117,7 @@ pub fn payload(
             .any(|f| f.path == c.target && f.reboot_required)
     });
     if kernel_changed {
-        out.push_str("B\n");
+        out.push(&["B"]).map_err(e)?;
     }
     Ok(out.into_bytes())
 }
@@ -160,6 +159,7 @@ async fn apply_host_inner(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> H
             ["LOCKED", who] => r.error = Some(format!("another apply holds the lock on this host: {who}; wait for it, or if it died, run apply again (a dead holder's lock is taken over)")),
             ["STALE", p, want, have] => stale.push(format!("{p} (planned sha256 {}, now {})", short(want), short(have))),
             ["INVALID", p] => invalid.push(p.to_string()),
+            ["REFUSED", why] => r.error = Some(format!("refused by the host script, nothing was changed: {why}")),
             ["HANDLER-FAILED", c] => r.error = Some(format!("handler `{c}` failed: {stderr}; it stays pending and runs on the next apply")),
             _ => {}
         }
@@ -170,7 +170,7 @@ async fn apply_host_inner(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> H
         Some(5) => {
             r.error = Some(format!("validation failed for {}, nothing was written (the old files stay active):\n{stderr}", invalid.join(", ")))
         }
-        Some(3) | Some(6) => {}
+        Some(3) | Some(6) | Some(8) => {}
         Some(code) => {
             if r.error.is_none() {
                 r.error = Some(format!("apply failed (exit {code}): {stderr}"));
@@ -236,7 +236,68 @@ mod tests {
         let p = String::from_utf8(payload(&plan, &d, &d, "me@ctl").unwrap()).unwrap();
         assert_eq!(
             p,
-            format!("L\tme@ctl\nE\t/etc/x\taa\nW\t/etc/x\troot\troot\t644\tsysctl\t-\taGkK\nM\t/etc/x\t{}\nH\tsysctl --system\n", f.sha256())
+            format!("L\tme@ctl\nE\t/etc/x\taa\nW\t/etc/x\troot\troot\t644\tsysctl\t-\taGkK\nM\t/etc/x\t{}\nH\tsysctl\t--system\n", f.sha256())
         );
+    }
+
+    #[test]
+    fn payload_refuses_a_value_that_would_add_a_record() {
+        let f = DesiredFile {
+            path: "/etc/x".into(),
+            content: Content::Plain(b"hi\n".to_vec()),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o644,
+            role: "r".into(),
+            handler: None,
+            validate: None,
+            reboot_required: false,
+            instance: None,
+        };
+        let d = DesiredHost {
+            name: "h".into(),
+            files: vec![f.clone()],
+            instances: vec![],
+            kernel_params: None,
+            notices: vec![],
+        };
+        let change = |owner: &str, target: &str| -> Change {
+            serde_json::from_value(serde_json::json!({
+                "kind": "create", "target": target, "reason": "r", "drift": false, "secret": false,
+                "old_sha256": null, "new_sha256": f.sha256(), "owner": owner, "group": "root", "mode": 420,
+                "diff": null, "content_base64": null, "validate": null, "instance": null
+            }))
+            .unwrap()
+        };
+        for (owner, target) in [
+            ("root\t\nH\ttouch /root/PWNED", "/etc/x"),
+            ("root", "/etc/x\nH\ttouch /root/PWNED"),
+            ("root\r", "/etc/x"),
+        ] {
+            let plan = HostPlan {
+                host: "h".into(),
+                transport: "t".into(),
+                error: None,
+                changes: vec![change(owner, target)],
+                handlers: vec![],
+                notices: vec![],
+                observed: Default::default(),
+            };
+            let e = payload(&plan, &d, &d, "me").unwrap_err();
+            assert!(e.contains("control character"), "{e}");
+        }
+        let plan = HostPlan {
+            host: "h".into(),
+            transport: "t".into(),
+            error: None,
+            changes: vec![],
+            handlers: vec![HandlerRun {
+                command: vec!["systemctl".into(), "reload\nH\ttouch".into()],
+                reason: "x".into(),
+            }],
+            notices: vec![],
+            observed: Default::default(),
+        };
+        assert!(payload(&plan, &d, &d, "me").is_err());
     }
 }

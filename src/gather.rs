@@ -92,13 +92,9 @@ pub struct Gathered {
 
 /// Gathers one host over an open transport: a single round trip.
 pub async fn gather(t: &Transport, desired: &DesiredHost) -> Result<Observed, String> {
+    let requests = crate::remote::gather_requests(desired).map_err(|e| e.to_string())?;
     let out = t
-        .run(
-            "gather",
-            crate::remote::GATHER,
-            &[],
-            crate::remote::gather_requests(desired),
-        )
+        .run("gather", crate::remote::GATHER, &[], requests)
         .await
         .map_err(|e| e.to_string())?;
     if !out.success() {

@@ -53,6 +53,8 @@ pub struct Observed {
     pub os: Option<String>,
     /// Who holds the apply lock, if anyone.
     pub lock: Option<String>,
+    /// The name a dead apply left in the lock file (the lock itself died with it).
+    pub lock_left: Option<String>,
 }
 
 /// Parses gather.sh's output. Unknown or malformed lines are errors: a truncated answer must never
@@ -137,6 +139,7 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
             }
             ["P", cmd] => o.pending.push(cmd.to_string()),
             ["K", "lock", v] => o.lock = Some(v.trim().to_string()),
+            ["K", "lock-left", v] => o.lock_left = Some(v.trim().to_string()),
             ["K", "cmdline", v] => o.cmdline = Some(v.trim().to_string()),
             ["K", "tor_version", v] => o.tor_version = (!v.is_empty()).then(|| v.to_string()),
             ["K", "os", v] => o.os = Some(v.to_string()),

@@ -384,6 +384,11 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
         p.notices
             .push(format!("an apply holds the lock on this host: {lock}"));
     }
+    if let Some(left) = &observed.lock_left {
+        p.notices.push(format!(
+            "an apply was interrupted on this host ({left}); its lock died with it, and the next apply takes over"
+        ));
+    }
     p
 }
 

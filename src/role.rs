@@ -33,6 +33,18 @@ pub enum ValidatorKind {
     Systemd,
 }
 
+impl ValidatorKind {
+    /// The validator's name in apply.sh's records (as in role.toml).
+    pub fn name(self) -> &'static str {
+        match self {
+            ValidatorKind::Torrc => "torrc",
+            ValidatorKind::Grub => "grub",
+            ValidatorKind::Sysctl => "sysctl",
+            ValidatorKind::Systemd => "systemd",
+        }
+    }
+}
+
 /// Whether a file is rendered once per host or once per relay instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,27 +139,7 @@ impl Roles {
             match toml::from_str::<Role>(&text) {
                 Ok(mut role) => {
                     role.name = name.clone();
-                    for (i, f) in role.files.iter().enumerate() {
-                        if u32::from_str_radix(&f.mode, 8).map_or(true, |m| m > 0o7777) {
-                            diags.push(
-                                Diagnostic::error(format!(
-                                    "mode `{}` is not an octal file mode",
-                                    f.mode
-                                ))
-                                .field(format!("file.{i}.mode"))
-                                .in_file(&manifest)
-                                .help("write it like \"0644\""),
-                            );
-                        }
-                        if !f.path.starts_with('/') {
-                            diags.push(
-                                Diagnostic::error(format!("path `{}` is not absolute", f.path))
-                                    .field(format!("file.{i}.path"))
-                                    .in_file(&manifest)
-                                    .help("files are placed by absolute path on the host"),
-                            );
-                        }
-                    }
+                    diags.extend(check_files(&role, &manifest, &text));
                     roles.push(role);
                 }
                 Err(e) => {
@@ -242,6 +234,132 @@ impl Roles {
             None => format!("roles in {}: {}", self.dir.display(), known.join(", ")),
         };
         Diagnostic::error(format!("unknown role `{name}`")).help(help)
+    }
+}
+
+/// Owner, group, mode and path of each file, checked where they are loaded (file:line, field):
+/// they travel to apply.sh, which runs as root, and each must be what its field says and nothing
+/// more.
+fn check_files(role: &Role, manifest: &Path, text: &str) -> Vec<Diagnostic> {
+    let doc = toml_edit::ImDocument::parse(text).ok();
+    let span = |i: usize, key: &str| -> Option<std::ops::Range<usize>> {
+        doc.as_ref()?
+            .get("file")?
+            .as_array_of_tables()?
+            .get(i)?
+            .get(key)?
+            .span()
+    };
+    let mut diags = vec![];
+    let mut push = |i: usize, key: &str, msg: String, help: &str| {
+        let d = Diagnostic::error(msg)
+            .field(format!("file.{i}.{key}"))
+            .help(help.to_string());
+        diags.push(match span(i, key) {
+            Some(s) => d.at(manifest, text, s),
+            None => d.in_file(manifest),
+        });
+    };
+    for (i, f) in role.files.iter().enumerate() {
+        for (key, value) in [("owner", &f.owner), ("group", &f.group)] {
+            if let Err(why) = check_account(value) {
+                push(
+                    i,
+                    key,
+                    format!("{key} {} {why}", quote(value)),
+                    "a user or group name: letters, digits, `_`, `.` and `-`, not starting with `-`, at most 32 characters",
+                );
+            }
+        }
+        match parse_mode(&f.mode) {
+            Err(why) => push(i, "mode", format!("mode {} {why}", quote(&f.mode)), "write it like \"0644\""),
+            Ok(m) if m & 0o7002 != 0 => push(
+                i,
+                "mode",
+                format!("mode {} makes the file {}", quote(&f.mode), if m & 0o7000 != 0 { "set-uid, set-gid or sticky" } else { "writable by every user" }),
+                "oignon writes files as root: they may not be writable by all or carry special bits",
+            ),
+            Ok(_) => {}
+        }
+        if let Err(why) = check_path_template(&f.path) {
+            push(
+                i,
+                "path",
+                format!("path {} {why}", quote(&f.path)),
+                "an absolute path of letters, digits and `._@+-/`, without `..`; `{{ … }}` expressions allowed",
+            );
+        }
+    }
+    diags
+}
+
+/// A value quoted for a message, capped: a megabyte of input must not print megabytes.
+fn quote(v: &str) -> String {
+    let mut s: String = v.chars().take(60).collect();
+    if v.chars().count() > 60 {
+        s.push('…');
+    }
+    format!("{s:?}")
+}
+
+/// A user or group name as the host scripts accept it.
+pub fn check_account(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err("is empty".into());
+    }
+    if v.chars().count() > 32 {
+        return Err("is longer than 32 characters".into());
+    }
+    if v.starts_with('-') {
+        return Err("starts with `-`".into());
+    }
+    match v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        Some(c) => Err(format!(
+            "holds {c:?}, which is not allowed in a user or group name"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An octal file mode: 3 or 4 octal digits.
+pub fn parse_mode(v: &str) -> Result<u32, String> {
+    if !(3..=4).contains(&v.len()) || !v.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err("is not an octal file mode of 3 or 4 digits".into());
+    }
+    u32::from_str_radix(v, 8).map_err(|e| e.to_string())
+}
+
+/// A path template: outside `{{ … }}` expressions, only plain path characters.
+fn check_path_template(v: &str) -> Result<(), String> {
+    if !v.starts_with('/') {
+        return Err("is not absolute".into());
+    }
+    if let Some(c) = v.chars().find(|c| c.is_control()) {
+        return Err(format!("holds the control character U+{:04X}", c as u32));
+    }
+    let mut plain = String::new();
+    let mut rest = v;
+    while let Some(open) = rest.find("{{") {
+        plain.push_str(&rest[..open]);
+        plain.push('x');
+        match rest[open..].find("}}") {
+            Some(close) => rest = &rest[open + close + 2..],
+            None => return Err("has a `{{` without its `}}`".into()),
+        }
+    }
+    plain.push_str(rest);
+    if plain.split('/').any(|c| c == "..") {
+        return Err("has a `..` component".into());
+    }
+    match plain
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '@' | '+')))
+    {
+        Some(c) => Err(format!("holds {c:?}")),
+        None => Ok(()),
     }
 }
 

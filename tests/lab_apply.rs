@@ -259,12 +259,14 @@ fn a_held_lock_refuses_a_second_apply_and_a_dead_holders_lock_is_taken_over() {
     let lab = Lab::start(4);
     let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
-    // A live holder: this test process's pid is alive in the shared pid namespace.
-    let live = format!(
-        "alice@laptop (oignon apply)\tpid {}\tsince 2026-11-25T10:00:00Z\n",
-        std::process::id()
+    // A live holder: a process in the host that holds flock(1) on the lock, as apply.sh does.
+    let out = lab.exec(
+        host,
+        "mkdir -p /var/lib/oignon && printf 'alice@laptop (oignon apply)\tpid 1\tsince 2026-11-25T10:00:00Z\n' > /var/lib/oignon/lock \
+         && { setsid flock -o /var/lib/oignon/lock sleep 120 </dev/null >/dev/null 2>&1 & echo $! > /var/lib/oignon-lab/holder.pid; } \
+         && sleep 0.3",
     );
-    lab.write(host, "/var/lib/oignon/lock", live.as_bytes());
+    assert!(out.status.success(), "{out:?}");
     oignon(&f, &lab, &["plan", "--host", "ekumen", "--brief"])
         .code(0)
         .out_has(&["an apply holds the lock on this host: alice@laptop"]);
@@ -275,18 +277,23 @@ fn a_held_lock_refuses_a_second_apply_and_a_dead_holders_lock_is_taken_over() {
         lab.read(host, "/etc/tor/instances/ekumen/torrc").is_none(),
         "nothing written under someone else's lock"
     );
-    // A dead holder (no such pid): taken over, said so.
-    lab.write(
+    // The holder dies: its name stays in the file, but the lock died with it. A pid that is alive
+    // again (reused after a reboot) no longer matters: only the flock does.
+    let out = lab.exec(
         host,
-        "/var/lib/oignon/lock",
-        b"bob@old (oignon apply)\tpid 4194300\tsince 2026-11-24T10:00:00Z\n",
+        "kill $(cat /var/lib/oignon-lab/holder.pid); sleep 0.3",
     );
+    assert!(out.status.success(), "{out:?}");
+    oignon(&f, &lab, &["plan", "--host", "ekumen", "--brief"])
+        .code(0)
+        .out_has(&["an apply was interrupted on this host (alice@laptop"]);
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
         .code(0)
-        .out_has(&["took over a stale lock left by a dead apply (bob@old"]);
-    assert!(
-        lab.read(host, "/var/lib/oignon/lock").is_none(),
-        "lock released"
+        .out_has(&["took over a stale lock left by a dead apply (alice@laptop"]);
+    assert_eq!(
+        lab.read(host, "/var/lib/oignon/lock").as_deref(),
+        Some(&b""[..]),
+        "lock released: the file stays, naming nobody"
     );
 }
 

@@ -1,8 +1,9 @@
 # oignon apply: one host's changes in ONE round trip, all-or-nothing up to the renames.
 # Run as: sh -c "<this script>" oignon-apply ROOT < records
 #   ROOT: "" on a real host; the image directory for the local transport.
-# stdin, one record per line, tab-separated (values never contain tabs or newlines):
-#   L WHO                         take the lock, naming the holder (a stale lock of a dead apply is taken over)
+# stdin, one record per line, tab-separated (oignon's one encoder refuses a tab, a newline or any
+# other control character in every field; this script checks each field again for its context):
+#   L WHO                         first record: take the lock, naming the holder
 #   E PATH SHA256|0               the path must still be as planned (0: absent), else nothing is done
 #   I NAME                        create relay instance NAME as tor-instance-create would
 #   W PATH OWNER GROUP MODE VALIDATOR INSTANCE BASE64
@@ -10,40 +11,232 @@
 #   R PATH                        archive PATH under /var/backups/oignon, then remove it
 #   X NAME                        archive /etc/tor/instances/NAME (an instance that left the inventory)
 #   M PATH SHA256                 the manifest of what oignon manages after this apply
-#   H COMMAND...                  a handler to run after the changes (words separated by spaces)
+#   H WORD...                     a handler to run after the changes; only the handlers oignon
+#                                 plans are accepted (systemctl ... tor@NAME, sysctl --system...)
 #   B                             record "reboot required" (the kernel command line changed)
-# stdout: one result per line: LOCKED WHO | STALE PATH WANT HAVE | INVALID PATH + tor's words on
-#   stderr | WROTE PATH | REMOVED PATH | RAN COMMAND | HANDLER-FAILED COMMAND | DONE
-# exit: 0 done, 3 locked, 4 stale, 5 invalid, 6 handler failed, 7 write failed
+# stdout: one result per line: LOCKED WHO | STALE-LOCK WHO | STALE PATH WANT HAVE | INVALID PATH
+#   + tor's words on stderr | REFUSED WHY | WROTE PATH | REMOVED PATH | RAN COMMAND |
+#   HANDLER-FAILED COMMAND | SKIPPED COMMAND | DONE
+# exit: 0 done, 3 locked, 4 stale, 5 invalid, 6 handler failed, 7 write failed, 8 refused (a record
+#   that is not what oignon sends, or a path that is not safe to write: nothing was changed)
+#
+# Safety rules (see README, "What apply does on a host"):
+# - Nothing is written as root through a symbolic link: every component of every path below ROOT is
+#   checked, and a link anywhere is refused.
+# - A relay's DataDirectory (/var/lib/tor-instances/NAME) belongs to _tor-NAME. On a real host,
+#   everything done inside it (hashing, temp files, chmod, rename, clean-up) runs AS _tor-NAME
+#   (setpriv), so a link planted there only reaches what that user could reach anyway; and a
+#   `keys` that is not a real directory owned by _tor-NAME is refused.
+# - Temp files have random names (mktemp) and are created by their final owner's side.
+# - The lock is flock(1) on /var/lib/oignon/lock, held by this shell: it dies with its holder.
 set -u
 root=$1
 tab=$(printf '\t')
+nl='
+'
 state=$root/var/lib/oignon
 backups=$root/var/backups/oignon
 keep=5
+locked=0
+work=
+
+refuse() {
+  printf 'REFUSED\t%s\n' "$(printf '%s' "$*" | tr '\t\n' '  ')"
+  exit 8
+}
+
+# The first component of ROOT/PATH below ROOT that is a symbolic link (printed), if any.
+link_in() {
+  rest=${1#/}
+  cur=$root
+  while [ -n "$rest" ]; do
+    case $rest in
+    */*) c=${rest%%/*} rest=${rest#*/} ;;
+    *) c=$rest rest= ;;
+    esac
+    [ -n "$c" ] || continue
+    cur=$cur/$c
+    if [ -L "$cur" ]; then
+      printf '%s' "${cur#"$root"}"
+      return 0
+    fi
+    [ -e "$cur" ] || return 1
+  done
+  return 1
+}
+no_links() {
+  if l=$(link_in "$1"); then
+    refuse "$1: $l is a symbolic link on the host; oignon never writes through links: replace it with a real directory or file (as root, after checking who made it), then apply again"
+  fi
+}
+
+# Field checks: the same rules as oignon's loaders, again here, because this script runs as root.
+check_path() {
+  case $1 in
+  /*) ;;
+  *) refuse "record $2: path \"$1\" is not absolute" ;;
+  esac
+  case $1 in
+  *[!A-Za-z0-9._@+/-]* | */../* | */.. | *//*) refuse "record $2: path \"$1\" holds characters or components oignon never sends" ;;
+  esac
+}
+check_name() { # a relay instance: tor's nickname rule
+  case $1 in
+  '' | *[!A-Za-z0-9]*) refuse "record $2: instance \"$1\" is not a relay nickname" ;;
+  esac
+  [ "${#1}" -le 19 ] || refuse "record $2: instance \"$1\" is longer than 19 characters"
+}
+check_account() {
+  case $1 in
+  '' | -* | *[!A-Za-z0-9._-]*) refuse "record $2: \"$1\" is not a user or group name" ;;
+  esac
+}
+check_mode() {
+  case $1 in
+  [0-7][0-7][0-7] | [0-7][0-7][0-7][0-7]) ;;
+  *) refuse "record $2: mode \"$1\" is not an octal mode" ;;
+  esac
+}
+check_sha() {
+  case $1 in
+  0) ;;
+  *[!0-9a-f]* | '') refuse "record $2: \"$1\" is not a sha256" ;;
+  esac
+}
+# The handlers oignon plans, and nothing else.
+check_handler() {
+  case $1 in
+  'systemctl daemon-reload' | 'sysctl --system' | 'update-grub') return 0 ;;
+  'systemctl reload tor@'* | 'systemctl restart tor@'*) n=${1##* tor@} ;;
+  'systemctl enable --now tor@'* | 'systemctl disable --now tor@'*) n=${1##* tor@} ;;
+  *) refuse "handler \"$1\" is not one oignon runs" ;;
+  esac
+  check_name "$n" H
+}
+
+# A relay's DataDirectory path: prints the instance user (_tor-NAME) for a path inside
+# /var/lib/tor-instances/NAME/, nothing otherwise.
+dd_user() {
+  case $1 in
+  /var/lib/tor-instances/*/*)
+    n=${1#/var/lib/tor-instances/}
+    printf '_tor-%s' "${n%%/*}"
+    ;;
+  esac
+}
+# Runs a command as USER: no capabilities, no supplementary groups, no new privileges.
+as_user() {
+  u=$1
+  shift
+  setpriv --reuid="$u" --regid="$u" --clear-groups --no-new-privs -- "$@"
+}
+# Whether files under a DataDirectory are handled as its user (a real host), or as root with every
+# link refused (a local image: not a live system, and its uids mean nothing on this machine).
+as_owner_side() {
+  [ -z "$root" ]
+}
+# The DataDirectory and every directory between it and PATH's directory must be real directories
+# owned by the instance user (a `keys` that is a link, or a root-owned directory, is refused).
+check_data_dir() {
+  p=$1 u=$2
+  n=${u#_tor-}
+  base=/var/lib/tor-instances/$n
+  rel=${p#"$base"/}
+  cur=$root$base
+  while :; do
+    if [ -L "$cur" ]; then
+      refuse "$p: ${cur#"$root"} is a symbolic link; a relay's DataDirectory belongs to $u, and oignon never follows links there: move it away (e.g. mv ${cur#"$root"} ${cur#"$root"}.suspect) and apply again"
+    fi
+    if [ -e "$cur" ]; then
+      [ -d "$cur" ] || refuse "$p: ${cur#"$root"} is not a directory: move it away and apply again"
+      if [ -z "$root" ]; then
+        owner=$(stat -c %U -- "$cur") || refuse "$p: cannot stat ${cur#"$root"}"
+        [ "$owner" = "$u" ] || refuse "$p: ${cur#"$root"} belongs to $owner, not $u: fix its owner (chown $u ${cur#"$root"}) and apply again"
+      fi
+    fi
+    case $rel in
+    */*) cur=$cur/${rel%%/*} rel=${rel#*/} ;;
+    *) break ;;
+    esac
+  done
+}
+# sha256 of ROOT/PATH, 0 when absent: as the instance user inside a DataDirectory (real host).
+hash_of() {
+  p=$1
+  u=$(dd_user "$p")
+  if [ -n "$u" ] && as_owner_side; then
+    id -u "$u" >/dev/null 2>&1 || {
+      [ -e "$p" ] || [ -L "$p" ] && echo unreadable || echo 0
+      return
+    }
+    # shellcheck disable=SC2016
+    as_user "$u" sh -c '[ -e "$1" ] || [ -L "$1" ] || { echo 0; exit; }; s=$(sha256sum -- "$1" 2>/dev/null) || { echo unreadable; exit; }; echo "${s%% *}"' sh "$p"
+    return
+  fi
+  if link_in "$p" >/dev/null; then
+    echo unread # as gather reports it: never read through a link
+  elif [ -e "$root$p" ]; then
+    s=$(sha256sum -- "$root$p" 2>/dev/null) || s=unreadable
+    echo "${s%% *}"
+  else
+    echo 0
+  fi
+}
+
+command -v flock >/dev/null 2>&1 || { echo "apply: flock (util-linux) is missing on this host" >&2; exit 7; }
+command -v setpriv >/dev/null 2>&1 || { echo "apply: setpriv (util-linux) is missing on this host" >&2; exit 7; }
+
+# Phase 1: the lock, before anything else is made: flock on an fd this shell holds, so the lock
+# dies with its holder (a killed apply, a dropped ssh session, a reboot) and two applies can never
+# both take it.
+IFS="$tab" read -r kind who rest || exit 7
+[ "$kind" = L ] || refuse "the first record must be L (the lock holder)"
+for d in /var /var/lib /var/lib/oignon /var/backups /var/backups/oignon; do
+  no_links "$d"
+done
 mkdir -p "$state" "$backups" || exit 7
+lock=$state/lock
+exec 9>>"$lock" || exit 7
+if ! flock -n 9; then
+  printf 'LOCKED\t%s\n' "$(head -n 1 "$lock" 2>/dev/null | tr '\t' ' ')"
+  exit 3
+fi
+locked=1
+if [ -s "$lock" ]; then
+  # A holder that died left its name: the lock itself died with it.
+  printf 'STALE-LOCK\t%s\n' "$(head -n 1 "$lock" | tr '\t' ' ')"
+fi
+boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null) || boot=unknown
+printf '%s\tpid %s\tsince %s\tboot %s\n' "$(printf '%s' "$who" | tr -d '\000-\037')" "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$boot" > "$lock"
+
 # The records (key files among them, base64) wait in RAM: /run is a tmpfs on Debian, so a key never
 # touches the host's disk outside its own file. A local image's records stay on the controller.
+# Holding the lock, any other work dir is a dead apply's (every apply makes its own only once it
+# holds the lock): removed.
 if [ -z "$root" ] && [ -d /run ] && [ -w /run ]; then
   mkdir -p -m 0700 /run/oignon || exit 7
+  for d in /run/oignon/apply.*; do
+    [ -e "$d" ] && rm -rf -- "$d"
+  done
   work=$(umask 077 && mktemp -d /run/oignon/apply.XXXXXX) || exit 7
 else
   work=$(umask 077 && mktemp -d "${TMPDIR:-/tmp}/oignon-apply.XXXXXX") || exit 7
 fi
-lock=$state/lock
-locked=0
 cleanup() {
-  # Temp files of an unfinished apply never survive it.
-  if [ -f "$work/temps" ]; then
-    while IFS= read -r t; do rm -f -- "$t"; done < "$work/temps"
+  # Temp files of an unfinished apply never survive it (inside a DataDirectory, removed as its user).
+  if [ -n "$work" ] && [ -f "$work/temps" ]; then
+    while IFS="$tab" read -r u t; do
+      if [ "$u" = - ]; then rm -f -- "$t"; else as_user "$u" rm -f -- "$t"; fi
+    done < "$work/temps"
   fi
-  rm -rf -- "$work"
-  [ "$locked" = 1 ] && rm -f -- "$lock"
+  [ -n "$work" ] && rm -rf -- "$work"
+  # The lock file stays (flock needs no clean-up); emptied, it names no holder.
+  [ "$locked" = 1 ] && : > "$lock"
 }
 trap cleanup EXIT
 trap 'exit 130' HUP INT TERM PIPE
 
-# Phase 1: read every record; content goes straight into temp files next to their targets.
+# Phase 2: read and check every record; content goes to numbered files in the work dir.
 : > "$work/temps"
 : > "$work/writes"
 : > "$work/expect"
@@ -53,55 +246,68 @@ trap 'exit 130' HUP INT TERM PIPE
 : > "$work/removes"
 : > "$work/xinstances"
 reboot=0
-who=unknown
-while IFS="$tab" read -r kind a b c d e f g; do
+nw=0
+while IFS="$tab" read -r kind a b c d e f g rest; do
   case $kind in
-  L) who=$a ;;
-  E) printf '%s\t%s\n' "$a" "$b" >> "$work/expect" ;;
-  I) printf '%s\n' "$a" >> "$work/instances" ;;
-  W) printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$a" "$b" "$c" "$d" "$e" "$f" >> "$work/writes"
-     printf '%s\n' "$g" > "$work/b64.$(wc -l < "$work/writes" | tr -d ' ')" ;;
-  R) printf '%s\n' "$a" >> "$work/removes" ;;
-  X) printf '%s\n' "$a" >> "$work/xinstances" ;;
-  M) printf '%s\t%s\n' "$a" "$b" >> "$work/manifest" ;;
-  H) printf '%s\n' "$a" >> "$work/handlers" ;;
+  E)
+    check_path "$a" E
+    check_sha "$b" E
+    printf '%s\t%s\n' "$a" "$b" >> "$work/expect"
+    ;;
+  I)
+    check_name "$a" I
+    printf '%s\n' "$a" >> "$work/instances"
+    ;;
+  W)
+    check_path "$a" W
+    check_account "$b" W
+    check_account "$c" W
+    check_mode "$d" W
+    case $e in torrc | grub | sysctl | systemd | -) ;; *) refuse "record W: validator \"$e\" is unknown" ;; esac
+    [ "$f" = - ] || check_name "$f" W
+    case $g in '' | *[!A-Za-z0-9+/=]*) refuse "record W for $a: the content is not base64" ;; esac
+    [ -z "$rest" ] || refuse "record W for $a has too many fields"
+    u=$(dd_user "$a")
+    if [ -n "$u" ]; then
+      # Only the instance's own files, owned by its user, are ever written in a DataDirectory.
+      check_name "${u#_tor-}" W
+      [ "$b" = "$u" ] && [ "$c" = "$u" ] || refuse "record W for $a: a file in a relay's DataDirectory must belong to $u"
+      [ "$e" = - ] || refuse "record W for $a: files in a DataDirectory have no validator"
+    fi
+    nw=$((nw + 1))
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$a" "$b" "$c" "$d" "$e" "$f" >> "$work/writes"
+    printf '%s\n' "$g" > "$work/b64.$nw"
+    ;;
+  R)
+    check_path "$a" R
+    [ -z "$(dd_user "$a")" ] || refuse "record R for $a: oignon never removes anything from a DataDirectory"
+    printf '%s\n' "$a" >> "$work/removes"
+    ;;
+  X)
+    check_name "$a" X
+    printf '%s\n' "$a" >> "$work/xinstances"
+    ;;
+  M)
+    check_path "$a" M
+    check_sha "$b" M
+    printf '%s\t%s\n' "$a" "$b" >> "$work/manifest"
+    ;;
+  H)
+    cmd=$a
+    for w in "$b" "$c" "$d" "$e" "$f" "$g"; do [ -n "$w" ] && cmd="$cmd $w"; done
+    [ -z "$rest" ] || refuse "handler \"$cmd $rest\" is not one oignon runs"
+    check_handler "$cmd"
+    printf '%s\n' "$cmd" >> "$work/handlers"
+    ;;
   B) reboot=1 ;;
+  *) refuse "unknown record kind \"$(printf '%s' "$kind" | cut -c1-20)\"" ;;
   esac
 done
-
-# Phase 2: the lock. mkdir-free: `set -C` makes the create atomic (O_EXCL).
-if ! (set -C; printf '%s\tpid %s\tsince %s\n' "$who" "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$lock") 2>/dev/null; then
-  holder=$(cat "$lock" 2>/dev/null)
-  pid=$(printf '%s' "$holder" | sed -n 's/.*pid \([0-9]*\).*/\1/p')
-  if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-    # The holder's shell is gone (its ssh session died): a stale lock, taken over.
-    printf 'STALE-LOCK\t%s\n' "$(printf '%s' "$holder" | tr '\t' ' ')"
-    rm -f -- "$lock"
-    if ! (set -C; printf '%s\tpid %s\tsince %s\n' "$who" "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$lock") 2>/dev/null; then
-      printf 'LOCKED\t%s\n' "$(cat "$lock" 2>/dev/null | tr '\t' ' ')"
-      exit 3
-    fi
-  else
-    printf 'LOCKED\t%s\n' "$(printf '%s' "$holder" | tr '\t' ' ')"
-    exit 3
-  fi
-fi
-locked=1
-# Holding the lock, any other apply work dir is a dead apply's (killed before its cleanup ran).
-if [ -z "$root" ]; then
-  for d in /run/oignon/apply.*; do
-    [ "$d" = "$work" ] || rm -rf -- "$d"
-  done
-fi
 
 # Phase 3: nothing moved since the plan.
 stale=0
 while IFS="$tab" read -r p want; do
-  have=0
-  if [ -e "$root$p" ] || [ -L "$root$p" ]; then
-    have=$(sha256sum -- "$root$p" 2>/dev/null) || have=unreadable
-    have=${have%% *}
-  fi
+  have=$(hash_of "$p")
   if [ "$have" != "$want" ]; then
     printf 'STALE\t%s\t%s\t%s\n' "$p" "$want" "$have"
     stale=1
@@ -109,14 +315,35 @@ while IFS="$tab" read -r p want; do
 done < "$work/expect"
 [ "$stale" = 1 ] && exit 4
 
-# Phase 4: instances, as tor-instance-create makes them (idempotent).
+# Phase 4: every path is safe to write before anything is made.
+while IFS="$tab" read -r p o g m v n; do
+  u=$(dd_user "$p")
+  if [ -n "$u" ]; then
+    no_links "/var/lib/tor-instances"
+    check_data_dir "$p" "$u"
+  else
+    no_links "$p"
+  fi
+done < "$work/writes"
+while IFS= read -r p; do no_links "$p"; done < "$work/removes"
+while IFS= read -r n; do
+  no_links "/etc/tor/instances/$n"
+  no_links "/var/lib/tor-instances/$n"
+done < "$work/instances"
+while IFS= read -r n; do no_links "/etc/tor/instances/$n"; done < "$work/xinstances"
+
+# Phase 5: instances, as tor-instance-create makes them (idempotent).
 while IFS= read -r n; do
   u=_tor-$n
   if [ -z "$root" ]; then
     getent group "$u" >/dev/null 2>&1 || groupadd --system "$u" || exit 7
     id -u "$u" >/dev/null 2>&1 || useradd --system --gid "$u" --home-dir "/var/lib/tor-instances/$n" \
       --no-create-home --shell /bin/false --comment "tor instance $n" "$u" || exit 7
-    install -d -o "$u" -g "$u" -m 02700 "/var/lib/tor-instances/$n" || exit 7
+    if [ -d "/var/lib/tor-instances/$n" ]; then
+      check_data_dir "/var/lib/tor-instances/$n/x" "$u"
+    else
+      install -d -o "$u" -g "$u" -m 02700 "/var/lib/tor-instances/$n" || exit 7
+    fi
   else
     # A local image: its own passwd/group, edited with --prefix (no chroot needed).
     mkdir -p "$root/etc" && touch "$root/etc/passwd" "$root/etc/group" "$root/etc/shadow" "$root/etc/gshadow"
@@ -127,7 +354,7 @@ while IFS= read -r n; do
     gid=$(awk -F: -v u="$u" '$1 == u { print $3 }' "$root/etc/group")
     install -d -o "$uid" -g "$gid" -m 02700 "$root/var/lib/tor-instances/$n" || exit 7
   fi
-  install -d -m 0755 "$root/etc/tor/instances/$n" || exit 7
+  mkdir -p -m 0755 "$root/etc/tor/instances/$n" || exit 7
 done < "$work/instances"
 
 # Owner and group by name: the host's own users, or the image's for a local root.
@@ -143,34 +370,61 @@ owner_ids() {
   fi
 }
 
-# Phase 5: temp files beside their targets: owner and mode BEFORE content, then fsync.
+# What the instance user runs to make a temp file in DIR from stdin: created by mktemp (a random
+# name, O_EXCL, 0600), mode MODE, synced; its name printed. Inside a DataDirectory only.
+# shellcheck disable=SC2016
+user_write='umask 077
+mkdir -p -- "$1" || exit 1
+t=$(mktemp -- "$1/.oignon-new.XXXXXXXX") || exit 1
+if cat > "$t" && chmod "$2" -- "$t" && sync -- "$t"; then printf "%s\n" "$t"; else rm -f -- "$t"; exit 1; fi'
+
+# Phase 6: temp files beside their targets: owner and mode BEFORE content, then fsync. Temps a
+# killed apply left (`.oignon-new.*`) are swept first: holding the lock, none is a live apply's.
+swept=$nl
+while IFS="$tab" read -r p o g m v n; do
+  dir=$(dirname -- "$p")
+  case $swept in *"$nl$dir$nl"*) continue ;; esac
+  swept=$swept$dir$nl
+  u=$(dd_user "$p")
+  if [ -n "$u" ] && as_owner_side; then
+    # shellcheck disable=SC2016
+    [ -d "$dir" ] && as_user "$u" sh -c 'rm -f -- "$1"/.oignon-new.*' sh "$dir"
+  elif [ -d "$root$dir" ]; then
+    rm -f -- "$root$dir"/.oignon-new.*
+  fi
+done < "$work/writes"
 i=0
 while IFS="$tab" read -r p o g m v n; do
   i=$((i + 1))
-  dir=$(dirname -- "$root$p")
-  case $p in
-  /var/lib/tor-instances/*/keys/*)
-    # tor's KeyDirectory: owned by the instance user, 0700, or tor refuses to start.
+  dir=$(dirname -- "$p")
+  u=$(dd_user "$p")
+  if [ -n "$u" ] && as_owner_side; then
+    t=$(base64 -d < "$work/b64.$i" | as_user "$u" sh -c "$user_write" sh "$dir" "$m") || exit 7
+    [ -n "$t" ] || exit 7
+    printf '%s\t%s\n' "$u" "$t" >> "$work/temps"
+    continue
+  fi
+  if [ -n "$u" ]; then
+    # A local image's DataDirectory: made here as root, every link refused above.
     ids=$(owner_ids "$o" "$g")
-    install -d -o "${ids%%:*}" -g "${ids#*:}" -m 0700 -- "$dir" || exit 7
-    ;;
-  *) mkdir -p -- "$dir" || exit 7 ;;
-  esac
-  t=$dir/.oignon-new.$(basename -- "$p").$$
-  printf '%s\n' "$t" >> "$work/temps"
-  (umask 077 && : > "$t") || exit 7
+    [ -d "$root$dir" ] || install -d -o "${ids%%:*}" -g "${ids#*:}" -m 0700 -- "$root$dir" || exit 7
+  else
+    mkdir -p -- "$root$dir" || exit 7
+  fi
+  t=$(umask 077 && mktemp -- "$root$dir/.oignon-new.XXXXXXXX") || exit 7
+  printf '%s\t%s\n' - "$t" >> "$work/temps"
   chown "$(owner_ids "$o" "$g")" "$t" || exit 7
   chmod "$m" "$t" || exit 7
   base64 -d < "$work/b64.$i" > "$t" || exit 7
   sync -- "$t" 2>/dev/null || sync
 done < "$work/writes"
 
-# Phase 6: validate every new file before any replaces its target.
+# Phase 7: validate every new file before any replaces its target.
 invalid=0
 i=0
 while IFS="$tab" read -r p o g m v n; do
   i=$((i + 1))
-  t=$(sed -n "${i}p" "$work/temps")
+  t=$(sed -n "${i}p" "$work/temps" | cut -f2)
   case $v in
   torrc)
     if [ -n "$root" ]; then
@@ -214,13 +468,13 @@ while IFS="$tab" read -r p o g m v n; do
 done < "$work/writes"
 [ "$invalid" = 1 ] && exit 5
 
-# Phase 7: handlers become pending BEFORE anything is replaced, so an interrupted apply still
+# Phase 8: handlers become pending BEFORE anything is replaced, so an interrupted apply still
 # runs them next time. (A local image runs nothing: its services start when it boots.)
 if [ -s "$work/handlers" ] && [ -z "$root" ]; then
-  cat "$state/pending" "$work/handlers" 2>/dev/null | awk '!seen[$0]++' > "$state/pending.new" && mv -f "$state/pending.new" "$state/pending" || exit 7
+  cat "$state/pending" "$work/handlers" 2>/dev/null | awk '!seen[$0]++' > "$state/pending.new" && mv -fT "$state/pending.new" "$state/pending" || exit 7
 fi
 
-# Phase 8: back up and replace. Each rename is atomic: every file is wholly old or wholly new.
+# Phase 9: back up and replace. Each rename is atomic: every file is wholly old or wholly new.
 stamp=$(date -u +%Y%m%dT%H%M%SZ).$$
 backup() {
   # Never copy anything out of tor's DataDirectory: key files have no place in backups.
@@ -234,41 +488,51 @@ backup() {
 i=0
 while IFS="$tab" read -r p o g m v n; do
   i=$((i + 1))
-  t=$(sed -n "${i}p" "$work/temps")
-  [ -f "$root$p" ] && backup "$p"
-  mv -f -- "$t" "$root$p" || exit 7
-  sync -- "$(dirname -- "$root$p")" 2>/dev/null || sync
+  line=$(sed -n "${i}p" "$work/temps")
+  u=${line%%"$tab"*}
+  t=${line#*"$tab"}
+  if [ "$u" != - ]; then
+    # As the instance user: -T, so a directory planted at the target's name is never entered.
+    as_user "$u" mv -fT -- "$t" "$p" || exit 7
+    as_user "$u" sync -- "$(dirname -- "$p")" 2>/dev/null || sync
+  else
+    [ -f "$root$p" ] && [ ! -L "$root$p" ] && backup "$p"
+    mv -fT -- "$t" "$root$p" || exit 7
+    sync -- "$(dirname -- "$root$p")" 2>/dev/null || sync
+  fi
   printf 'WROTE\t%s\n' "$p"
 done < "$work/writes"
 : > "$work/temps"
 while IFS= read -r p; do
-  [ -e "$root$p" ] || continue
+  [ -e "$root$p" ] || [ -L "$root$p" ] || continue
   flat=$(printf '%s' "$p" | sed 's|^/||; s|/|__|g')
-  mv -f -- "$root$p" "$backups/$flat.removed.$stamp" || exit 7
+  mv -fT -- "$root$p" "$backups/$flat.removed.$stamp" || exit 7
   printf 'REMOVED\t%s\n' "$p"
 done < "$work/removes"
 while IFS= read -r n; do
   [ -d "$root/etc/tor/instances/$n" ] || continue
-  mv -f -- "$root/etc/tor/instances/$n" "$backups/etc__tor__instances__$n.removed.$stamp" || exit 7
+  mv -fT -- "$root/etc/tor/instances/$n" "$backups/etc__tor__instances__$n.removed.$stamp" || exit 7
   printf 'REMOVED\t/etc/tor/instances/%s\n' "$n"
 done < "$work/xinstances"
-sort -u "$work/manifest" > "$state/managed.new" && mv -f "$state/managed.new" "$state/managed" || exit 7
+sort -u "$work/manifest" > "$state/managed.new" && mv -fT "$state/managed.new" "$state/managed" || exit 7
 [ "$reboot" = 1 ] && date -u +%Y-%m-%dT%H:%M:%SZ > "$state/reboot-required"
 sync
 
-# Phase 9: handlers, each once; a handler that ran leaves the pending list.
+# Phase 10: handlers, each once; a handler that ran leaves the pending list. Each runs without the
+# lock's fd, so nothing it starts can hold the lock after this apply.
 failed=0
 if [ -n "$root" ]; then
   while IFS= read -r cmd; do printf 'SKIPPED\t%s\n' "$cmd"; done < "$work/handlers"
 elif [ -f "$state/pending" ]; then
   while IFS= read -r cmd; do
     [ -n "$cmd" ] || continue
-    # Words of a handler are fixed by oignon (systemctl reload tor@NAME...), never user text.
+    check_handler "$cmd"
+    # Words of a handler are fixed by oignon and checked above (check_handler), never user text.
     # shellcheck disable=SC2086
-    if $cmd > "$work/out" 2>&1; then
+    if $cmd > "$work/out" 2>&1 9>&-; then
       printf 'RAN\t%s\n' "$cmd"
       grep -vxF -- "$cmd" "$state/pending" > "$state/pending.new"
-      mv -f "$state/pending.new" "$state/pending"
+      mv -fT "$state/pending.new" "$state/pending"
     else
       printf 'HANDLER-FAILED\t%s\n' "$cmd"
       sed 's/^/  /' "$work/out" >&2

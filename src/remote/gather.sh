@@ -10,7 +10,12 @@
 # stdout, one record per line, tab-separated:
 #   F PATH 0                                      absent
 #   F PATH 1 OWNER GROUP MODE SHA256 [BASE64]     a regular file
-#   T PATH TYPE                                   something else is there (directory, symlink...)
+#   T PATH TYPE                                   something else is there (directory, symlink...), or
+#                                                 the path goes through a symbolic link, or (in a
+#                                                 DataDirectory) through a directory not its user's
+# Nothing is read as root through a link: a symbolic link anywhere in a path is reported, not
+# followed; inside a relay's DataDirectory (its user's) files are stat'ed and hashed AS that user
+# (setpriv, one call per instance). Files of the host, /etc/os-release included, are read as data.
 #   I NAME USER DATADIR ACTIVE                    user _tor-NAME exists (1/0), its DataDirectory
 #                                                 exists (1/0), `systemctl is-active tor@NAME`
 #   D NAME                                        a directory under /etc/tor/instances
@@ -19,6 +24,8 @@
 #                                                 else its sha256 now, or 0 when it is gone
 #   P COMMAND                                     a handler an interrupted apply left pending
 #   K KEY VALUE                                   a fact; the last line is K end ok
+#                                                 (K lock: an apply holds the lock now; K lock-left:
+#                                                 a dead apply's name is in the lock file)
 set -u
 root=$1
 tab=$(printf '\t')
@@ -30,6 +37,68 @@ files=
 want=$nl
 secret=$nl
 instances=
+# The first component of ROOT/PATH below ROOT that is a symbolic link (printed), if any.
+link_in() {
+  rest=${1#/}
+  cur=$root
+  while [ -n "$rest" ]; do
+    case $rest in
+    */*) c=${rest%%/*} rest=${rest#*/} ;;
+    *) c=$rest rest= ;;
+    esac
+    [ -n "$c" ] || continue
+    cur=$cur/$c
+    if [ -L "$cur" ]; then
+      printf '%s' "${cur#"$root"}"
+      return 0
+    fi
+    [ -e "$cur" ] || return 1
+  done
+  return 1
+}
+# A path inside /var/lib/tor-instances/NAME/: prints NAME.
+dd_name() {
+  case $1 in
+  /var/lib/tor-instances/*/*)
+    n=${1#/var/lib/tor-instances/}
+    printf '%s' "${n%%/*}"
+    ;;
+  esac
+}
+# What a DataDirectory's user runs to describe its files (args: paths): F or T records.
+# shellcheck disable=SC2016
+user_stat='for p do
+  if [ -L "$p" ]; then printf "T\t%s\tsymbolic link\n" "$p"
+  elif [ -f "$p" ]; then
+    if m=$(stat -c "%U	%G	%a" -- "$p") && s=$(sha256sum -- "$p" 2>/dev/null); then
+      printf "F\t%s\t1\t%s\t%s\n" "$p" "$m" "${s%% *}"
+    else printf "T\t%s\tfile its relay user cannot read\n" "$p"; fi
+  elif [ -e "$p" ]; then printf "T\t%s\t%s\n" "$p" "$(stat -c %F -- "$p")"
+  else printf "F\t%s\t0\n" "$p"; fi
+done'
+# A DataDirectory path's problem, seen as root without following anything: the DataDirectory or a
+# directory below it that is a link, not a directory, or not owned by _tor-NAME.
+dd_problem() {
+  p=$1 n=$2
+  base=/var/lib/tor-instances/$n
+  rel=${p#"$base"/}
+  cur=$base
+  while :; do
+    if [ -L "$cur" ]; then
+      printf 'path through the symbolic link %s' "$cur"
+      return 0
+    fi
+    [ -e "$cur" ] || return 1
+    [ -d "$cur" ] || { printf 'path through %s, which is not a directory' "$cur"; return 0; }
+    o=$(stat -c %U -- "$cur" 2>/dev/null)
+    [ "$o" = "_tor-$n" ] || { printf 'path through %s, owned by %s instead of _tor-%s' "$cur" "${o:-?}" "$n"; return 0; }
+    case $rel in
+    */*) cur=$cur/${rel%%/*} rel=${rel#*/} ;;
+    *) return 1 ;;
+    esac
+  done
+}
+ddpaths=$nl
 while IFS="$tab" read -r kind arg sum; do
   requested=$requested$arg$nl
   case $kind in
@@ -37,7 +106,24 @@ while IFS="$tab" read -r kind arg sum; do
     p=$root$arg
     [ "$kind" = s ] && secret=$secret$arg$nl
     [ "$kind" = f ] && want=$want$arg$tab$sum$nl
-    if [ -f "$p" ] && [ ! -L "$p" ]; then
+    n=$(dd_name "$arg")
+    if [ -n "$n" ] && [ -z "$root" ]; then
+      if l=$(link_in "/var/lib/tor-instances/$n"); then
+        printf 'T\t%s\tpath through the symbolic link %s\n' "$arg" "$l"
+      elif why=$(dd_problem "$arg" "$n"); then
+        printf 'T\t%s\t%s\n' "$arg" "$why"
+      elif [ -d "/var/lib/tor-instances/$n" ]; then
+        if id -u "_tor-$n" >/dev/null 2>&1; then
+          ddpaths=$ddpaths$n$tab$arg$nl
+        else
+          printf 'T\t%s\tpath in a DataDirectory whose user _tor-%s does not exist\n' "$arg" "$n"
+        fi
+      else
+        printf 'F\t%s\t0\n' "$arg"
+      fi
+    elif l=$(link_in "$arg"); then
+      printf 'T\t%s\tpath through the symbolic link %s\n' "$arg" "$l"
+    elif [ -f "$p" ] && [ ! -L "$p" ]; then
       files=$files$p$nl
     elif [ -e "$p" ] || [ -L "$p" ]; then
       printf 'T\t%s\t%s\n' "$arg" "$(stat -c %F -- "$p")"
@@ -48,6 +134,14 @@ while IFS="$tab" read -r kind arg sum; do
   i) instances="$instances $arg" ;;
   esac
 done
+# DataDirectory files, as their users: one setpriv per instance.
+if [ "$ddpaths" != "$nl" ]; then
+  for n in $(printf '%s' "$ddpaths" | cut -f1 | sort -u); do
+    # shellcheck disable=SC2046
+    set -- $(printf '%s' "$ddpaths" | awk -F "$tab" -v n="$n" '$1 == n { print $2 }')
+    setpriv --reuid="_tor-$n" --regid="_tor-$n" --clear-groups --no-new-privs -- sh -c "$user_stat" sh "$@"
+  done
+fi
 if [ -n "$files" ]; then
   # One stat and one sha256sum for every present file; paths hold no tab or newline (oignon's own).
   if [ -z "$root" ]; then
@@ -118,7 +212,11 @@ if [ -f "$state/managed" ]; then
     *"$nl$path$nl"*) now=- ;;
     *)
       now=0
-      if [ -f "$root$path" ]; then
+      n=$(dd_name "$path")
+      if [ -n "$n" ] || link_in "$path" >/dev/null; then
+        # Not read as root: a retired relay's key, or a path through a link, counts as present.
+        if [ -e "$root$path" ] || [ -L "$root$path" ]; then now=unread; fi
+      elif [ -f "$root$path" ]; then
         now=$(sha256sum -- "$root$path") || now=unreadable
         now=${now%% *}
       fi
@@ -132,9 +230,14 @@ if [ -f "$state/pending" ]; then
     [ -n "$cmd" ] && printf 'P\t%s\n' "$cmd"
   done < "$state/pending"
 fi
-if [ -f "$state/lock" ]; then
+if [ -s "$state/lock" ] && [ ! -L "$state/lock" ]; then
   IFS= read -r lock < "$state/lock" || true
-  printf 'K\tlock\t%s\n' "$(printf '%s' "$lock" | tr '\t' ' ')"
+  # The lock is flock(1) held by the apply's shell: the file's content alone may be a dead apply's.
+  if command -v flock >/dev/null 2>&1 && flock -n -s "$state/lock" true 2>/dev/null; then
+    printf 'K\tlock-left\t%s\n' "$(printf '%s' "$lock" | tr '\t' ' ')"
+  else
+    printf 'K\tlock\t%s\n' "$(printf '%s' "$lock" | tr '\t' ' ')"
+  fi
 fi
 if [ -z "$root" ]; then
   IFS= read -r cmdline < /proc/cmdline || true
@@ -142,7 +245,9 @@ if [ -z "$root" ]; then
   v=$(tor --version 2>/dev/null) || v=
   printf 'K\ttor_version\t%s\n' "${v%%"$nl"*}"
 fi
-if [ -f "$root/etc/os-release" ]; then
-  printf 'K\tos\t%s\n' "$(. "$root/etc/os-release" && echo "${PRETTY_NAME:-${ID:-unknown}}")"
+if [ -f "$root/etc/os-release" ] && ! link_in /etc/os-release >/dev/null; then
+  # Read as data, never sourced: an image's os-release is not code to run here.
+  os=$(sed -n 's/^PRETTY_NAME=//p' "$root/etc/os-release" | head -n 1 | tr -d '"\000-\037' | cut -c1-200)
+  printf 'K\tos\t%s\n' "${os:-unknown}"
 fi
 printf 'K\tend\tok\n'

@@ -4,7 +4,10 @@
 //! data (arguments quoted by the transport, or tab-separated lines on stdin), never spliced into the
 //! script text.
 
+pub mod record;
+
 use crate::desired::DesiredHost;
+use record::{RecordError, Records};
 use std::collections::BTreeSet;
 
 /// Gathers files and facts (see the header of gather.sh for its protocol).
@@ -13,25 +16,23 @@ pub const GATHER: &str = include_str!("gather.sh");
 /// The gather requests for a host: every desired path (with the hash oignon wants there) and every
 /// instance. (Paths the last apply
 /// managed that left the inventory are found by the script itself, from the host's manifest.)
-pub fn gather_requests(desired: &DesiredHost) -> Vec<u8> {
-    let mut out = String::new();
+pub fn gather_requests(desired: &DesiredHost) -> Result<Vec<u8>, RecordError> {
+    let mut out = Records::new();
     let mut seen = BTreeSet::new();
     for f in &desired.files {
         if seen.insert(f.path.clone()) {
             if f.content.is_secret() {
-                out.push_str(&format!("s\t{}\n", f.path));
+                out.push(&["s", &f.path])?;
             } else {
                 // With the wanted hash, the host sends content back only where it differs.
-                out.push_str(&format!("f\t{}\t{}\n", f.path, f.sha256()));
+                out.push(&["f", &f.path, &f.sha256()])?;
             }
         }
     }
     for i in &desired.instances {
-        out.push_str("i\t");
-        out.push_str(i);
-        out.push('\n');
+        out.push(&["i", i])?;
     }
-    out.into_bytes()
+    Ok(out.into_bytes())
 }
 
 #[cfg(test)]
@@ -67,7 +68,7 @@ mod tests {
             kernel_params: None,
             notices: vec![],
         };
-        let req = String::from_utf8(gather_requests(&h)).unwrap();
+        let req = String::from_utf8(gather_requests(&h).unwrap()).unwrap();
         let want = crate::util::sha256_hex(b"x");
         assert_eq!(req, format!("f\t/etc/a\t{want}\ns\t/var/k\ni\tr1\n"));
     }
