@@ -307,21 +307,21 @@ pub fn check_account(v: &str) -> Result<(), String> {
     if v.is_empty() {
         return Err("is empty".into());
     }
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(format!(
+            "holds {c:?}, which is not allowed in a user or group name"
+        ));
+    }
     if v.chars().count() > 32 {
         return Err("is longer than 32 characters".into());
     }
     if v.starts_with('-') {
         return Err("starts with `-`".into());
     }
-    match v
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        Some(c) => Err(format!(
-            "holds {c:?}, which is not allowed in a user or group name"
-        )),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// An octal file mode: 3 or 4 octal digits.

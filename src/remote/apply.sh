@@ -198,6 +198,8 @@ mkdir -p "$state" "$backups" || exit 7
 lock=$state/lock
 exec 9>>"$lock" || exit 7
 if ! flock -n 9; then
+  # The holder writes its name right after taking the lock: give it that moment.
+  sleep 0.2 2>/dev/null || sleep 1
   printf 'LOCKED\t%s\n' "$(head -n 1 "$lock" 2>/dev/null | tr '\t' ' ')"
   exit 3
 fi
