@@ -159,6 +159,7 @@ async fn apply_host_inner(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> H
             ["LOCKED", who] => r.error = Some(format!("another apply holds the lock on this host: {who}; wait for it, or if it died, run apply again (a dead holder's lock is taken over)")),
             ["STALE", p, want, have] => stale.push(format!("{p} (planned sha256 {}, now {})", short(want), short(have))),
             ["INVALID", p] => invalid.push(p.to_string()),
+            ["BACKUP-FAILED", p] => r.error = Some(format!("backing up {p} under /var/backups/oignon failed, nothing was replaced (the old files stay active): {stderr}; free space there, then apply again")),
             ["REFUSED", why] => r.error = Some(format!("refused by the host script, nothing was changed: {why}")),
             ["HANDLER-FAILED", c] => r.error = Some(format!("handler `{c}` failed: {stderr}; it stays pending and runs on the next apply")),
             _ => {}

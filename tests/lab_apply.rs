@@ -498,3 +498,36 @@ fn reboot_happens_only_with_the_reboot_flag_and_only_where_the_kernel_line_needs
         1
     );
 }
+
+#[test]
+fn a_full_backup_directory_fails_the_apply_before_any_file_is_replaced() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    let host = lab_of("ekumen");
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
+    let torrc = lab.read(host, "/etc/tor/instances/ekumen/torrc").unwrap();
+    let sysctl = lab.read(host, "/etc/sysctl.d/90-oignon.conf").unwrap();
+    // A full disk for backups only: a tiny tmpfs over /var/backups/oignon inside the host, filled.
+    let out = lab.exec(
+        host,
+        "mount -t tmpfs -o size=64k tmpfs /var/backups/oignon && (dd if=/dev/zero of=/var/backups/oignon/fill bs=4k 2>/dev/null; true)",
+    );
+    assert!(out.status.success(), "{out:?}");
+    f.edit(
+        "inventory/fleet.toml",
+        "\"reject *:445\"]",
+        "\"reject *:445\", \"reject *:6666\"]",
+    );
+    f.edit("inventory/fleet.toml", "[defaults]\n", "[defaults]\nsysctl = { \"net.ipv4.tcp_syncookies\" = 1, \"net.ipv4.conf.all.rp_filter\" = 1 }\n");
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
+        .code(1)
+        .out_has(&["under /var/backups/oignon failed, nothing was replaced"]);
+    assert_eq!(lab.read(host, "/etc/tor/instances/ekumen/torrc").unwrap(), torrc);
+    assert_eq!(lab.read(host, "/etc/sysctl.d/90-oignon.conf").unwrap(), sysctl);
+    let listing = lab.exec(host, "ls -A /var/backups/oignon");
+    assert_eq!(String::from_utf8_lossy(&listing.stdout), "fill\n", "no 0-byte backups left");
+    // Space again: the same apply goes through.
+    let out = lab.exec(host, "rm /var/backups/oignon/fill");
+    assert!(out.status.success());
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
+}

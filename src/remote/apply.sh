@@ -16,7 +16,7 @@
 #   B                             record "reboot required" (the kernel command line changed)
 # stdout: one result per line: LOCKED WHO | STALE-LOCK WHO | STALE PATH WANT HAVE | INVALID PATH
 #   + tor's words on stderr | REFUSED WHY | WROTE PATH | REMOVED PATH | RAN COMMAND |
-#   HANDLER-FAILED COMMAND | SKIPPED COMMAND | DONE
+#   HANDLER-FAILED COMMAND | SKIPPED COMMAND | BACKUP-FAILED PATH | DONE
 # exit: 0 done, 3 locked, 4 stale, 5 invalid, 6 handler failed, 7 write failed, 8 refused (a record
 #   that is not what oignon sends, or a path that is not safe to write: nothing was changed)
 #
@@ -476,17 +476,36 @@ if [ -s "$work/handlers" ] && [ -z "$root" ]; then
   cat "$state/pending" "$work/handlers" 2>/dev/null | awk '!seen[$0]++' > "$state/pending.new" && mv -fT "$state/pending.new" "$state/pending" || exit 7
 fi
 
-# Phase 9: back up and replace. Each rename is atomic: every file is wholly old or wholly new.
+# Phase 9: back up, then replace. Every backup is made (and checked) before the first rename: a
+# full /var/backups fails the apply with every file still old. Each rename is atomic: every file is
+# wholly old or wholly new.
 stamp=$(date -u +%Y%m%dT%H%M%SZ).$$
+: > "$work/backed"
 backup() {
   # Never copy anything out of tor's DataDirectory: key files have no place in backups.
   case $1 in /var/lib/tor-instances/*) return 0 ;; esac
+  [ -f "$root$1" ] && [ ! -L "$root$1" ] || return 0
   flat=$(printf '%s' "$1" | sed 's|^/||; s|/|__|g')
-  cp -p -- "$root$1" "$backups/$flat.$stamp" 2>/dev/null || return 0
-  # Bounded: keep the newest $keep copies per path.
+  b=$backups/$flat.$stamp
+  printf '%s\n' "$b" >> "$work/backed"
+  if ! cp -p -- "$root$1" "$b" 2>"$work/err" || ! cmp -s -- "$root$1" "$b"; then
+    printf 'BACKUP-FAILED\t%s\n' "$1"
+    sed 's/^/  /' "$work/err" >&2
+    # Nothing was replaced yet: the partial backups go, the old files stay.
+    while IFS= read -r x; do rm -f -- "$x"; done < "$work/backed"
+    exit 7
+  fi
+}
+# Bounded: keep the newest $keep copies per path.
+prune() {
+  flat=$(printf '%s' "$1" | sed 's|^/||; s|/|__|g')
   ls -1 "$backups" | awk -v f="$flat." 'index($0, f) == 1 && substr($0, length(f) + 1) ~ /^[0-9]+T[0-9]+Z/' |
     sort -r | tail -n +$((keep + 1)) | while IFS= read -r old; do rm -f -- "$backups/$old"; done
 }
+while IFS="$tab" read -r p o g m v n; do
+  backup "$p"
+done < "$work/writes"
+sync
 i=0
 while IFS="$tab" read -r p o g m v n; do
   i=$((i + 1))
@@ -498,8 +517,8 @@ while IFS="$tab" read -r p o g m v n; do
     as_user "$u" mv -fT -- "$t" "$p" || exit 7
     as_user "$u" sync -- "$(dirname -- "$p")" 2>/dev/null || sync
   else
-    [ -f "$root$p" ] && [ ! -L "$root$p" ] && backup "$p"
     mv -fT -- "$t" "$root$p" || exit 7
+    prune "$p"
     sync -- "$(dirname -- "$root$p")" 2>/dev/null || sync
   fi
   printf 'WROTE\t%s\n' "$p"
