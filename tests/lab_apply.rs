@@ -522,10 +522,20 @@ fn a_full_backup_directory_fails_the_apply_before_any_file_is_replaced() {
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
         .code(1)
         .out_has(&["under /var/backups/oignon failed, nothing was replaced"]);
-    assert_eq!(lab.read(host, "/etc/tor/instances/ekumen/torrc").unwrap(), torrc);
-    assert_eq!(lab.read(host, "/etc/sysctl.d/90-oignon.conf").unwrap(), sysctl);
+    assert_eq!(
+        lab.read(host, "/etc/tor/instances/ekumen/torrc").unwrap(),
+        torrc
+    );
+    assert_eq!(
+        lab.read(host, "/etc/sysctl.d/90-oignon.conf").unwrap(),
+        sysctl
+    );
     let listing = lab.exec(host, "ls -A /var/backups/oignon");
-    assert_eq!(String::from_utf8_lossy(&listing.stdout), "fill\n", "no 0-byte backups left");
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout),
+        "fill\n",
+        "no 0-byte backups left"
+    );
     // Space again: the same apply goes through.
     let out = lab.exec(host, "rm /var/backups/oignon/fill");
     assert!(out.status.success());
