@@ -541,3 +541,34 @@ fn a_full_backup_directory_fails_the_apply_before_any_file_is_replaced() {
     assert!(out.status.success());
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
 }
+
+#[test]
+fn a_misspelt_systemd_drop_in_is_refused_by_systemd_analyze_verify() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    // Well-formed lines, so the syntax check passes: only systemd's own verdict catches these.
+    for (bad, want) in [
+        ("ProtectSystm=strict", "Unknown key 'ProtectSystm' in section [Service]"),
+        ("ExecStartPost=/usr/bin/no-such-tool", "Command /usr/bin/no-such-tool is not executable"),
+    ] {
+        let f2 = Fixture::shipped_on_lab();
+        f2.edit(
+            "roles/hardening/templates/tor-unit.conf.tera",
+            "ProtectSystem=strict",
+            &format!("ProtectSystem=strict\n{bad}"),
+        );
+        oignon(&f2, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
+            .code(1)
+            .out_has(&[
+                "validation failed for /etc/systemd/system/tor@.service.d/oignon.conf",
+                want,
+            ]);
+        assert!(
+            lab.read(lab_of("ekumen"), "/etc/systemd/system/tor@.service.d/oignon.conf")
+                .is_none(),
+            "nothing written"
+        );
+    }
+    // The shipped drop-in passes it.
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
+}

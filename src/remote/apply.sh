@@ -458,12 +458,37 @@ while IFS="$tab" read -r p o g m v n; do
     done < "$t"
     ;;
   systemd)
-    # Unit-file syntax: sections, comments and Key=Value lines. (`systemd-analyze verify` checks a
-    # whole unit, not a drop-in on its own, and needs a running systemd.)
+    # Unit-file syntax first: sections, comments and Key=Value lines.
     if grep -vE '^[[:space:]]*($|[#;]|\[[A-Za-z]+\]$|[A-Za-z0-9]+=)' "$t" >"$work/err"; then
       printf 'INVALID\t%s\n' "$p"
       { echo "not a systemd unit file line:"; cat "$work/err"; } >&2
       invalid=1
+      continue
+    fi
+    # Then systemd's own verdict on the unit with the new drop-in (no running systemd needed): the
+    # drop-in is laid in a directory searched before the system's (SYSTEMD_UNIT_PATH, then the
+    # defaults), so it overrides the live one of the same name. systemd-analyze says a misspelt key
+    # only as a warning, with exit 0: any output is a failure.
+    if [ -z "$root" ]; then
+      dropdir=$(basename -- "$(dirname -- "$p")")
+      case $dropdir in
+      *.d) unit=${dropdir%.d} ;;
+      *) continue ;;
+      esac
+      case $unit in *@.*) unit=${unit%%@.*}@oignon-verify.${unit#*@.} ;; esac
+      if ! command -v systemd-analyze >/dev/null 2>&1; then
+        printf 'INVALID\t%s\n' "$p"
+        echo "systemd-analyze is missing on this host: cannot verify the drop-in (install systemd)" >&2
+        invalid=1
+        continue
+      fi
+      mkdir -p "$work/units.$i/$dropdir" && cp -- "$t" "$work/units.$i/$dropdir/$(basename -- "$p")" || exit 7
+      out=$(SYSTEMD_UNIT_PATH="$work/units.$i:" systemd-analyze verify --man=no -- "$unit" 2>&1)
+      if [ $? -ne 0 ] || [ -n "$out" ]; then
+        printf 'INVALID\t%s\n' "$p"
+        printf '%s\n' "$out" | sed "s|$work/units.$i/||" >&2
+        invalid=1
+      fi
     fi
     ;;
   esac
