@@ -390,8 +390,8 @@ bad_input!(
     "mode = \"0644\"",
     "mode = \"0999\"",
     [
-        "mode `0999` is not an octal file mode",
-        "roles/kernel/role.toml"
+        "mode \"0999\" is not an octal file mode",
+        "roles/kernel/role.toml:7:8 (field `file.0.mode`)"
     ]
 );
 bad_input!(
@@ -556,7 +556,7 @@ fn a_role_path_with_spaces_is_refused() {
         "path = \"/etc/default/grub.d/oignon {{ host.name }}.cfg\"",
     );
     f.run(&["check", "--no-tor"]).code(1).err_has(&[
-        "role `kernel` renders the path \"/etc/default/grub.d/oignon ekumen.cfg\"",
-        "roles/kernel/role.toml",
+        "path \"/etc/default/grub.d/oignon {{ host.name }}.cfg\" holds ' '",
+        "roles/kernel/role.toml:4:8 (field `file.0.path`)",
     ]);
 }

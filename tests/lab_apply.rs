@@ -91,6 +91,26 @@ fn sysctl_key_missing_from_the_host_kernel_is_refused_before_anything_changes() 
 }
 
 #[test]
+fn an_optional_sysctl_key_the_kernel_lacks_is_skipped_and_said_not_fatal() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    // Keys marked `-` (sysctl.d) by the hardening role: kernel.yama.ptrace_scope among them.
+    // Where this kernel has no Yama, its absence must not block the torrc and family updates.
+    let run = oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]);
+    run.code(0);
+    let conf = lab
+        .read_string(lab_of("ekumen"), "/etc/sysctl.d/90-oignon.conf")
+        .unwrap();
+    assert!(conf.contains("\n-kernel.yama.ptrace_scope = 2\n"), "{conf}");
+    assert!(conf.contains("\nkernel.kptr_restrict = 2\n"), "{conf}");
+    if !std::path::Path::new("/proc/sys/kernel/yama").exists() {
+        run.out_has(&[
+            "note: sysctl key kernel.yama.ptrace_scope is absent from this host's kernel: skipped",
+        ]);
+    }
+}
+
+#[test]
 fn changing_one_instance_reloads_only_that_instance() {
     let lab = Lab::start(4);
     let f = Fixture::shipped_on_lab();
@@ -548,8 +568,14 @@ fn a_misspelt_systemd_drop_in_is_refused_by_systemd_analyze_verify() {
     let f = Fixture::shipped_on_lab();
     // Well-formed lines, so the syntax check passes: only systemd's own verdict catches these.
     for (bad, want) in [
-        ("ProtectSystm=strict", "Unknown key 'ProtectSystm' in section [Service]"),
-        ("ExecStartPost=/usr/bin/no-such-tool", "Command /usr/bin/no-such-tool is not executable"),
+        (
+            "ProtectSystm=strict",
+            "Unknown key 'ProtectSystm' in section [Service]",
+        ),
+        (
+            "ExecStartPost=/usr/bin/no-such-tool",
+            "Command /usr/bin/no-such-tool is not executable",
+        ),
     ] {
         let f2 = Fixture::shipped_on_lab();
         f2.edit(
@@ -557,15 +583,22 @@ fn a_misspelt_systemd_drop_in_is_refused_by_systemd_analyze_verify() {
             "ProtectSystem=strict",
             &format!("ProtectSystem=strict\n{bad}"),
         );
-        oignon(&f2, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
-            .code(1)
-            .out_has(&[
-                "validation failed for /etc/systemd/system/tor@.service.d/oignon.conf",
-                want,
-            ]);
+        oignon(
+            &f2,
+            &lab,
+            &["apply", "--yes", "--brief", "--host", "ekumen"],
+        )
+        .code(1)
+        .out_has(&[
+            "validation failed for /etc/systemd/system/tor@.service.d/oignon.conf",
+            want,
+        ]);
         assert!(
-            lab.read(lab_of("ekumen"), "/etc/systemd/system/tor@.service.d/oignon.conf")
-                .is_none(),
+            lab.read(
+                lab_of("ekumen"),
+                "/etc/systemd/system/tor@.service.d/oignon.conf"
+            )
+            .is_none(),
             "nothing written"
         );
     }

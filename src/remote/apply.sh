@@ -16,7 +16,7 @@
 #   B                             record "reboot required" (the kernel command line changed)
 # stdout: one result per line: LOCKED WHO | STALE-LOCK WHO | STALE PATH WANT HAVE | INVALID PATH
 #   + tor's words on stderr | REFUSED WHY | WROTE PATH | REMOVED PATH | RAN COMMAND |
-#   HANDLER-FAILED COMMAND | SKIPPED COMMAND | BACKUP-FAILED PATH | DONE
+#   HANDLER-FAILED COMMAND | SKIPPED COMMAND | BACKUP-FAILED PATH | NOTE TEXT | DONE
 # exit: 0 done, 3 locked, 4 stale, 5 invalid, 6 handler failed, 7 write failed, 8 refused (a record
 #   that is not what oignon sends, or a path that is not safe to write: nothing was changed)
 #
@@ -450,10 +450,17 @@ while IFS="$tab" read -r p o g m v n; do
     while IFS= read -r line; do
       case $line in '' | '#'* | ';'*) continue ;; esac
       key=$(printf '%s' "${line%%=*}" | tr -d ' ')
+      optional=0
+      case $key in -*) optional=1 key=${key#-} ;; esac
       if [ -z "$root" ] && [ ! -e "/proc/sys/$(printf '%s' "$key" | tr . /)" ]; then
-        printf 'INVALID\t%s\n' "$p"
-        echo "sysctl key $key does not exist on this host (/proc/sys)" >&2
-        invalid=1
+        if [ "$optional" = 1 ]; then
+          # sysctl.d's `-key`: absent from this kernel, skipped by sysctl --system; said, not fatal.
+          printf 'NOTE\tsysctl key %s is absent from this host'"'"'s kernel: skipped (optional, -%s in %s)\n' "$key" "$key" "$p"
+        else
+          printf 'INVALID\t%s\n' "$p"
+          echo "sysctl key $key does not exist on this host (/proc/sys)" >&2
+          invalid=1
+        fi
       fi
     done < "$t"
     ;;

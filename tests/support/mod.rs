@@ -158,15 +158,6 @@ impl Fixture {
     /// The shipped fleet, each host reached through its lab alias (`ssh = "labN"`).
     pub fn shipped_on_lab() -> Fixture {
         let f = Fixture::shipped();
-        // Lab hosts share this machine's kernel; where it has no Yama LSM the key cannot be set
-        // (apply's sysctl validator refuses it, see lab_apply.rs), so the lab fleet leaves it out.
-        if !std::path::Path::new("/proc/sys/kernel/yama").exists() {
-            f.edit(
-                "inventory/fleet.toml",
-                "[defaults]\n",
-                "[defaults]\nsysctl_remove = [\"kernel.yama.ptrace_scope\"]\n",
-            );
-        }
         for (host, lab, file) in LAB_MAP {
             f.edit(
                 file,
