@@ -156,6 +156,8 @@ async fn apply_host_inner(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> H
             ["RAN", c] => r.done.push(format!("ran `{c}`")),
             ["NOTE", text] => r.done.push(format!("note: {text}")),
             ["SKIPPED", c] => r.done.push(format!("skipped `{c}` (local image: runs at boot)")),
+            ["SKIPPED", c, why] => r.done.push(format!("skipped `{c}` (local image): {why}")),
+            ["OFFLINE", c] => r.done.push(format!("ran `{c}` (local image: enabled offline, starts at boot)")),
             ["STALE-LOCK", who] => r.done.push(format!("took over a stale lock left by a dead apply ({who})")),
             ["LOCKED", who] => r.error = Some(format!("another apply holds the lock on this host: {who}; wait for it, or if it died, run apply again (a dead holder's lock is taken over)")),
             ["STALE", p, want, have] => stale.push(format!("{p} (planned sha256 {}, now {})", short(want), short(have))),

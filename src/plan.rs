@@ -379,6 +379,9 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
             ));
         }
     }
+    if transport.starts_with("local ") && p.handlers.iter().any(|h| h.command == ["update-grub"]) {
+        p.notices.push("local image: update-grub does not run here; the new kernel command line is pending until update-grub runs in the image (chroot) or on its first boot".into());
+    }
     p.notices.extend(desired.notices.iter().cloned());
     if let Some(lock) = &observed.lock {
         p.notices

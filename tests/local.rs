@@ -103,3 +103,41 @@ fn retired_relay_is_removed_and_archived() {
             "-MyFamily $42CF",
         ]);
 }
+
+#[test]
+fn a_local_image_gets_its_relay_units_enabled_offline_and_grub_said_pending() {
+    let f = Fixture::shipped();
+    let root = f.path("images");
+    // ekumen's image carries Debian's tor@.service, as an image with tor installed does;
+    // marcuse's has no tor yet.
+    let units = f.path("images/ekumen/lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::copy(
+        "/lib/systemd/system/tor@.service",
+        units.join("tor@.service"),
+    )
+    .expect("tor@.service: ./scripts/test installs tor");
+    std::fs::create_dir_all(f.path("images/marcuse")).unwrap();
+    let root = root.to_str().unwrap();
+    f.run(&["plan", "--local", root, "--brief", "--host", "ekumen"])
+        .code(0)
+        .out_has(&[
+            "local image: update-grub does not run here; the new kernel command line is pending",
+        ]);
+    let run = f.run(&[
+        "apply", "--local", root, "--yes", "--brief", "--host", "ekumen", "--host", "marcuse",
+    ]);
+    run.code(0).out_has(&[
+        "ran `systemctl --root=IMAGE enable tor@ekumen.service` (local image: enabled offline, starts at boot)",
+        "skipped `update-grub` (local image): PENDING: the image's GRUB configuration is not regenerated here",
+        "skipped `systemctl enable --now tor@marcuse1` (local image):",
+    ]);
+    let link = std::fs::read_link(
+        f.path("images/ekumen/etc/systemd/system/multi-user.target.wants/tor@ekumen.service"),
+    )
+    .expect("the unit is enabled in the image");
+    assert_eq!(
+        link,
+        std::path::Path::new("/lib/systemd/system/tor@.service")
+    );
+}

@@ -16,7 +16,8 @@
 #   B                             record "reboot required" (the kernel command line changed)
 # stdout: one result per line: LOCKED WHO | STALE-LOCK WHO | STALE PATH WANT HAVE | INVALID PATH
 #   + tor's words on stderr | REFUSED WHY | WROTE PATH | REMOVED PATH | RAN COMMAND |
-#   HANDLER-FAILED COMMAND | SKIPPED COMMAND | BACKUP-FAILED PATH | NOTE TEXT | DONE
+#   HANDLER-FAILED COMMAND | SKIPPED COMMAND [WHY] | OFFLINE COMMAND | BACKUP-FAILED PATH |
+#   NOTE TEXT | DONE
 # exit: 0 done, 3 locked, 4 stale, 5 invalid, 6 handler failed, 7 write failed, 8 refused (a record
 #   that is not what oignon sends, or a path that is not safe to write: nothing was changed)
 #
@@ -575,7 +576,31 @@ sync
 # lock's fd, so nothing it starts can hold the lock after this apply.
 failed=0
 if [ -n "$root" ]; then
-  while IFS= read -r cmd; do printf 'SKIPPED\t%s\n' "$cmd"; done < "$work/handlers"
+  # A local image: nothing runs (its services start when it boots), but what the image must carry
+  # is done offline: a relay's unit is enabled (or disabled) in the image as `systemctl --root`
+  # does it, so it starts at the first boot.
+  while IFS= read -r cmd; do
+    case $cmd in
+    'systemctl enable --now tor@'* | 'systemctl disable --now tor@'*)
+      verb=${cmd#systemctl }
+      verb=${verb%% *}
+      unit=${cmd##* }.service
+      if l=$(link_in /etc/systemd/system); then
+        printf 'SKIPPED\t%s\t%s is a symbolic link in the image\n' "$cmd" "$l"
+      elif ! command -v systemctl >/dev/null 2>&1; then
+        printf 'SKIPPED\t%s\tsystemctl is missing here; enable %s in the image by hand\n' "$cmd" "$unit"
+      elif out=$(systemctl --root="$root" --quiet "$verb" "$unit" 2>&1 9>&-); then
+        printf 'OFFLINE\t%s\n' "systemctl --root=IMAGE $verb $unit"
+      else
+        printf 'SKIPPED\t%s\t%s\n' "$cmd" "$(printf '%s' "$out" | head -n 1 | tr '\t' ' ')"
+      fi
+      ;;
+    update-grub)
+      printf 'SKIPPED\t%s\tPENDING: the image'"'"'s GRUB configuration is not regenerated here; run update-grub in the image (chroot) or on its first boot: until then it boots with the old kernel command line\n' "$cmd"
+      ;;
+    *) printf 'SKIPPED\t%s\n' "$cmd" ;;
+    esac
+  done < "$work/handlers"
 elif [ -f "$state/pending" ]; then
   while IFS= read -r cmd; do
     [ -n "$cmd" ] || continue
