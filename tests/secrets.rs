@@ -259,6 +259,41 @@ fn keygen_deploy_and_tor_on_the_host_shows_the_same_fingerprint_then_import_roun
             .trim(),
         fp
     );
+    // Importing the same relay again is no error: it is already there, with the same keys.
+    oignon(
+        &g,
+        &lab,
+        &["--identity", idp, "secrets", "import", "ekumen"],
+    )
+    .code(0)
+    .out_has(&[&format!(
+        "ekumen from ekumen: already imported, same fingerprint {fp}"
+    )]);
+    // A different identity in secrets/ is refused, naming both.
+    std::fs::write(
+        g.path("secrets/relays/ekumen/fingerprint"),
+        "1111111111111111111111111111111111111111\n",
+    )
+    .unwrap();
+    oignon(&g, &lab, &["--identity", idp, "secrets", "import", "ekumen"])
+        .code(1)
+        .err_has(&[
+            "holds a different identity for ekumen (1111111111111111111111111111111111111111) than the one on ekumen",
+        ]);
+    // A relay that never ran has no fingerprint file: its keys are its identity, said as a note.
+    std::fs::remove_dir_all(g.path("secrets/relays")).unwrap();
+    lab.exec(
+        lab_of("ekumen"),
+        "rm /var/lib/tor-instances/ekumen/fingerprint",
+    );
+    oignon(
+        &g,
+        &lab,
+        &["--identity", idp, "secrets", "import", "ekumen"],
+    )
+    .code(0)
+    .err_has(&["ekumen on ekumen has no fingerprint file (tor has not run with these keys yet)"])
+    .out_has(&[&format!("imported ekumen from ekumen: {fp}")]);
     // A host whose running relay reports another fingerprint is not imported.
     lab.exec(lab_of("ekumen"), "echo 'ekumen 0000000000000000000000000000000000000000' > /var/lib/tor-instances/ekumen/fingerprint");
     std::fs::remove_dir_all(g.path("secrets/relays")).unwrap();
@@ -269,7 +304,7 @@ fn keygen_deploy_and_tor_on_the_host_shows_the_same_fingerprint_then_import_roun
     )
     .code(1)
     .err_has(&[
-        "but the running relay reports 0000000000000000000000000000000000000000; nothing imported",
+        "but the relay's fingerprint file says 0000000000000000000000000000000000000000; nothing imported",
     ]);
 }
 

@@ -230,14 +230,32 @@ fn verify(g: &Global, store: &Store) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads relays' key files and their `fingerprint` over one round trip.
+/// Reads each relay's identity keys and the fingerprint tor wrote. Inside a DataDirectory (its
+/// user's), the files are read AS that user on a host: a link planted there reaches nothing more.
 const IMPORT_SCRIPT: &str = r#"root=$1; shift
+read_keys='d=$1 n=$2
+for f in secret_id_key ed25519_master_id_secret_key; do
+  if [ -f "$d/keys/$f" ] && [ ! -L "$d/keys/$f" ] && [ ! -L "$d/keys" ]; then
+    k=$(base64 -w0 "$d/keys/$f") || exit 1
+    printf "K\t%s\t%s\t%s\n" "$n" "$f" "$k"
+  else
+    printf "N\t%s\t%s\n" "$n" "$f"
+  fi
+done
+if [ -f "$d/fingerprint" ] && [ ! -L "$d/fingerprint" ]; then
+  printf "F\t%s\t%s\n" "$n" "$(cut -d" " -f2 "$d/fingerprint")"
+fi
+exit 0'
 for n in "$@"; do
   d=$root/var/lib/tor-instances/$n
-  for f in secret_id_key ed25519_master_id_secret_key; do
-    if [ -f "$d/keys/$f" ]; then printf 'K\t%s\t%s\t%s\n' "$n" "$f" "$(base64 -w0 "$d/keys/$f")"; else printf 'N\t%s\t%s\n' "$n" "$f"; fi
-  done
-  [ -f "$d/fingerprint" ] && printf 'F\t%s\t%s\n' "$n" "$(cut -d' ' -f2 "$d/fingerprint")"
+  if [ -L "$d" ]; then echo "$d is a symbolic link" >&2; exit 1; fi
+  if [ -z "$root" ] && id -u "_tor-$n" >/dev/null 2>&1; then
+    setpriv --reuid="_tor-$n" --regid="_tor-$n" --clear-groups --no-new-privs -- sh -c "$read_keys" sh "$d" "$n" || exit 1
+  else
+    sh -c "$read_keys" sh "$d" "$n" || exit 1
+  fi
 done
+exit 0
 "#;
 
 fn import(
@@ -306,15 +324,30 @@ fn import(
             failed += 1;
             continue;
         }
-        if store.has_identity(n) {
-            eprintln!("error: {} already holds an identity for {n}; remove it first if the host's is the right one", store.relay_dir(n).display());
-            failed += 1;
-            continue;
-        }
         let (rsa, ed) = tor_keys::fingerprints_of(&files, n)?;
-        if running.as_deref() != Some(rsa.as_str()) {
-            eprintln!("error: the keys of {n} on {host} give fingerprint {rsa}, but the running relay reports {}; nothing imported", running.as_deref().unwrap_or("none"));
-            failed += 1;
+        match running.as_deref() {
+            Some(fp) if fp != rsa => {
+                eprintln!("error: the keys of {n} on {host} give fingerprint {rsa}, but the relay's fingerprint file says {fp}; nothing imported");
+                failed += 1;
+                continue;
+            }
+            Some(_) => {}
+            None => eprintln!("note: {n} on {host} has no fingerprint file (tor has not run with these keys yet): its identity is the one its keys give, {rsa}"),
+        }
+        if store.has_identity(n) {
+            if store.fingerprint(n).as_deref() == Some(rsa.as_str())
+                && store.ed25519_id(n).is_none_or(|id| id == ed)
+            {
+                println!("{n} from {host}: already imported, same fingerprint {rsa}");
+            } else {
+                eprintln!(
+                    "error: {} holds a different identity for {n} ({}) than the one on {host} ({rsa}); nothing imported. If the host's is the right one, remove {} first",
+                    store.relay_dir(n).display(),
+                    store.fingerprint(n).unwrap_or_else(|| "unknown fingerprint".into()),
+                    store.relay_dir(n).display()
+                );
+                failed += 1;
+            }
             continue;
         }
         save_relay(
