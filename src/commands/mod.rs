@@ -214,5 +214,16 @@ pub fn check_filter_matches(
             ));
         }
     }
+    // Each matches something, but together nothing: a run on 0 hosts would look like success.
+    if !hosts.is_empty()
+        && !hosters.is_empty()
+        && !fleet.hosts.iter().any(host_filter(hosts, hosters))
+    {
+        return Err(format!(
+            "no host is both --host {} and --hoster {}: nothing to do; drop one of the filters or fix it",
+            hosts.join(" --host "),
+            hosters.join(" --hoster ")
+        ));
+    }
     Ok(())
 }

@@ -33,13 +33,23 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("cannot write under {}: {e}", dir.display()))?;
             let n: usize = desired.hosts.iter().map(|h| h.files.len()).sum();
             println!(
-                "rendered {n} files for {} hosts under {}",
+                "rendered {n} file{} for {} host{} under {}",
+                super::plural(n),
                 desired.hosts.len(),
+                super::plural(desired.hosts.len()),
                 dir.display()
             );
         }
         None => {
             use std::io::Write;
+            // `oignon render | head`: a reader that stops early is no error; end as a tool
+            // killed by SIGPIPE would (141), quietly.
+            let quiet = |e: std::io::Error| -> anyhow::Error {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    std::process::exit(141);
+                }
+                e.into()
+            };
             let mut out = std::io::stdout().lock();
             for h in &desired.hosts {
                 for f in &h.files {
@@ -47,13 +57,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                         out,
                         "==> {}:{} ({:o} {}:{}) <==",
                         h.name, f.path, f.mode, f.owner, f.group
-                    )?;
+                    )
+                    .map_err(quiet)?;
                     if f.content.is_secret() {
-                        writeln!(out, "(secret, sha256 {})", f.sha256())?;
+                        writeln!(out, "(secret, sha256 {})", f.sha256()).map_err(quiet)?;
                     } else {
-                        out.write_all(f.content.bytes())?;
+                        out.write_all(f.content.bytes()).map_err(quiet)?;
                     }
-                    writeln!(out)?;
+                    writeln!(out).map_err(quiet)?;
                 }
             }
         }

@@ -159,6 +159,26 @@ fn renew_signing(
     nicks: &[String],
     lifetime: &str,
 ) -> anyhow::Result<ExitCode> {
+    // Only a relay whose master key stays offline has a signing key to renew by hand: any other
+    // relay's tor renews its own, from the master key on its host.
+    let Some(loaded) = super::load_checked(g, false) else {
+        return Ok(ExitCode::from(1));
+    };
+    for n in nicks {
+        let relay = loaded
+            .fleet()
+            .hosts
+            .iter()
+            .flat_map(|h| h.relays.iter())
+            .find(|r| r.nickname == *n);
+        match relay {
+            None => anyhow::bail!("no relay `{n}` in the inventory: nothing to renew"),
+            Some(r) if !r.offline_master_key => anyhow::bail!(
+                "{n} does not use OfflineMasterKey: its ed25519 master key is on its host and tor renews the signing key itself; set offline_master_key = true for {n} in the inventory first if that is what you want"
+            ),
+            Some(_) => {}
+        }
+    }
     let id = Identity::find(g.identity.as_deref(), store)?;
     for n in nicks {
         if !store.has_identity(n) {
