@@ -75,6 +75,20 @@ pub fn findings(inv: &Inventory, fleet: &Fleet, store: &Store) -> Vec<Diagnostic
         }
     }
     out.extend(super::demo::findings(inv, fleet, store));
+    // What plan would fail on, found without decrypting: recipients.txt and every file's header.
+    if let Err(e) = store.recipients() {
+        out.push(Diagnostic::error(e.to_string()).help(
+            "recipients.txt lists who can decrypt secrets/; restore it from git, or write the admins' public keys there",
+        ));
+    }
+    for f in store.age_files() {
+        if let Err(why) = age_file_shape(&f) {
+            out.push(
+                Diagnostic::error(format!("{} {why}", f.display()))
+                    .help("restore it from git (git checkout -- FILE), or make it again (oignon secrets keygen --force NICKNAME, or secrets import HOST)"),
+            );
+        }
+    }
     if store.family_id().is_some() && !store.has_family_key() {
         out.push(
             Diagnostic::error(format!(
@@ -85,6 +99,46 @@ pub fn findings(inv: &Inventory, fleet: &Fleet, store: &Store) -> Vec<Diagnostic
         );
     }
     out
+}
+
+/// Whether a file is a whole age file, as far as can be told without its key: a header age parses,
+/// ended by its MAC line, then at least a nonce and one chunk's tag (a truncated file fails here;
+/// a payload damaged inside fails only at decryption, which `secrets verify` does).
+fn age_file_shape(path: &std::path::Path) -> Result<(), String> {
+    use std::io::Read;
+    let raw = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let mut bytes = vec![];
+    age::armor::ArmoredReader::new(&raw[..])
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("is not a readable age file ({e})"))?;
+    match age::Decryptor::new(&bytes[..]) {
+        Ok(age::Decryptor::Recipients(_)) => {}
+        Ok(_) => {
+            return Err(
+                "is passphrase-encrypted; oignon's secrets are encrypted to recipients.txt".into(),
+            )
+        }
+        Err(e) => return Err(format!("is not an age file or its header is damaged ({e})")),
+    }
+    // The header ends with its MAC line, "--- <base64>\n"; the payload follows.
+    let mac = bytes
+        .windows(5)
+        .position(|w| w == b"\n--- ")
+        .ok_or("has no header MAC line")?;
+    let end = bytes[mac + 1..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| mac + 1 + i + 1)
+        .ok_or("ends inside its header")?;
+    // A 16-byte nonce, then each chunk carries a 16-byte tag.
+    if bytes.len() - end < 32 {
+        return Err(format!(
+            "is truncated: {} byte{} after the header, where even an empty secret takes 32",
+            bytes.len() - end,
+            crate::commands::plural(bytes.len() - end)
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
