@@ -139,7 +139,7 @@ impl Roles {
             match toml::from_str::<Role>(&text) {
                 Ok(mut role) => {
                     role.name = name.clone();
-                    diags.extend(check_files(&role, &manifest, &text));
+                    diags.extend(check_files(&role, &manifest));
                     roles.push(role);
                 }
                 Err(e) => {
@@ -175,12 +175,30 @@ impl Roles {
             }
         }
         for (file, tname) in &templates {
-            match std::fs::read_to_string(file) {
-                Ok(text) => {
-                    if let Err(e) = tera.add_raw_template(tname, &text) {
-                        diags.push(template_error(&e, file, tname));
+            match std::fs::read(file) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => {
+                        if let Err(e) = tera.add_raw_template(tname, &text) {
+                            diags.push(template_error(&e, file, tname));
+                        }
                     }
-                }
+                    Err(e) => {
+                        // Where the text stops being UTF-8: line and column of the first bad byte.
+                        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+                        let col = good.len()
+                            - good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+                            + 1;
+                        diags.push(
+                            Diagnostic::error(format!(
+                                "template `{tname}` is not UTF-8: invalid byte at {}:{line}:{col}",
+                                file.display()
+                            ))
+                            .in_file(file)
+                            .help("save the template as UTF-8"),
+                        );
+                    }
+                },
                 Err(e) => diags.push(
                     Diagnostic::error(format!("cannot read template {}: {e}", file.display()))
                         .in_file(file),
@@ -188,15 +206,21 @@ impl Roles {
             }
         }
         for role in &roles {
-            for f in &role.files {
+            for (i, f) in role.files.iter().enumerate() {
                 let tname = format!("{}/{}", role.name, f.template);
                 if !templates.iter().any(|(_, n)| n == &tname) {
+                    let manifest = dir.join(&role.name).join("role.toml");
                     diags.push(
-                        Diagnostic::error(format!(
-                            "role `{}` names template `{}`, which does not exist",
-                            role.name, f.template
-                        ))
-                        .in_file(&dir.join(&role.name).join("role.toml"))
+                        locate_key(
+                            Diagnostic::error(format!(
+                                "role `{}` names template `{}`, which does not exist",
+                                role.name, f.template
+                            ))
+                            .field(format!("file.{i}.template")),
+                            &manifest,
+                            i,
+                            "template",
+                        )
                         .help(format!(
                             "add {}/{}/templates/{}",
                             dir.display(),
@@ -237,28 +261,36 @@ impl Roles {
     }
 }
 
+/// Points a finding at `file[i].KEY` of a manifest (file:line:col), or at the file.
+fn locate_key(d: Diagnostic, manifest: &Path, i: usize, key: &str) -> Diagnostic {
+    let Ok(text) = std::fs::read_to_string(manifest) else {
+        return d.in_file(manifest);
+    };
+    let span = toml_edit::ImDocument::parse(text.as_str())
+        .ok()
+        .and_then(|doc| {
+            doc.get("file")?
+                .as_array_of_tables()?
+                .get(i)?
+                .get(key)?
+                .span()
+        });
+    match span {
+        Some(s) => d.at(manifest, &text, s),
+        None => d.in_file(manifest),
+    }
+}
+
 /// Owner, group, mode and path of each file, checked where they are loaded (file:line, field):
 /// they travel to apply.sh, which runs as root, and each must be what its field says and nothing
 /// more.
-fn check_files(role: &Role, manifest: &Path, text: &str) -> Vec<Diagnostic> {
-    let doc = toml_edit::ImDocument::parse(text).ok();
-    let span = |i: usize, key: &str| -> Option<std::ops::Range<usize>> {
-        doc.as_ref()?
-            .get("file")?
-            .as_array_of_tables()?
-            .get(i)?
-            .get(key)?
-            .span()
-    };
+fn check_files(role: &Role, manifest: &Path) -> Vec<Diagnostic> {
     let mut diags = vec![];
     let mut push = |i: usize, key: &str, msg: String, help: &str| {
         let d = Diagnostic::error(msg)
             .field(format!("file.{i}.{key}"))
             .help(help.to_string());
-        diags.push(match span(i, key) {
-            Some(s) => d.at(manifest, text, s),
-            None => d.in_file(manifest),
-        });
+        diags.push(locate_key(d, manifest, i, key));
     };
     for (i, f) in role.files.iter().enumerate() {
         for (key, value) in [("owner", &f.owner), ("group", &f.group)] {

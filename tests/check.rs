@@ -560,3 +560,31 @@ fn a_role_path_with_spaces_is_refused() {
         "roles/kernel/role.toml:4:8 (field `file.0.path`)",
     ]);
 }
+
+#[test]
+fn a_missing_template_is_located_at_its_manifest_line() {
+    let f = Fixture::shipped();
+    f.edit(
+        "roles/kernel/role.toml",
+        "template = \"grub.cfg.tera\"",
+        "template = \"grub.cfg.ter\"",
+    );
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "role `kernel` names template `grub.cfg.ter`, which does not exist",
+        "roles/kernel/role.toml:",
+        "field `file.0.template`",
+    ]);
+}
+
+#[test]
+fn a_non_utf8_template_is_located_at_its_first_bad_byte() {
+    let f = Fixture::shipped();
+    let p = f.path("roles/kernel/templates/grub.cfg.tera");
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes.extend_from_slice(b"\nGRUB_X=\xff\n");
+    let line = bytes.iter().filter(|&&b| b == b'\n').count() - 1 + 1;
+    std::fs::write(&p, bytes).unwrap();
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        &format!("template `kernel/grub.cfg.tera` is not UTF-8: invalid byte at roles/kernel/templates/grub.cfg.tera:{line}:8"),
+    ]);
+}
