@@ -7,6 +7,7 @@ use support::Fixture;
 fn local_plan_apply_plan_converges_and_detects_drift() {
     let f = Fixture::shipped();
     let root = f.path("images");
+    std::fs::create_dir_all(&root).unwrap();
     let root = root.to_str().unwrap();
     f.run(&["plan", "--local", root, "--detailed-exitcode", "--brief"])
         .code(2)
@@ -40,6 +41,7 @@ fn local_plan_apply_plan_converges_and_detects_drift() {
 fn apply_without_terminal_or_yes_is_refused() {
     let f = Fixture::shipped();
     let root = f.path("images");
+    std::fs::create_dir_all(&root).unwrap();
     f.run(&["apply", "--local", root.to_str().unwrap()])
         .code(1)
         .err_has(&["needs confirmation", "--yes"]);
@@ -53,6 +55,7 @@ fn apply_without_terminal_or_yes_is_refused() {
 fn retired_relay_is_removed_and_archived() {
     let f = Fixture::shipped();
     let root = f.path("images");
+    std::fs::create_dir_all(&root).unwrap();
     let root = root.to_str().unwrap();
     f.run(&["apply", "--local", root, "--yes", "--brief"])
         .code(0);
@@ -108,6 +111,7 @@ fn retired_relay_is_removed_and_archived() {
 fn a_local_image_gets_its_relay_units_enabled_offline_and_grub_said_pending() {
     let f = Fixture::shipped();
     let root = f.path("images");
+    std::fs::create_dir_all(&root).unwrap();
     // ekumen's image carries Debian's tor@.service, as an image with tor installed does;
     // marcuse's has no tor yet.
     let units = f.path("images/ekumen/lib/systemd/system");
@@ -139,5 +143,77 @@ fn a_local_image_gets_its_relay_units_enabled_offline_and_grub_said_pending() {
     assert_eq!(
         link,
         std::path::Path::new("/lib/systemd/system/tor@.service")
+    );
+}
+
+#[test]
+fn a_missing_local_dir_is_an_error_and_plan_creates_nothing() {
+    let f = Fixture::shipped();
+    f.run(&["plan", "--local", "no-such-dir", "--brief"])
+        .code(1)
+        .out_has(&["--local no-such-dir: no such directory"]);
+    assert!(!f.path("no-such-dir").exists(), "not created");
+    std::fs::create_dir(f.path("images")).unwrap();
+    f.run(&[
+        "plan",
+        "--local",
+        "images",
+        "--brief",
+        "--detailed-exitcode",
+    ])
+    .code(2);
+    assert_eq!(
+        std::fs::read_dir(f.path("images")).unwrap().count(),
+        0,
+        "plan never writes, not even a host's root"
+    );
+    f.run(&[
+        "apply", "--local", "images", "--yes", "--brief", "--host", "ekumen",
+    ])
+    .code(0);
+    assert!(f
+        .path("images/ekumen/etc/tor/instances/ekumen/torrc")
+        .is_file());
+}
+
+#[test]
+fn a_link_inside_an_image_is_refused_and_nothing_is_written_outside() {
+    let f = Fixture::shipped();
+    let outside = f.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(f.path("images/ekumen/etc")).unwrap();
+    std::os::unix::fs::symlink(&outside, f.path("images/ekumen/etc/default")).unwrap();
+    f.run(&["plan", "--local", "images", "--brief", "--host", "ekumen"])
+        .code(1)
+        .out_has(&["path through the symbolic link /etc/default"]);
+    f.run(&[
+        "apply", "--local", "images", "--yes", "--brief", "--host", "ekumen",
+    ])
+    .code(1);
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written through the link"
+    );
+}
+
+#[test]
+fn an_images_os_release_is_read_as_data_never_run() {
+    let f = Fixture::shipped();
+    std::fs::create_dir_all(f.path("images/ekumen/etc")).unwrap();
+    let canary = f.path("ran");
+    std::fs::write(
+        f.path("images/ekumen/etc/os-release"),
+        format!(
+            "PRETTY_NAME=\"Debian $(touch {})\"\nID=debian\n",
+            canary.display()
+        ),
+    )
+    .unwrap();
+    f.run(&["plan", "--local", "images", "--brief", "--host", "ekumen"])
+        .code(0);
+    assert!(
+        !canary.exists(),
+        "the image's os-release ran on the controller"
     );
 }

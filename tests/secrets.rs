@@ -491,6 +491,7 @@ fn offline_master_key_deploys_a_signing_key_and_shows_its_expiry() {
         .code(0)
         .out_has(&["OfflineMasterKey 1\n"]);
     let root = f.path("images");
+    std::fs::create_dir_all(&root).unwrap();
     let plan = f.run(&[
         "plan",
         "--local",

@@ -11,17 +11,31 @@ pub struct LocalHost {
 }
 
 impl LocalHost {
+    /// `root` is `DIR/HOST` of `--local DIR`. DIR must exist (a typo must not plan a fleet of
+    /// empty hosts, nor make directories where none were meant); HOST's root need not: a plan
+    /// sees an empty host and writes nothing, an apply creates it.
     pub async fn open(root: PathBuf) -> Result<LocalHost, TransportError> {
-        tokio::fs::create_dir_all(&root)
-            .await
-            .map_err(|e| TransportError {
-                what: format!("cannot use {} as a host root", root.display()),
-                detail: e.to_string(),
-            })?;
-        let root = root.canonicalize().map_err(|e| TransportError {
-            what: format!("cannot resolve {}", root.display()),
+        let dir = root
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(TransportError {
+                what: format!("--local {}", dir.display()),
+                detail: "no such directory: give the directory that holds one root per host (DIR/HOST), or create it first".into(),
+            });
+        }
+        let dir = dir.canonicalize().map_err(|e| TransportError {
+            what: format!("cannot resolve {}", dir.display()),
             detail: e.to_string(),
         })?;
+        let root = match root.file_name() {
+            Some(host) => dir.join(host),
+            None => dir,
+        };
+        // A host root that is a link (a mounted image elsewhere) is the operator's choice: resolved
+        // once here; below it, the host scripts refuse every link.
+        let root = root.canonicalize().unwrap_or(root);
         Ok(LocalHost { root })
     }
 
