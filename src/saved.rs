@@ -317,8 +317,13 @@ impl RunTransport {
         })
     }
 
-    /// The transport `apply FILE` uses: the saved one. An option given to `apply` that says
-    /// otherwise (`--local` where the plan went over SSH, another DIR, another ssh config) is refused.
+    /// The transport `apply FILE` uses: the one the plan was made with. An option given to `apply`
+    /// that says otherwise (`--local` where the plan went over SSH, another DIR, another ssh
+    /// config) is refused. The file is never trusted with where secrets go or what runs here:
+    /// - its `--local DIR` is used without `--local` only when DIR is a directory that only root
+    ///   or this user could have prepared ([`trusted_dir`]); else `--local DIR` must be given;
+    /// - its `--ssh-config` is never used (a `ProxyCommand` runs commands): `apply` must be given
+    ///   the same one, or none when the plan had none.
     pub fn resolve(
         &self,
         local: Option<&Path>,
@@ -333,12 +338,21 @@ impl RunTransport {
             }
             (Some(saved), Some(given)) if !same_path(saved, given) => {
                 return Err(format!(
-                    "this plan was made with --local {}, and apply was given --local {}: a saved plan is applied the way it was planned. Apply it with the same --local (or none), or plan again",
+                    "this plan was made with --local {}, and apply was given --local {}: a saved plan is applied the way it was planned. Apply it with the same --local, or plan again",
                     saved.display(),
                     given.display()
                 ))
             }
-            (Some(_), _) => return Ok(self.clone()),
+            (Some(saved), None) => {
+                if let Err(why) = trusted_dir(saved) {
+                    return Err(format!(
+                        "this plan was made with --local {dir}, and {why}: a directory named by a plan file must be one only root or you could have prepared. If it is the right one, say so: apply it with --local {dir}",
+                        dir = saved.display()
+                    ));
+                }
+                return Ok(self.clone());
+            }
+            (Some(_), Some(_)) => return Ok(self.clone()),
             (None, None) => {}
         }
         match (&self.ssh_config, ssh_config) {
@@ -346,14 +360,63 @@ impl RunTransport {
                 "this plan was made with ssh's own configuration, and apply was given --ssh-config {} (or OIGNON_SSH_CONFIG): it may send a host elsewhere. Apply it without --ssh-config, or plan again with it",
                 given.display()
             )),
+            (Some(saved), None) => Err(format!(
+                "this plan was made with --ssh-config {}: apply it with the same --ssh-config (an ssh configuration is never taken from a plan file: it can run commands and send a host elsewhere)",
+                saved.display()
+            )),
             (Some(saved), Some(given)) if !same_path(saved, given) => Err(format!(
-                "this plan was made with --ssh-config {}, and apply was given --ssh-config {}: it may send a host elsewhere. Apply it with the same --ssh-config (or none), or plan again",
+                "this plan was made with --ssh-config {}, and apply was given --ssh-config {}: it may send a host elsewhere. Apply it with the same --ssh-config, or plan again",
                 saved.display(),
                 given.display()
             )),
             _ => Ok(self.clone()),
         }
     }
+}
+
+/// Whether `dir` could only have been prepared by root or this user: it exists, is a directory,
+/// and it and every directory above it belong to root or this user and are writable by no one
+/// else (a sticky directory such as /tmp is fine above it: others cannot move what is ours).
+pub fn trusted_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = euid().ok_or("this user's id cannot be read (/proc/self/status)")?;
+    let real = dir
+        .canonicalize()
+        .map_err(|e| format!("{} cannot be resolved ({e})", dir.display()))?;
+    let mut at = Some(real.as_path());
+    let mut first = true;
+    while let Some(d) = at {
+        let m =
+            std::fs::metadata(d).map_err(|e| format!("{} cannot be read ({e})", d.display()))?;
+        if !m.is_dir() {
+            return Err(format!("{} is not a directory", d.display()));
+        }
+        if m.uid() != 0 && m.uid() != me {
+            return Err(format!(
+                "{} belongs to uid {}, neither root nor you",
+                d.display(),
+                m.uid()
+            ));
+        }
+        let sticky = m.mode() & 0o1000 != 0;
+        if m.mode() & 0o022 != 0 && (first || !sticky) {
+            return Err(format!(
+                "{} is writable by others (mode {:04o})",
+                d.display(),
+                m.mode() & 0o7777
+            ));
+        }
+        first = false;
+        at = d.parent();
+    }
+    Ok(())
+}
+
+/// The effective user id, from /proc (no libc binding needed for one number).
+fn euid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Whether two paths name the same file or directory (as written, or once links are resolved).
@@ -675,16 +738,38 @@ mod tests {
         let ssh = RunTransport::new(None, None).unwrap();
         assert!(ssh.resolve(Some(Path::new("demo")), None).is_err());
         assert_eq!(ssh.resolve(None, None).unwrap(), ssh);
-        let local = RunTransport::new(Some(Path::new("demo")), None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let local = RunTransport::new(Some(dir.path()), None).unwrap();
         assert_eq!(local.resolve(None, None).unwrap(), local);
-        assert_eq!(
-            local.resolve(Some(Path::new("./demo")), None).unwrap(),
-            local
-        );
-        assert!(local.resolve(Some(Path::new("other")), None).is_err());
+        let dotted = dir.path().join(".");
+        assert_eq!(local.resolve(Some(&dotted), None).unwrap(), local);
+        assert!(local.resolve(Some(Path::new("other"),), None).is_err());
         let cfg = RunTransport::new(None, Some(Path::new("/tmp/a"))).unwrap();
         assert!(cfg.resolve(None, Some(Path::new("/tmp/b"))).is_err());
         assert!(ssh.resolve(None, Some(Path::new("/tmp/b"))).is_err());
-        assert_eq!(cfg.resolve(None, None).unwrap(), cfg);
+        assert_eq!(cfg.resolve(None, Some(Path::new("/tmp/a"))).unwrap(), cfg);
+    }
+
+    #[test]
+    fn an_ssh_config_is_never_taken_from_the_file() {
+        let cfg = RunTransport::new(None, Some(Path::new("/tmp/evil_config"))).unwrap();
+        let e = cfg.resolve(None, None).unwrap_err();
+        assert!(e.contains("apply it with the same --ssh-config"), "{e}");
+    }
+
+    #[test]
+    fn a_local_dir_others_could_have_prepared_is_not_taken_from_the_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let t = RunTransport::new(Some(&open), None).unwrap();
+        let e = t.resolve(None, None).unwrap_err();
+        assert!(e.contains("is writable by others (mode 0777)"), "{e}");
+        // Said on the command line, it is the operator's word.
+        assert!(t.resolve(Some(&open), None).is_ok());
+        let missing = RunTransport::new(Some(&dir.path().join("missing")), None).unwrap();
+        assert!(missing.resolve(None, None).is_err());
     }
 }

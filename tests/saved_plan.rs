@@ -425,3 +425,54 @@ fn a_secrets_edit_after_the_plan_is_refused_and_a_selection_outside_the_plan_too
         .err_has(&["the secrets changed since the plan was saved: secrets/recipients.txt edited"]);
     assert!(!f.path("images/ekumen/etc/tor").exists());
 }
+
+#[test]
+fn a_transport_written_into_a_saved_plan_is_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::shipped();
+    let images = f.path("images");
+    f.run(&[
+        "plan",
+        "--local",
+        images.to_str().unwrap(),
+        "--host",
+        "ekumen",
+        "--brief",
+        "--out",
+        "plan.json",
+    ])
+    .code(0);
+    let pristine = std::fs::read(f.path("plan.json")).unwrap();
+    // A directory anyone could have prepared, to collect the relay keys apply would write there.
+    let drop = f.path("drop");
+    std::fs::create_dir(&drop).unwrap();
+    std::fs::set_permissions(&drop, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let host_root = format!("local {}", drop.join("ekumen").display());
+    tamper(&f.path("plan.json"), |v| {
+        v["transport"]["local"] = json!(drop);
+        v["hosts"][0]["transport"] = json!(host_root);
+    });
+    f.run(&["apply", "plan.json", "--yes"])
+        .code(1)
+        .err_has(&["is writable by others (mode 0777)", "apply it with --local"]);
+    assert!(!drop.join("ekumen/var/lib/tor-instances").exists());
+    // An ssh configuration: its ProxyCommand would run here, as whoever applies.
+    let marker = f.path("proxy-command-ran");
+    f.write(
+        "evil_ssh_config",
+        &format!(
+            "Host *\n  ProxyCommand sh -c 'touch {}'\n",
+            marker.display()
+        ),
+    );
+    std::fs::write(f.path("plan.json"), &pristine).unwrap();
+    tamper(&f.path("plan.json"), |v| {
+        v["transport"]["local"] = Value::Null;
+        v["transport"]["ssh_config"] = json!(f.path("evil_ssh_config"));
+        v["hosts"][0]["transport"] = json!("ssh ekumen");
+    });
+    f.run(&["apply", "plan.json", "--yes"])
+        .code(1)
+        .err_has(&["apply it with the same --ssh-config"]);
+    assert!(!marker.exists(), "the plan file's ssh config was used");
+}
