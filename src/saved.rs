@@ -191,7 +191,7 @@ fn name_of(n: &std::ffi::OsStr) -> String {
 fn read_dir_sorted(dir: &Path, what: &str) -> Result<Vec<std::fs::DirEntry>, String> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
         format!(
-            "cannot read the {what} directory {} to digest it: {e}",
+            "cannot read the {what} directory {} to digest it: {e} (see --inventory, --roles, --secrets)",
             dir.display()
         )
     })?;

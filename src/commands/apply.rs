@@ -1,5 +1,6 @@
 //! `oignon apply [FILE]`: plan, show, confirm, then apply host by host (all at once, or a rolling
-//! `--serial N` that stops at the first failures so exits stay up).
+//! `--serial N` that stops at the first failures so exits stay up). With a saved plan FILE, what
+//! is applied is still the fresh plan, once checked equal to the file's (see `crate::saved`).
 
 use super::plan::{close_all, plan_fleet, Planned, Targets};
 use crate::apply::{apply_host, payload, HostResult};
@@ -385,7 +386,7 @@ fn check_saved(g: &Global, path: &Path, saved: &Plan, plan: &mut Plan) -> Result
         return Ok(());
     }
     Err(format!(
-        "{} is not what oignon plans now from the inventory, roles, secrets and hosts; nothing was applied:\n{}\n  = help: a saved plan is a record to review, not a program: apply runs a fresh plan and refuses a saved one that differs from it (edited after `oignon plan --out`). Plan again and review the new plan",
+        "{} is not what oignon plans now from the inventory, roles, secrets and hosts; nothing was applied:\n{}\n  = help: a saved plan is a record to review, not a program: apply runs a fresh plan and refuses a saved one that differs from it (the file was edited after `oignon plan --out`, or the host changed in a way the stale-plan check does not see: a unit stopped, a handler left pending). Plan again and review the new plan",
         path.display(),
         wrong.join("\n")
     ))
