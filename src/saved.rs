@@ -31,10 +31,28 @@ pub fn save(plan: &Plan, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The largest saved plan `apply` reads.
+const MAX_PLAN_BYTES: u64 = 256 << 20;
+
 /// Reads a saved plan; a wrong schema or a damaged file is refused with what to do.
 pub fn load(path: &Path) -> anyhow::Result<Plan> {
-    let text = std::fs::read(path)
-        .map_err(|e| anyhow::anyhow!("cannot read the saved plan {}: {e}", path.display()))?;
+    use std::io::Read as _;
+    let cannot =
+        |e: std::io::Error| anyhow::anyhow!("cannot read the saved plan {}: {e}", path.display());
+    let mut text = vec![];
+    // Bounded: a plan of a thousand hosts is tens of MB; /dev/zero is not a plan.
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MAX_PLAN_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_PLAN_BYTES {
+        anyhow::bail!(
+            "{} is larger than {} MiB: not a saved oignon plan; make one with `oignon plan --out FILE`",
+            path.display(),
+            MAX_PLAN_BYTES >> 20
+        );
+    }
     let not_a_plan = |e: &dyn std::fmt::Display| {
         anyhow::anyhow!(
             "{} is not a saved oignon plan ({e}); make one with `oignon plan --out FILE`",
