@@ -8,13 +8,19 @@ use crate::role::{HandlerKind, ValidatorKind};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The version of the plan's JSON form. Bumped on any incompatible change.
-pub const SCHEMA: &str = "oignon.plan/1";
+/// The version of the plan's JSON form. Bumped on any incompatible change (2: `inputs` and
+/// `transport`; a saved plan is checked against a fresh plan, never applied from its own content).
+pub const SCHEMA: &str = "oignon.plan/2";
 
 /// A plan for every selected host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     pub schema: String,
+    /// Digests of what the plan was made from: `apply FILE` refuses a plan whose inputs changed.
+    pub inputs: crate::saved::Inputs,
+    /// How the hosts were reached: `apply FILE` goes the same way.
+    pub transport: crate::saved::RunTransport,
     pub hosts: Vec<HostPlan>,
 }
 
@@ -95,7 +101,8 @@ pub struct Change {
     pub mode: Option<u32>,
     /// Unified diff, for non-secret files.
     pub diff: Option<String>,
-    /// The desired content, base64, for non-secret files (what `apply FILE` writes). Never secrets.
+    /// The desired content, base64, for non-secret files, for review. Never secrets. `apply FILE`
+    /// never writes it: it applies a fresh render, after checking this plan matches it.
     pub content_base64: Option<String>,
     pub validate: Option<ValidatorKind>,
     pub instance: Option<String>,

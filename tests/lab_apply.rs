@@ -1,5 +1,6 @@
-//! `oignon apply` against real lab hosts: atomicity, validation, handlers, locks, saved plans,
-//! rolling updates. The only stand-in is the recording `systemctl` inside each lab host.
+//! `oignon apply` against real lab hosts: atomicity, validation, handlers, locks, rolling
+//! updates (saved plans: tests/saved_plan.rs). The only stand-in is the recording `systemctl`
+//! inside each lab host.
 
 mod common;
 mod support;
@@ -362,46 +363,6 @@ fn concurrent_applies_to_one_host_one_is_refused() {
         .filter(|o| o.contains("✓ ekumen: applied"))
         .count();
     assert_eq!((refused, applied), (1, 1), "{outs:#?}");
-}
-
-#[test]
-fn stale_saved_plan_is_refused_naming_host_and_path() {
-    let lab = Lab::start(4);
-    let f = Fixture::shipped_on_lab();
-    oignon(&f, &lab, &["apply", "--yes", "--brief"]).code(0);
-    f.edit(
-        "inventory/fleet.toml",
-        "\"reject *:445\"]",
-        "\"reject *:445\", \"reject *:6666\"]",
-    );
-    let saved = f.path("plan.json");
-    oignon(
-        &f,
-        &lab,
-        &["plan", "--out", saved.to_str().unwrap(), "--brief"],
-    )
-    .code(0);
-    let text = std::fs::read_to_string(&saved).unwrap();
-    assert!(text.contains("\"schema\": \"oignon.plan/1\""));
-    lab.write(
-        lab_of("ekumen"),
-        "/etc/tor/instances/ekumen/torrc",
-        b"Nickname edited\n",
-    );
-    let run = oignon(
-        &f,
-        &lab,
-        &["apply", saved.to_str().unwrap(), "--yes", "--brief"],
-    );
-    run.code(1).out_has(&[
-        "stale plan: /etc/tor/instances/ekumen/torrc changed on the host since the plan was saved",
-        "✓ marcuse: applied",
-    ]);
-    assert_eq!(
-        lab.read(lab_of("ekumen"), "/etc/tor/instances/ekumen/torrc")
-            .unwrap(),
-        b"Nickname edited\n"
-    );
 }
 
 #[test]

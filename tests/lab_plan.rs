@@ -113,7 +113,9 @@ fn json_plan_round_trips_and_names_its_schema() {
     let run = plan(&f, &lab, &["--json", "--host", "mar*"]);
     run.code(0);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan --json is JSON");
-    assert_eq!(v["schema"], "oignon.plan/1");
+    assert_eq!(v["schema"], "oignon.plan/2");
+    assert_eq!(v["transport"]["local"], serde_json::Value::Null);
+    assert!(v["inputs"]["inventory"]["files"]["gandi.toml"].is_string());
     let hosts = v["hosts"].as_array().unwrap();
     assert_eq!(
         hosts

@@ -1,19 +1,21 @@
 //! `oignon apply [FILE]`: plan, show, confirm, then apply host by host (all at once, or a rolling
-//! `--serial N` that stops at the first failures so exits stay up).
+//! `--serial N` that stops at the first failures so exits stay up). With a saved plan FILE, what
+//! is applied is still the fresh plan, once checked equal to the file's (see `crate::saved`).
 
 use super::plan::{close_all, plan_fleet, Planned, Targets};
-use crate::apply::{apply_host, payload, ContentSource, HostResult};
+use crate::apply::{apply_host, payload, HostResult};
 use crate::cli::Global;
-use crate::desired::DesiredHost;
-use crate::plan::HostPlan;
+use crate::plan::{HostPlan, Plan};
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A plan saved by `oignon plan --out FILE`: apply exactly it (refused where a host moved since).
+    /// A plan saved by `oignon plan --out FILE`: applied only if it is exactly what oignon plans now
+    /// from the inventory, roles, secrets and hosts (refused otherwise, saying why). Nothing is
+    /// taken from the file: the fresh plan is applied, the way (--local or SSH) the plan was made.
     #[arg(value_name = "PLAN_FILE")]
     pub plan_file: Option<PathBuf>,
     #[command(flatten)]
@@ -39,68 +41,29 @@ pub struct Args {
     pub replace_identity: Vec<String>,
 }
 
-/// Content of a saved plan: non-secret files from the plan, secrets re-rendered (and checked
-/// against the planned hash by `payload`).
-struct Saved<'a> {
-    plan: &'a HostPlan,
-    desired: &'a DesiredHost,
-}
-
-impl ContentSource for Saved<'_> {
-    fn content(&self, path: &str) -> Option<Vec<u8>> {
-        use base64::Engine as _;
-        let c = self.plan.changes.iter().find(|c| c.target == path)?;
-        match &c.content_base64 {
-            Some(b) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
-            None => self.desired.content(path),
-        }
-    }
-}
-
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
-    let saved = match &a.plan_file {
-        Some(p) => Some(crate::saved::load(p)?),
-        None => None,
+    let (g, targets, saved) = match &a.plan_file {
+        None => (g.clone(), a.targets.clone(), None),
+        Some(path) => match prepare_saved(g, &a.targets, path)? {
+            Some((g, t, s)) => (g, t, Some((path.as_path(), s))),
+            None => return Ok(ExitCode::from(1)),
+        },
     };
-    let mut targets = a.targets.clone();
-    if let Some(s) = &saved {
-        if targets.hosts.is_empty() && targets.hosters.is_empty() {
-            targets.hosts = s.hosts.iter().map(|h| h.host.clone()).collect();
-        }
-    }
-    let Some(Planned { mut plan, hosts }) = plan_fleet(g, &targets, &rt)? else {
+    let before_gather = |fleet: &crate::inventory::Fleet| match &saved {
+        Some((path, s)) => saved_hosts_selected(fleet, &a.targets, path, s),
+        None => Ok(()),
+    };
+    let Some(Planned { mut plan, hosts }) = plan_fleet(&g, &targets, &rt, &before_gather)? else {
         return Ok(ExitCode::from(1));
     };
 
-    // A saved plan replaces the fresh one, host by host, unless the host moved since it was saved.
-    let mut refused: Vec<String> = vec![];
-    if let Some(s) = &saved {
-        for fresh in plan.hosts.iter_mut() {
-            let Some(old) = s.hosts.iter().find(|h| h.host == fresh.host) else {
-                continue;
-            };
-            if fresh.error.is_some() {
-                continue;
-            }
-            let moved: Vec<&String> = old
-                .observed
-                .iter()
-                .filter(|(p, sha)| fresh.observed.get(*p).is_some_and(|now| now != *sha))
-                .map(|(p, _)| p)
-                .collect();
-            if moved.is_empty() {
-                *fresh = old.clone();
-            } else {
-                let list: Vec<&str> = moved.iter().map(|s| s.as_str()).collect();
-                refused.push(fresh.host.clone());
-                fresh.error = Some(format!(
-                    "stale plan: {} changed on the host since the plan was saved; plan again",
-                    list.join(", ")
-                ));
-                fresh.changes.clear();
-                fresh.handlers.clear();
-            }
+    // A saved plan is applied only as the fresh plan it must equal: what runs below is `plan`.
+    if let Some((path, s)) = &saved {
+        if let Err(msg) = check_saved(&g, path, s, &mut plan) {
+            close_all(&rt, hosts);
+            eprintln!("error: {msg}");
+            return Ok(ExitCode::from(1));
         }
     }
     // A relay's identity is never overwritten by accident: that is how relays are lost.
@@ -165,9 +128,6 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             let who = who.clone();
             let sem = sem.clone();
             let reboot = a.reboot;
-            let from_saved = saved
-                .as_ref()
-                .is_some_and(|s| s.hosts.iter().any(|h| h.host == hp.host));
             tasks.push(rt.spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let (desired, gathered) = &hosts[i];
@@ -179,12 +139,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                         error: Some("not connected".into()),
                     };
                 };
-                let body = if from_saved {
-                    payload(&hp, desired, &Saved { plan: &hp, desired }, &who)
-                } else {
-                    payload(&hp, desired, desired, &who)
-                };
-                let mut r = match body {
+                let mut r = match payload(&hp, desired, desired, &who) {
                     Ok(b) => apply_host(t, &hp, b).await,
                     Err(e) => HostResult {
                         host: hp.host.clone(),
@@ -259,13 +214,181 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         super::plural(ok),
         failed_before
     );
-    let _ = refused;
     Ok(ExitCode::from(
         if failures > 0 || failed_before > 0 || stopped_at.is_some() {
             1
         } else {
             0
         },
+    ))
+}
+
+/// Reads a saved plan and decides how to apply it, before any host is contacted: the way it
+/// went (an apply option contradicting it is refused) and its inputs (a change to the inventory,
+/// roles or secrets since is refused, naming the files). Returns the options to plan afresh with.
+fn prepare_saved(
+    g: &Global,
+    t: &Targets,
+    path: &Path,
+) -> anyhow::Result<Option<(Global, Targets, Plan)>> {
+    let saved = crate::saved::load(path)?;
+    if saved.hosts.is_empty() {
+        eprintln!("error: {} plans no host; nothing to apply", path.display());
+        return Ok(None);
+    }
+    let transport = match saved
+        .transport
+        .resolve(t.local.as_deref(), g.ssh_config.as_deref())
+    {
+        Ok(tr) => tr,
+        Err(msg) => {
+            eprintln!("error: {}: {msg}", path.display());
+            return Ok(None);
+        }
+    };
+    let now = crate::saved::Inputs::read(&g.inventory, &g.roles, &g.secrets)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if let Err(msg) = inputs_unchanged(g, path, &saved, &now) {
+        eprintln!("error: {msg}");
+        return Ok(None);
+    }
+    let mut g = g.clone();
+    g.ssh_config = transport.ssh_config.clone();
+    let mut targets = t.clone();
+    targets.local = transport.local.clone();
+    if targets.hosts.is_empty() && targets.hosters.is_empty() {
+        // Exact names: a host name is never taken as a glob here.
+        targets.hosts = saved
+            .hosts
+            .iter()
+            .map(|h| glob::Pattern::escape(&h.host))
+            .collect();
+    }
+    Ok(Some((g, targets, saved)))
+}
+
+/// The inventory, roles and secrets are the ones the plan was made from.
+fn inputs_unchanged(
+    g: &Global,
+    path: &Path,
+    saved: &Plan,
+    now: &crate::saved::Inputs,
+) -> Result<(), String> {
+    let changed = saved.inputs.changes_since(
+        now,
+        [
+            g.inventory.as_path(),
+            g.roles.as_path(),
+            g.secrets.as_path(),
+        ],
+    );
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} cannot be applied, nothing was done: {}\n  = help: a saved plan is applied only while the inventory, roles and secrets are the ones it was made from; plan again (`oignon plan --out {}`) and review the new plan",
+        path.display(),
+        changed.join("; "),
+        path.display()
+    ))
+}
+
+/// Before gathering: every host of the saved plan is in the inventory, once, and a selection
+/// (`--host`/`--hoster` may narrow a saved plan) picks only hosts the plan has.
+fn saved_hosts_selected(
+    fleet: &crate::inventory::Fleet,
+    t: &Targets,
+    path: &Path,
+    saved: &Plan,
+) -> Result<(), String> {
+    use crate::saved::clean;
+    let mut names = std::collections::BTreeSet::new();
+    for h in &saved.hosts {
+        if !names.insert(h.host.as_str()) {
+            return Err(format!(
+                "{}: host `{}` appears twice in the saved plan; plan again",
+                path.display(),
+                clean(&h.host, 80)
+            ));
+        }
+        if !fleet.hosts.iter().any(|x| x.name == h.host) {
+            return Err(format!(
+                "{}: host `{}` of the saved plan is not in the inventory; plan again",
+                path.display(),
+                clean(&h.host, 80)
+            ));
+        }
+    }
+    if !t.hosts.is_empty() || !t.hosters.is_empty() {
+        let select = super::host_filter(&t.hosts, &t.hosters);
+        let extra: Vec<&str> = fleet
+            .hosts
+            .iter()
+            .filter(|h| select(h) && !names.contains(h.name.as_str()))
+            .map(|h| h.name.as_str())
+            .collect();
+        if !extra.is_empty() {
+            return Err(format!(
+                "{}: --host/--hoster selects {}, which the saved plan does not plan; apply it without that host, or plan it (`oignon plan --out FILE`) and review",
+                path.display(),
+                extra.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// After gathering: the fresh plan must be the saved one. A host that moved since it was planned
+/// (its observed state differs) is refused on its own, as a stale plan, and the others proceed.
+/// Any other difference means the file was edited after it was saved (or the inputs changed
+/// while gathering): the whole apply is refused before anything is written.
+fn check_saved(g: &Global, path: &Path, saved: &Plan, plan: &mut Plan) -> Result<(), String> {
+    use crate::saved::{clean, differences, first, moved};
+    inputs_unchanged(g, path, saved, &plan.inputs)?;
+    let mut wrong: Vec<String> = vec![];
+    for fresh in plan.hosts.iter_mut() {
+        let Some(old) = saved.hosts.iter().find(|h| h.host == fresh.host) else {
+            // The selection is checked before gathering; a host the file does not plan never runs.
+            fresh.error = Some("not in the saved plan; plan it again".into());
+            continue;
+        };
+        if fresh.error.is_some() {
+            continue;
+        }
+        if let Some(e) = &old.error {
+            fresh.error = Some(format!(
+                "not applied: this host could not be planned when the plan was saved ({}); plan again",
+                clean(e, 300)
+            ));
+            continue;
+        }
+        let paths = moved(old, fresh);
+        if !paths.is_empty() {
+            fresh.error = Some(format!(
+                "stale plan: {} changed on the host since the plan was saved; plan again",
+                first(&paths, 6).replace("; ", ", ")
+            ));
+            continue;
+        }
+        let d = differences(old, fresh);
+        for line in d.iter().take(5) {
+            wrong.push(format!("  {}: {line}", fresh.host));
+        }
+        if d.len() > 5 {
+            wrong.push(format!(
+                "  {}: and {} more differences",
+                fresh.host,
+                d.len() - 5
+            ));
+        }
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is not what oignon plans now from the inventory, roles, secrets and hosts; nothing was applied:\n{}\n  = help: a saved plan is a record to review, not a program: apply runs a fresh plan and refuses a saved one that differs from it (the file was edited after `oignon plan --out`, or the host changed in a way the stale-plan check does not see: a unit stopped, a handler left pending). Plan again and review the new plan",
+        path.display(),
+        wrong.join("\n")
     ))
 }
 

@@ -30,10 +30,10 @@ pub struct Targets {
 pub struct Args {
     #[command(flatten)]
     pub targets: Targets,
-    /// Print the plan as JSON (schema `oignon.plan/1`, see README.md).
+    /// Print the plan as JSON (schema `oignon.plan/2`, see README.md).
     #[arg(long)]
     pub json: bool,
-    /// Save the plan to FILE for `oignon apply FILE` (never holds a secret's plaintext).
+    /// Save the plan to FILE, for review and `oignon apply FILE` (never holds a secret's plaintext).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Exit 0 when nothing would change, 2 when something would, 1 on any error.
@@ -51,15 +51,27 @@ pub struct Planned {
 }
 
 /// Loads, renders and gathers the selected hosts; None when the inventory had errors (reported).
+/// `before_gather` sees the loaded fleet first and may refuse the run (its message is printed).
 pub fn plan_fleet(
     g: &Global,
     t: &Targets,
     rt: &tokio::runtime::Runtime,
+    before_gather: &dyn Fn(&crate::inventory::Fleet) -> Result<(), String>,
 ) -> anyhow::Result<Option<Planned>> {
     let Some(loaded) = super::load(g) else {
         return Ok(None);
     };
+    // Digested after loading succeeded (its errors say it better), from the same files.
+    let inputs = crate::saved::Inputs::read(&g.inventory, &g.roles, &g.secrets)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let run_transport =
+        crate::saved::RunTransport::new(t.local.as_deref(), g.ssh_config.as_deref())
+            .map_err(|e| anyhow::anyhow!(e))?;
     let fleet = loaded.fleet();
+    if let Err(msg) = before_gather(fleet) {
+        eprintln!("error: {msg}");
+        return Ok(None);
+    }
     if let Err(msg) = super::check_filter_matches(fleet, &t.hosts, &t.hosters) {
         eprintln!("error: {msg}");
         return Ok(None);
@@ -86,8 +98,14 @@ pub fn plan_fleet(
     };
     let specs: Vec<&crate::inventory::HostSpec> =
         fleet.hosts.iter().filter(|h| select(h)).collect();
-    let reach = Reach::new(t.local.clone(), g.ssh_config.as_deref(), &specs, t.parallel)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    // The recorded (absolute) paths: the plan names the directories it went to, wherever it is read.
+    let reach = Reach::new(
+        run_transport.local.clone(),
+        run_transport.ssh_config.as_deref(),
+        &specs,
+        t.parallel,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
     let progress = crate::progress::Progress::new(false);
     let pairs: Vec<_> = specs.iter().copied().zip(desired.hosts).collect();
     let gathered = rt.block_on(crate::gather::gather_all(Arc::new(reach), pairs, &progress));
@@ -102,6 +120,8 @@ pub fn plan_fleet(
     Ok(Some(Planned {
         plan: Plan {
             schema: SCHEMA.into(),
+            inputs,
+            transport: run_transport,
             hosts,
         },
         hosts: gathered,
@@ -121,7 +141,7 @@ pub fn close_all(rt: &tokio::runtime::Runtime, hosts: Vec<(DesiredHost, Gathered
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
-    let Some(planned) = plan_fleet(g, &a.targets, &rt)? else {
+    let Some(planned) = plan_fleet(g, &a.targets, &rt, &|_| Ok(()))? else {
         return Ok(ExitCode::from(1));
     };
     let Planned { plan, hosts } = planned;
