@@ -24,29 +24,12 @@ pub struct HostResult {
     pub error: Option<String>,
 }
 
-/// Content for a path: the desired file's bytes (fresh render, or a saved plan's content).
-pub trait ContentSource {
-    fn content(&self, path: &str) -> Option<Vec<u8>>;
-}
-
-impl ContentSource for DesiredHost {
-    fn content(&self, path: &str) -> Option<Vec<u8>> {
-        self.files
-            .iter()
-            .find(|f| f.path == path)
-            .map(|f| f.content.bytes().to_vec())
-    }
-}
-
 /// The records for apply.sh, through the one encoder ([`Records`]): a value holding a control
 /// character refuses the whole payload. Content travels base64-encoded on stdin, inside the SSH
 /// channel.
-pub fn payload(
-    plan: &HostPlan,
-    desired: &DesiredHost,
-    content: &dyn ContentSource,
-    who: &str,
-) -> Result<Vec<u8>, String> {
+///
+/// Content comes from the fresh render (`desired`) only, never from a saved plan's file.
+pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
     let mut out = Records::new();
     let e = |e: crate::remote::record::RecordError| e.to_string();
@@ -76,11 +59,14 @@ pub fn payload(
     for c in &plan.changes {
         match c.kind {
             ChangeKind::Create | ChangeKind::Update | ChangeKind::Metadata => {
-                let bytes = content
-                    .content(&c.target)
+                let bytes = desired
+                    .files
+                    .iter()
+                    .find(|f| f.path == c.target)
+                    .map(|f| f.content.bytes())
                     .ok_or_else(|| format!("no content for {}", c.target))?;
                 if let Some(want) = &c.new_sha256 {
-                    if crate::util::sha256_hex(&bytes) != *want {
+                    if crate::util::sha256_hex(bytes) != *want {
                         return Err(format!("the content of {} is not the one planned (the inventory or secrets changed since): plan again", c.target));
                     }
                 }
@@ -93,7 +79,7 @@ pub fn payload(
                     &format!("{:o}", c.mode.unwrap_or(0o644)),
                     validate,
                     c.instance.as_deref().unwrap_or("-"),
-                    &base64::engine::general_purpose::STANDARD.encode(&bytes),
+                    &base64::engine::general_purpose::STANDARD.encode(bytes),
                 ])
                 .map_err(e)?;
             }
@@ -237,7 +223,7 @@ mod tests {
             notices: vec![],
             observed: [("/etc/x".to_string(), Some("aa".to_string()))].into(),
         };
-        let p = String::from_utf8(payload(&plan, &d, &d, "me@ctl").unwrap()).unwrap();
+        let p = String::from_utf8(payload(&plan, &d, "me@ctl").unwrap()).unwrap();
         assert_eq!(
             p,
             format!("L\tme@ctl\nE\t/etc/x\taa\nW\t/etc/x\troot\troot\t644\tsysctl\t-\taGkK\nM\t/etc/x\t{}\nH\tsysctl\t--system\n", f.sha256())
@@ -287,7 +273,7 @@ mod tests {
                 notices: vec![],
                 observed: Default::default(),
             };
-            let e = payload(&plan, &d, &d, "me").unwrap_err();
+            let e = payload(&plan, &d, "me").unwrap_err();
             assert!(e.contains("control character"), "{e}");
         }
         let plan = HostPlan {
@@ -302,6 +288,6 @@ mod tests {
             notices: vec![],
             observed: Default::default(),
         };
-        assert!(payload(&plan, &d, &d, "me").is_err());
+        assert!(payload(&plan, &d, "me").is_err());
     }
 }

@@ -246,7 +246,7 @@ fn the_apply_script_refuses_records_oignon_never_sends() {
         (&format!("L\tme\nW\t/etc/../root/PWNED\troot\troot\t644\t-\t-\t{b64}\n"), "holds characters or components oignon never sends"),
         (&format!("L\tme\nW\t/root/PWNED\troot\troot\t4755\t-\t-\t{b64}\nW\t/root/PWNED 2\troot\troot\t644\t-\t-\t{b64}\n"), "holds characters or components"),
         (&format!("L\tme\nW\t/root/PWNED\troot\troot\t644\tsh\t-\t{b64}\n"), "validator \"sh\" is unknown"),
-        (&format!("L\tme\nW\t/root/PWNED\troot\troot\t644\t-\t-\t$(touch /root/PWNED)\n"), "the content is not base64"),
+        ("L\tme\nW\t/root/PWNED\troot\troot\t644\t-\t-\t$(touch /root/PWNED)\n", "the content is not base64"),
         (&format!("L\tme\nW\t/var/lib/tor-instances/x/keys/k\troot\troot\t600\t-\tx\t{b64}\n"), "must belong to _tor-x"),
         ("L\tme\nR\t/var/lib/tor-instances/x/keys/secret_id_key\n", "never removes anything from a DataDirectory"),
         ("L\tme\nI\tx/../../root\n", "is not a relay nickname"),

@@ -139,7 +139,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                         error: Some("not connected".into()),
                     };
                 };
-                let mut r = match payload(&hp, desired, desired, &who) {
+                let mut r = match payload(&hp, desired, &who) {
                     Ok(b) => apply_host(t, &hp, b).await,
                     Err(e) => HostResult {
                         host: hp.host.clone(),
