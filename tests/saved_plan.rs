@@ -259,6 +259,7 @@ fn a_plan_made_with_local_is_applied_locally_never_over_ssh() {
     let lab = Lab::start(1);
     let f = Fixture::shipped_on_lab();
     let images = f.path("images");
+    std::fs::create_dir_all(&images).unwrap();
     let saved = f.path("plan.json");
     oignon(
         &f,
@@ -401,6 +402,7 @@ fn a_secrets_edit_after_the_plan_is_refused_and_a_selection_outside_the_plan_too
     // The local transport: no lab needed to show the digest of the secrets store.
     let f = Fixture::shipped();
     let images = f.path("images");
+    std::fs::create_dir_all(&images).unwrap();
     let images = images.to_str().unwrap();
     f.run(&[
         "plan",
@@ -431,6 +433,7 @@ fn a_transport_written_into_a_saved_plan_is_not_followed() {
     use std::os::unix::fs::PermissionsExt;
     let f = Fixture::shipped();
     let images = f.path("images");
+    std::fs::create_dir_all(&images).unwrap();
     f.run(&[
         "plan",
         "--local",
