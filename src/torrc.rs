@@ -409,6 +409,78 @@ pub fn settable_names() -> impl Iterator<Item = &'static str> {
         .map(|(n, _, _)| *n)
 }
 
+/// The options oignon sets itself in every relay's torrc (or keeps at tor's default), with the
+/// inventory field they come from. `torrc_extra` may not set them, and the rendered torrc must
+/// give each exactly the value oignon means (see `render::check_torrc`).
+pub const MANAGED: &[(&str, &str)] = &[
+    ("Nickname", "the relay's `nickname`"),
+    (
+        "ContactInfo",
+        "`[fleet]` email, url and proof and the hoster's `domain` (CIISS)",
+    ),
+    ("Address", "the host's or relay's `ipv4` and `ipv6`"),
+    ("ORPort", "the relay's `orport` (with `ipv4` and `ipv6`)"),
+    (
+        "OutboundBindAddress",
+        "the host's or relay's `ipv4` and `ipv6`",
+    ),
+    (
+        "SocksPort",
+        "nothing: relays serve no clients (SocksPort 0)",
+    ),
+    (
+        "RelayBandwidthRate",
+        "`uplink`, `bandwidth_share` or `bandwidth_rate`",
+    ),
+    ("RelayBandwidthBurst", "`bandwidth_burst` or `burst_factor`"),
+    ("ExitRelay", "`exit`"),
+    ("IPv6Exit", "`ipv6_exit`"),
+    ("ExitPolicy", "`exit_policy` and `exit_policy_prepend`"),
+    (
+        "ExitPolicyRejectPrivate",
+        "nothing: oignon keeps tor's default (reject private addresses)",
+    ),
+    (
+        "ExitPolicyRejectLocalInterfaces",
+        "nothing: oignon keeps tor's default",
+    ),
+    (
+        "ReducedExitPolicy",
+        "`exit_policy = \"reduced\"` (oignon writes the policy itself)",
+    ),
+    ("FamilyId", "secrets/ (the family key)"),
+    ("MyFamily", "secrets/ (the relays' fingerprints)"),
+    ("MetricsPort", "`metrics_port`"),
+    ("MetricsPortPolicy", "`metrics_port` (loopback only)"),
+    ("DoSCircuitCreationEnabled", "`dos_defense`"),
+    ("DoSConnectionEnabled", "`dos_defense`"),
+    ("DoSStreamCreationEnabled", "`dos_defense` (exits)"),
+    ("OfflineMasterKey", "`offline_master_key`"),
+    ("Sandbox", "`sandbox`"),
+    ("NoExec", "`noexec`"),
+    (
+        "DataDirectory",
+        "nothing: Debian's instance defaults set it, and oignon deploys keys there",
+    ),
+    (
+        "KeyDirectory",
+        "nothing: oignon deploys keys to the DataDirectory's keys/",
+    ),
+    (
+        "FamilyKeyDirectory",
+        "nothing: oignon deploys the family key to the DataDirectory's keys/",
+    ),
+];
+
+/// The inventory field behind a managed option (canonical name), or None if oignon leaves it to
+/// `torrc_extra`.
+pub fn managed(name: &str) -> Option<&'static str> {
+    MANAGED
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, f)| *f)
+}
+
 /// What tor ends up with for each option of one torrc file, by canonical name, in file order:
 /// a `Normal` line replaces the defaults, `+` appends, `/` clears (tor reads the file's lines of
 /// one option as one list, so only the presence of a `/` or `+` line changes how it combines).
@@ -451,7 +523,10 @@ mod tests {
     #[test]
     fn reads_the_examples_of_torrc_format_txt() {
         assert_eq!(kv("Foo Bar\n"), pairs(&[("Foo", "Bar")]));
-        assert_eq!(kv("Foo    Bar    Baz    \n"), pairs(&[("Foo", "Bar    Baz")]));
+        assert_eq!(
+            kv("Foo    Bar    Baz    \n"),
+            pairs(&[("Foo", "Bar    Baz")])
+        );
         assert_eq!(kv("Hello\\\nWorld\n"), pairs(&[("Hello", "World")]));
         assert_eq!(
             kv("Hello World   #today\nHello World#tomorrow\n"),
@@ -506,7 +581,10 @@ mod tests {
         let t = parse("+ExitPolicy accept *:*\n/ExitPolicy x\n%include /etc/x\n+%include /y\n")
             .unwrap();
         let e = &t.entries;
-        assert_eq!((e[0].key.as_str(), e[0].magic), ("ExitPolicy", Magic::Append));
+        assert_eq!(
+            (e[0].key.as_str(), e[0].magic),
+            ("ExitPolicy", Magic::Append)
+        );
         assert_eq!(
             (e[1].key.as_str(), e[1].magic, e[1].value.as_str()),
             ("ExitPolicy", Magic::Clear, "")
@@ -603,7 +681,8 @@ mod tests {
             }
             for line in &ours {
                 assert!(
-                    dump.lines().any(|l| l.eq_ignore_ascii_case(line.trim_end())),
+                    dump.lines()
+                        .any(|l| l.eq_ignore_ascii_case(line.trim_end())),
                     "{text:?}: we read {line:?}, tor's dump is:\n{dump}"
                 );
             }
