@@ -69,7 +69,10 @@ refused!(
     FLEET,
     URL,
     "url = \"https://nos-oignons.net\\rExitPolicy accept *:*\"",
-    ["`fleet.url`", "contains a carriage return (U+000D) at character 24"]
+    [
+        "`fleet.url`",
+        "contains a carriage return (U+000D) at character 24"
+    ]
 );
 refused!(
     url_with_a_nul_is_refused,
@@ -142,7 +145,10 @@ refused!(
     FLEET,
     "email = \"abuse@nos-oignons.net\"",
     "email = \"abuse\"",
-    ["email `abuse` cannot go into ContactInfo: it has no `@`", "(field `fleet.email`)"]
+    [
+        "email `abuse` cannot go into ContactInfo: it has no `@`",
+        "(field `fleet.email`)"
+    ]
 );
 refused!(
     proof_outside_ciiss_is_refused,
@@ -163,7 +169,10 @@ refused!(
     FLEET,
     "operator = \"Nos oignons\"",
     "operator = \"Nos \\u202Eoignons\"",
-    ["`fleet.operator`", "a bidirectional control character (U+202E)"]
+    [
+        "`fleet.operator`",
+        "a bidirectional control character (U+202E)"
+    ]
 );
 
 // --- Hoster, host, relay, kernel and sysctl strings ------------------------------------------
@@ -197,7 +206,10 @@ refused!(
     GANDI,
     "domain = \"gandi.net\"",
     "domain = \"https://gandi.net\"",
-    ["hoster domain `https://gandi.net` must be a bare domain name", "(field `hoster.domain`)"]
+    [
+        "hoster domain `https://gandi.net` must be a bare domain name",
+        "(field `hoster.domain`)"
+    ]
 );
 refused!(
     host_name_with_a_line_break_is_refused,
@@ -308,7 +320,11 @@ extra_refused!(
 extra_refused!(
     extra_abbreviated_sandbox_is_refused,
     "Sandbo 0",
-    ["`Sandbox` is managed by oignon", "tor reads `Sandbo` as `Sandbox`", "it comes from `sandbox`"]
+    [
+        "`Sandbox` is managed by oignon",
+        "tor reads `Sandbo` as `Sandbox`",
+        "it comes from `sandbox`"
+    ]
 );
 extra_refused!(
     extra_include_is_refused,
@@ -328,7 +344,10 @@ extra_refused!(
 extra_refused!(
     extra_uppercase_abbreviation_is_refused,
     "EXITPOL accept *:*",
-    ["`ExitPolicy` is managed by oignon", "tor reads `EXITPOL` as `ExitPolicy`"]
+    [
+        "`ExitPolicy` is managed by oignon",
+        "tor reads `EXITPOL` as `ExitPolicy`"
+    ]
 );
 extra_refused!(
     extra_reduced_exit_policy_is_refused,
@@ -343,7 +362,10 @@ extra_refused!(
 extra_refused!(
     extra_socks_port_by_prefix_is_refused,
     "SocksPor 9050",
-    ["`SocksPort` is managed by oignon", "tor reads `SocksPor` as `SocksPort`"]
+    [
+        "`SocksPort` is managed by oignon",
+        "tor reads `SocksPor` as `SocksPort`"
+    ]
 );
 extra_refused!(
     extra_family_id_is_refused,
@@ -371,7 +393,10 @@ extra_refused!(
 extra_refused!(
     extra_abbreviation_of_an_unmanaged_option_is_refused,
     "ConnLimi 1000",
-    ["tor reads `ConnLimi` as `ConnLimit`", "write the full name `ConnLimit`"]
+    [
+        "tor reads `ConnLimi` as `ConnLimit`",
+        "write the full name `ConnLimit`"
+    ]
 );
 extra_refused!(
     extra_obsolete_option_is_refused,
@@ -414,7 +439,8 @@ fn a_family_id_file_carrying_a_line_is_caught_in_the_rendered_torrc() {
     f.run(&["check", "--no-tor"]).code(1).err_has(&[
         "the torrc of relay `ekumen` on host `ekumen` (/etc/tor/instances/ekumen/torrc) sets `ExitPolicy` otherwise than oignon means: `ExitPolicy accept *:*` (line",
         "most likely from secrets/ (family.public_family_id",
-        "where the template writes `FamilyId",
+        "tor would read `FamilyId` at line 96 of the torrc of relay `ekumen`",
+        "where the template writes `…0dNBZ8bKYSCE_ExitPolicy accept *:*`",
     ]);
 }
 
