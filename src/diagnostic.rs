@@ -94,13 +94,21 @@ impl Diagnostic {
         } else {
             let from = (col - 1).saturating_sub(SNIPPET_CHARS / 3);
             let to = (from + SNIPPET_CHARS).min(text.len());
-            let mut shown: String = if from > 0 { "…".into() } else { String::new() };
+            let mut shown: String = if from > 0 {
+                "…".into()
+            } else {
+                String::new()
+            };
             shown.extend(&text[from..to]);
             if to < text.len() {
                 shown.push('…');
             }
             let caret_col = col - from + usize::from(from > 0);
-            (shown, caret_col, caret_len.min(to - (col - 1).min(to)).max(1))
+            (
+                shown,
+                caret_col,
+                caret_len.min(to - (col - 1).min(to)).max(1),
+            )
         };
         self.snippet = Some(Snippet {
             text,

@@ -485,6 +485,7 @@ pub fn managed(name: &str) -> Option<&'static str> {
 /// a `Normal` line replaces the defaults, `+` appends, `/` clears (tor reads the file's lines of
 /// one option as one list, so only the presence of a `/` or `+` line changes how it combines).
 /// Unknown keys and `%include` are kept under their own spelling.
+#[cfg(test)]
 pub fn values_by_option(t: &Torrc) -> Vec<(String, Vec<&Entry>)> {
     let mut out: Vec<(String, Vec<&Entry>)> = vec![];
     for e in &t.entries {

@@ -147,11 +147,7 @@ fn explain(
             .map(|e| e.value.as_str())
             .collect()
     };
-    let flag = |name: &str, default: bool| {
-        values(name)
-            .last()
-            .map_or(default, |v| v.trim() == "1")
-    };
+    let flag = |name: &str, default: bool| values(name).last().map_or(default, |v| v.trim() == "1");
     println!(
         "{} on {} ({}), exit policy `{}`, as tor reads {}",
         relay.nickname, host.name, host.hoster, relay.exit_policy_name, file.path
