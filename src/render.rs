@@ -383,6 +383,13 @@ fn torrc_syntax(c: char) -> bool {
 /// The shadow of `ctx`, or None when no string of it holds a torrc-syntax character (the shadow
 /// render would be the same text).
 fn shadow_context(ctx: &tera::Context) -> Option<Shadow> {
+    // Looked at in place first: cloning every relay's context cost more than the render itself.
+    let clean = ["fleet", "host", "relay"]
+        .iter()
+        .all(|k| ctx.get(k).is_none_or(|v| !has_syntax(v, k == &"relay")));
+    if clean {
+        return None;
+    }
     let mut json = ctx.clone().into_json();
     let mut suspects = vec![];
     neutralise(&mut json, &mut String::new(), &mut suspects);
@@ -392,6 +399,19 @@ fn shadow_context(ctx: &tera::Context) -> Option<Shadow> {
     // Invariant: a context's own JSON (an object) converts back.
     let ctx = tera::Context::from_value(json).ok()?;
     Some(Shadow { ctx, suspects })
+}
+
+/// Whether a string under `v` holds a torrc-syntax character (`relay`: skip its `torrc_extra`).
+fn has_syntax(v: &serde_json::Value, relay: bool) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.chars().any(torrc_syntax),
+        Value::Array(a) => a.iter().any(|x| has_syntax(x, false)),
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, x)| !(relay && k == "torrc_extra") && has_syntax(x, false)),
+        _ => false,
+    }
 }
 
 fn neutralise(v: &mut serde_json::Value, path: &mut String, out: &mut Vec<(String, String)>) {
@@ -640,15 +660,25 @@ fn check_torrc(
             ));
         }
     }
-    // 2. Managed options, by the name tor resolves, must hold oignon's values exactly.
-    for e in &parsed.entries {
+    // 2. Managed options, by the name tor resolves, must hold oignon's values exactly. Each key
+    // is resolved once: a torrc has a hundred lines and oignon manages some thirty options.
+    let resolved: Vec<Option<torrc::Resolved>> = parsed
+        .entries
+        .iter()
+        .map(|e| {
+            (!e.is_include())
+                .then(|| torrc::canonical(&e.key))
+                .flatten()
+        })
+        .collect();
+    for (e, r) in parsed.entries.iter().zip(&resolved) {
         if e.is_include() {
             out.push(err(
                 format!("the torrc of {who} has `%include` at line {}: tor would read another file oignon does not check", e.line),
                 "torrc",
                 format!("remove it from the role's template ({})", blame(suspects)),
             ));
-        } else if let Some(r) = torrc::canonical(&e.key).filter(|r| r.via != torrc::Via::Exact) {
+        } else if let Some(r) = r.filter(|r| r.via != torrc::Via::Exact) {
             out.push(err(
                 format!(
                     "the torrc of {who} writes {} at line {}, which tor reads as `{}`",
@@ -664,12 +694,14 @@ fn check_torrc(
             ));
         }
     }
+    let names: Vec<Option<&'static str>> = resolved.iter().map(|r| r.map(|r| r.name)).collect();
     for (name, meant) in &intent.values {
         let got: Vec<&torrc::Entry> = parsed
             .entries
             .iter()
-            .filter(|e| !e.is_include())
-            .filter(|e| torrc::canonical(&e.key).is_some_and(|r| r.name.eq_ignore_ascii_case(name)))
+            .zip(&names)
+            .filter(|(_, n)| **n == Some(*name))
+            .map(|(e, _)| e)
             .collect();
         let same = got.len() == meant.len()
             && got

@@ -327,8 +327,12 @@ struct Options {
     /// Every name tor knows, settable or not, sorted as tor sorts them (case-insensitively), with
     /// the lowercase form for matching.
     names: Vec<(&'static str, String, bool)>,
+    /// Index into `names` by lowercase name: every line of every rendered torrc is looked up.
+    exact: std::collections::HashMap<String, usize>,
     /// (abbreviation, full name), in tor's order.
     abbrevs: Vec<(&'static str, &'static str)>,
+    /// The abbreviations, lowercase: most keys are none, and skip the table.
+    abbrev_set: std::collections::HashSet<String>,
 }
 
 /// The option list of tor 0.4.9.11; see the header of the file for how it was made.
@@ -362,7 +366,21 @@ fn options() -> &'static Options {
         }
         // tor sorts with strcasecmp: byte order of the lowercase forms.
         names.sort_by(|a, b| a.1.cmp(&b.1));
-        Options { names, abbrevs }
+        let exact = names
+            .iter()
+            .enumerate()
+            .map(|(i, (_, l, _))| (l.clone(), i))
+            .collect();
+        let abbrev_set = abbrevs
+            .iter()
+            .map(|(a, _)| a.to_ascii_lowercase())
+            .collect();
+        Options {
+            names,
+            exact,
+            abbrevs,
+            abbrev_set,
+        }
     })
 }
 
@@ -372,18 +390,21 @@ pub fn canonical(key: &str) -> Option<Resolved> {
     let opts = options();
     let mut k = key;
     let mut via = Via::Exact;
-    // tor goes through the whole table, so an abbreviation's result may itself be rewritten.
-    for (abbrev, full) in &opts.abbrevs {
-        if k.eq_ignore_ascii_case(abbrev) {
-            k = full;
-            via = Via::Abbreviation;
+    let mut lower = k.to_ascii_lowercase();
+    if opts.abbrev_set.contains(&lower) {
+        // tor goes through the whole table, so an abbreviation's result may itself be rewritten.
+        for (abbrev, full) in &opts.abbrevs {
+            if k.eq_ignore_ascii_case(abbrev) {
+                k = full;
+                via = Via::Abbreviation;
+            }
         }
+        lower = k.to_ascii_lowercase();
     }
     if k.is_empty() {
         return None;
     }
-    let lower = k.to_ascii_lowercase();
-    if let Some((name, _, settable)) = opts.names.iter().find(|(_, l, _)| *l == lower) {
+    if let Some((name, _, settable)) = opts.exact.get(&lower).map(|&i| &opts.names[i]) {
         return Some(Resolved {
             name,
             via,
