@@ -20,6 +20,7 @@ mod secret;
 mod secrets;
 mod show;
 mod tor;
+mod torrc;
 mod transport;
 mod util;
 

@@ -251,22 +251,23 @@ bad_input!(
     ]
 );
 bad_input!(
-    metrics_port_without_policy_is_refused,
+    metrics_port_in_torrc_extra_is_refused_as_managed,
     "inventory/fleet.toml",
     "metrics_port = 9035 ",
     "torrc_extra = [\"MetricsPort 127.0.0.1:9100\"] ",
     [
-        "sets MetricsPort without MetricsPortPolicy",
+        "`MetricsPort` is managed by oignon and cannot be set in torrc_extra",
+        "it comes from `metrics_port`",
         "inventory/fleet.toml:14:16"
     ]
 );
 bad_input!(
-    two_ipv4_addresses_are_refused,
+    address_in_torrc_extra_is_refused_as_managed,
     "inventory/gandi.toml",
     "orport = 443",
     "orport = 443\ntorrc_extra = [\"Address 192.0.2.99\"]",
     [
-        "`ekumen` would have two IPv4 Address lines",
+        "`Address` is managed by oignon",
         "inventory/gandi.toml:14:16"
     ]
 );
@@ -481,17 +482,18 @@ fn ipv4_in_accept6_is_a_warning_not_an_error() {
 }
 
 #[test]
-fn tor_rejects_a_bad_option_with_its_own_message() {
+fn tor_rejects_a_bad_option_value_with_its_own_message() {
     require_tor();
     let f = Fixture::shipped();
+    // An option oignon lets through (tor knows it), with a value only tor checks.
     f.edit(
         "inventory/gandi.toml",
         "orport = 443",
-        "orport = 443\ntorrc_extra = [\"NoSuchOption 1\"]",
+        "orport = 443\ntorrc_extra = [\"ConnLimit abc\"]",
     );
     f.run(&["check"]).code(1).err_has(&[
         "tor rejects the torrc of `ekumen` on host `ekumen`",
-        "NoSuchOption",
+        "Could not parse ConnLimit",
     ]);
 }
 

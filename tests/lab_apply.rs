@@ -161,7 +161,7 @@ fn invalid_torrc_is_rejected_with_tors_words_and_the_old_file_stays() {
     f.edit(
         "inventory/gandi.toml",
         "orport = 443",
-        "orport = 443\ntorrc_extra = [\"NoSuchOption 1\"]",
+        "orport = 443\ntorrc_extra = [\"ConnLimit abc\"]",
     );
     f.edit(
         "inventory/fleet.toml",
@@ -172,7 +172,7 @@ fn invalid_torrc_is_rejected_with_tors_words_and_the_old_file_stays() {
     run.code(1).out_has(&[
         "✗ ekumen: FAILED",
         "validation failed for /etc/tor/instances/ekumen/torrc, nothing was written",
-        "NoSuchOption",
+        "Could not parse ConnLimit",
     ]);
     assert_eq!(
         lab.read(lab_of("ekumen"), "/etc/tor/instances/ekumen/torrc")
@@ -373,7 +373,7 @@ fn serial_rollout_stops_at_the_first_failed_host() {
     f.edit(
         "inventory/gandi.toml",
         "orport = 443",
-        "orport = 443\ntorrc_extra = [\"NoSuchOption 1\"]",
+        "orport = 443\ntorrc_extra = [\"ConnLimit abc\"]",
     );
     let run = oignon(&f, &lab, &["apply", "--yes", "--brief", "--serial", "1"]);
     run.code(1).out_has(&["✗ ekumen: FAILED", "rollout stopped after 1 failed host (--max-fail 0): not applied: algrothendieck, marcuse, marylou"]);

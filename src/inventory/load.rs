@@ -76,6 +76,9 @@ pub fn load_text(loaded: &mut Loaded, path: std::path::PathBuf, text: String) {
         loaded.sources.push(source);
         return;
     }
+    loaded
+        .diagnostics
+        .extend(super::text::check_strings(&source));
     let mut unknown: Vec<Vec<Seg>> = vec![];
     let result: Result<InventoryFile, _> = {
         let de = toml::Deserializer::new(&source.text);
@@ -159,17 +162,18 @@ fn unknown_key(source: &SourceFile, path: &[Seg]) -> Diagnostic {
         None if known.is_empty() => "remove it".to_string(),
         None => format!("known keys here: {}", known.join(", ")),
     };
-    Diagnostic::error(format!("unknown key `{key}`"))
+    Diagnostic::error(format!("unknown key {}", super::text::shown(key)))
         .field(dotted)
         .help(help)
         .at(&source.path, &source.text, source.key_span(path))
 }
 
-/// `host.0.relay.1.nickname`-style rendering of a path.
+/// `host.0.relay.1.nickname`-style rendering of a path. Keys are the user's text: control
+/// characters are escaped and long keys cut, so a message never carries them raw.
 pub fn dotted(path: &[Seg]) -> String {
     path.iter()
         .map(|s| match s {
-            Seg::Key(k) => k.clone(),
+            Seg::Key(k) => super::text::escaped_cut(k),
             Seg::Index(i) => i.to_string(),
         })
         .collect::<Vec<_>>()

@@ -6,11 +6,13 @@
 //! accumulate from fleet to relay; `sysctl` merges key by key; `roles` and `kernel_params` replace.
 
 pub mod bandwidth;
+mod ciiss;
 pub mod file;
 mod introspect;
 pub mod load;
 mod resolve;
 pub mod source;
+pub mod text;
 
 pub use resolve::check_nickname;
 use resolve::Resolver;
