@@ -82,144 +82,26 @@ pub fn render(
         email: &fleet.email,
         url: &fleet.url,
     };
-    let mut policy_text = PolicyText::new();
-    for host in fleet.hosts.iter().filter(|h| select(h)) {
-        let has_exit_policy_role = host.roles.iter().any(|r| r == "exit-policy");
-        let host_view = HostView {
-            spec: host,
-            kernel_cmdline: host.kernel_params.join(" "),
-            has_exit_policy_role,
-            instances: host.relays.iter().map(|r| r.nickname.as_str()).collect(),
-        };
-        // Contexts are built once per host and per relay: serialising them per file dominated the
-        // render time of large fleets.
-        let mut host_ctx = tera::Context::new();
-        host_ctx.insert("fleet", &fleet_view);
-        host_ctx.insert("host", &host_view);
-        let mut relay_ctxs: Vec<tera::Context> = Vec::with_capacity(host.relays.len());
-        let mut intents: Vec<Intent> = Vec::with_capacity(host.relays.len());
-        for r in &host.relays {
-            let mut c = host_ctx.clone();
-            let mut view = relay_view(fleet, host, r, has_exit_policy_role, &mut policy_text);
-            if fleet.manage_identities {
-                view.family_lines =
-                    crate::secrets::family_lines(keys.store, &all_nicks, &r.nickname);
-            }
-            c.insert("relay", &view);
-            relay_ctxs.push(c);
-            intents.push(Intent::of(&view));
-        }
-        // Made on first use, per relay: most relays never need one (see `shadow_context`).
-        let mut shadows: Vec<Option<Option<Shadow>>> = vec![None; host.relays.len()];
-        let mut files = vec![];
-        for (ri, role_name) in host.roles.iter().enumerate() {
-            let Some(role) = roles.get(role_name) else {
-                let d = roles.unknown(role_name).field("roles");
-                diags.push(match &host.roles_origin {
-                    Some(o) => {
-                        let mut o = o.clone();
-                        o.path.push(crate::inventory::source::Seg::Index(ri));
-                        inv.locate(d, &o, false)
-                    }
-                    None => d,
-                });
-                continue;
-            };
-            if role_name == "kernel" && host.boot == Boot::None {
-                continue;
-            }
-            for (fi, spec) in role.files.iter().enumerate() {
-                let targets: Vec<(Option<(usize, &RelaySpec)>, &tera::Context)> = match spec.each {
-                    Each::Host => vec![(None, &host_ctx)],
-                    Each::Relay => host
-                        .relays
-                        .iter()
-                        .enumerate()
-                        .zip(&relay_ctxs)
-                        .map(|(r, c)| (Some(r), c))
-                        .collect(),
-                };
-                for (relay_at, ctx) in targets {
-                    let relay = relay_at.map(|(_, r)| r);
-                    let tname = format!("{}/{}", role.name, spec.template);
-                    let file = roles
-                        .dir
-                        .join(&role.name)
-                        .join("templates")
-                        .join(&spec.template);
-                    let content = match roles.tera.render(&tname, ctx) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            diags.push(crate::role::template_error(&e, &file, &tname).help(
-                                format!(
-                                    "rendering it for host `{}`{}",
-                                    host.name,
-                                    relay
-                                        .map(|r| format!(", relay `{}`", r.nickname))
-                                        .unwrap_or_default()
-                                ),
-                            ));
-                            continue;
-                        }
-                    };
-                    let path = match roles
-                        .tera
-                        .render(&crate::role::path_template(&role.name, fi), ctx)
-                    {
-                        Ok(p) => p,
-                        Err(e) => {
-                            diags.push(crate::role::template_error(
-                                &e,
-                                &roles.dir.join(&role.name).join("role.toml"),
-                                &spec.path,
-                            ));
-                            continue;
-                        }
-                    };
-                    // Paths travel as whitespace-separated fields to the host scripts.
-                    if !path.starts_with('/')
-                        || path.contains("..")
-                        || path.chars().any(|c| c.is_whitespace() || c.is_control())
-                    {
-                        diags.push(
-                            Diagnostic::error(format!("role `{}` renders the path {path:?}, which is not a plain absolute path", role.name))
-                                .in_file(&roles.dir.join(&role.name).join("role.toml"))
-                                .help("paths must be absolute, without `..`, spaces or control characters"),
-                        );
-                        continue;
-                    }
-                    if let (Some(ValidatorKind::Torrc), Some((ri, r))) = (spec.validate, relay_at) {
-                        let shadow = shadows[ri].get_or_insert_with(|| shadow_context(ctx));
-                        let shadow_text = match shadow {
-                            None => None,
-                            Some(sh) => roles.tera.render(&tname, &sh.ctx).ok(),
-                        };
-                        diags.extend(check_torrc(
-                            &content,
-                            shadow_text.as_deref(),
-                            &intents[ri],
-                            shadow.as_ref().map_or(&[][..], |sh| &sh.suspects[..]),
-                            &format!("relay `{}` on host `{}` ({path})", r.nickname, host.name),
-                        ));
-                    }
-                    files.push(DesiredFile {
-                        path,
-                        content: Content::Plain(content.into_bytes()),
-                        owner: spec.owner.clone(),
-                        group: spec.group.clone(),
-                        mode: u32::from_str_radix(&spec.mode, 8).unwrap_or(0o644),
-                        role: role.name.clone(),
-                        handler: spec.handler.clone().map(|kind| Handler {
-                            kind,
-                            instance: relay.map(|r| r.nickname.clone()),
-                        }),
-                        validate: spec.validate,
-                        reboot_required: spec.reboot_required,
-                        instance: relay.map(|r| r.nickname.clone()),
-                    });
-                }
-            }
-        }
+    let hosts: Vec<&HostSpec> = fleet.hosts.iter().filter(|h| select(h)).collect();
+    // Templates and the torrc check run on every core (they were most of a large render); keys
+    // are decrypted after, in order: the identity is not shared between threads.
+    let rendered = on_every_core(&hosts, |host, policy_text| {
+        let mut host_diags = vec![];
+        let files = host_files(
+            inv,
+            fleet,
+            roles,
+            &fleet_view,
+            keys.store,
+            &all_nicks,
+            host,
+            policy_text,
+            &mut host_diags,
+        );
+        (files, host_diags)
+    });
+    for (host, (mut files, host_diags)) in hosts.iter().copied().zip(rendered) {
+        diags.extend(host_diags);
         // Identity and family keys into each relay's KeyDirectory: decrypted only to deploy them.
         if let (true, Some(id)) = (fleet.manage_identities, keys.identity) {
             for r in &host.relays {
@@ -296,6 +178,192 @@ pub fn render(
     } else {
         Err(diags)
     }
+}
+
+/// One host's files from its roles' templates, every rendered torrc checked (see [`Shadow`]).
+/// Pure and per host: hosts render in parallel. Findings go to `diags`.
+#[allow(clippy::too_many_arguments)]
+fn host_files(
+    inv: &Inventory,
+    fleet: &Fleet,
+    roles: &Roles,
+    fleet_view: &FleetView,
+    store: &crate::secrets::Store,
+    all_nicks: &[&str],
+    host: &HostSpec,
+    policy_text: &mut PolicyText,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<DesiredFile> {
+    let has_exit_policy_role = host.roles.iter().any(|r| r == "exit-policy");
+    let host_view = HostView {
+        spec: host,
+        kernel_cmdline: host.kernel_params.join(" "),
+        has_exit_policy_role,
+        instances: host.relays.iter().map(|r| r.nickname.as_str()).collect(),
+    };
+    // Contexts are built once per host and per relay: serialising them per file dominated the
+    // render time of large fleets.
+    let mut host_ctx = tera::Context::new();
+    host_ctx.insert("fleet", fleet_view);
+    host_ctx.insert("host", &host_view);
+    // Whether the fleet's and the host's strings are free of torrc syntax: looked at once
+    // per host, not again for each of its relays (it was a tenth of a large render).
+    let outer_clean = ["fleet", "host"]
+        .iter()
+        .all(|k| host_ctx.get(k).is_none_or(|v| !has_syntax(v, false)));
+    let mut relay_ctxs: Vec<tera::Context> = Vec::with_capacity(host.relays.len());
+    let mut intents: Vec<Intent> = Vec::with_capacity(host.relays.len());
+    for r in &host.relays {
+        let mut c = host_ctx.clone();
+        let mut view = relay_view(fleet, host, r, has_exit_policy_role, policy_text);
+        if fleet.manage_identities {
+            view.family_lines = crate::secrets::family_lines(store, all_nicks, &r.nickname);
+        }
+        c.insert("relay", &view);
+        relay_ctxs.push(c);
+        intents.push(Intent::of(&view));
+    }
+    // Made on first use, per relay: most relays never need one (see `shadow_context`).
+    let mut shadows: Vec<Option<Option<Shadow>>> = vec![None; host.relays.len()];
+    let mut files = vec![];
+    for (ri, role_name) in host.roles.iter().enumerate() {
+        let Some(role) = roles.get(role_name) else {
+            let d = roles.unknown(role_name).field("roles");
+            diags.push(match &host.roles_origin {
+                Some(o) => {
+                    let mut o = o.clone();
+                    o.path.push(crate::inventory::source::Seg::Index(ri));
+                    inv.locate(d, &o, false)
+                }
+                None => d,
+            });
+            continue;
+        };
+        if role_name == "kernel" && host.boot == Boot::None {
+            continue;
+        }
+        for (fi, spec) in role.files.iter().enumerate() {
+            let targets: Vec<(Option<(usize, &RelaySpec)>, &tera::Context)> = match spec.each {
+                Each::Host => vec![(None, &host_ctx)],
+                Each::Relay => host
+                    .relays
+                    .iter()
+                    .enumerate()
+                    .zip(&relay_ctxs)
+                    .map(|(r, c)| (Some(r), c))
+                    .collect(),
+            };
+            for (relay_at, ctx) in targets {
+                let relay = relay_at.map(|(_, r)| r);
+                let tname = format!("{}/{}", role.name, spec.template);
+                let file = roles
+                    .dir
+                    .join(&role.name)
+                    .join("templates")
+                    .join(&spec.template);
+                let content = match roles.tera.render(&tname, ctx) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        diags.push(crate::role::template_error(&e, &file, &tname).help(format!(
+                                "rendering it for host `{}`{}",
+                                host.name,
+                                relay
+                                    .map(|r| format!(", relay `{}`", r.nickname))
+                                    .unwrap_or_default()
+                            )));
+                        continue;
+                    }
+                };
+                let path = match roles
+                    .tera
+                    .render(&crate::role::path_template(&role.name, fi), ctx)
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        diags.push(crate::role::template_error(
+                            &e,
+                            &roles.dir.join(&role.name).join("role.toml"),
+                            &spec.path,
+                        ));
+                        continue;
+                    }
+                };
+                // Paths travel as whitespace-separated fields to the host scripts.
+                if !path.starts_with('/')
+                    || path.contains("..")
+                    || path.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    diags.push(
+                        Diagnostic::error(format!("role `{}` renders the path {path:?}, which is not a plain absolute path", role.name))
+                            .in_file(&roles.dir.join(&role.name).join("role.toml"))
+                            .help("paths must be absolute, without `..`, spaces or control characters"),
+                    );
+                    continue;
+                }
+                if let (Some(ValidatorKind::Torrc), Some((ri, r))) = (spec.validate, relay_at) {
+                    let shadow =
+                        shadows[ri].get_or_insert_with(|| shadow_context(ctx, outer_clean));
+                    let shadow_text = match shadow {
+                        None => None,
+                        Some(sh) => roles.tera.render(&tname, &sh.ctx).ok(),
+                    };
+                    diags.extend(check_torrc(
+                        &content,
+                        shadow_text.as_deref(),
+                        &intents[ri],
+                        shadow.as_ref().map_or(&[][..], |sh| &sh.suspects[..]),
+                        &format!("relay `{}` on host `{}` ({path})", r.nickname, host.name),
+                    ));
+                }
+                files.push(DesiredFile {
+                    path,
+                    content: Content::Plain(content.into_bytes()),
+                    owner: spec.owner.clone(),
+                    group: spec.group.clone(),
+                    mode: u32::from_str_radix(&spec.mode, 8).unwrap_or(0o644),
+                    role: role.name.clone(),
+                    handler: spec.handler.clone().map(|kind| Handler {
+                        kind,
+                        instance: relay.map(|r| r.nickname.clone()),
+                    }),
+                    validate: spec.validate,
+                    reboot_required: spec.reboot_required,
+                    instance: relay.map(|r| r.nickname.clone()),
+                });
+            }
+        }
+    }
+    files
+}
+
+/// `f` over `items` on every core, results in input order; each thread has its own cache.
+fn on_every_core<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T, &mut PolicyText) -> R + Sync,
+) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = items.len().div_ceil(cores.max(1)).max(1);
+    if items.len() <= per {
+        let mut cache = PolicyText::new();
+        return items.iter().map(|x| f(x, &mut cache)).collect();
+    }
+    std::thread::scope(|s| {
+        let f = &f;
+        let parts: Vec<_> = items
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut cache = PolicyText::new();
+                    part.iter().map(|x| f(x, &mut cache)).collect::<Vec<R>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            // A panicking render thread is a bug: resume its panic here, on the caller's thread.
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// Exit policies already rendered as text, by rules.
@@ -382,11 +450,10 @@ fn torrc_syntax(c: char) -> bool {
 
 /// The shadow of `ctx`, or None when no string of it holds a torrc-syntax character (the shadow
 /// render would be the same text).
-fn shadow_context(ctx: &tera::Context) -> Option<Shadow> {
+/// `outer_clean`: the fleet's and host's strings are known to be free of it.
+fn shadow_context(ctx: &tera::Context, outer_clean: bool) -> Option<Shadow> {
     // Looked at in place first: cloning every relay's context cost more than the render itself.
-    let clean = ["fleet", "host", "relay"]
-        .iter()
-        .all(|k| ctx.get(k).is_none_or(|v| !has_syntax(v, k == &"relay")));
+    let clean = outer_clean && ctx.get("relay").is_none_or(|v| !has_syntax(v, true));
     if clean {
         return None;
     }
@@ -407,9 +474,16 @@ fn has_syntax(v: &serde_json::Value, relay: bool) -> bool {
     match v {
         Value::String(s) => s.chars().any(torrc_syntax),
         Value::Array(a) => a.iter().any(|x| has_syntax(x, false)),
-        Value::Object(m) => m
-            .iter()
-            .any(|(k, x)| !(relay && k == "torrc_extra") && has_syntax(x, false)),
+        // A relay's exit policy is oignon's own rendering of rules its parser accepted (the
+        // grammar has no `#`, `\\` or `"`): not walked, it was most of this walk's time.
+        Value::Object(m) => m.iter().any(|(k, x)| {
+            !(relay
+                && matches!(
+                    k.as_str(),
+                    "torrc_extra" | "exit_policy" | "exit_policy_lines"
+                ))
+                && has_syntax(x, false)
+        }),
         _ => false,
     }
 }

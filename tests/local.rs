@@ -151,7 +151,9 @@ fn a_missing_local_dir_is_an_error_and_plan_creates_nothing() {
     let f = Fixture::shipped();
     f.run(&["plan", "--local", "no-such-dir", "--brief"])
         .code(1)
-        .out_has(&["no-such-dir: no such directory: give the directory that holds one root per host"]);
+        .out_has(&[
+            "no-such-dir: no such directory: give the directory that holds one root per host",
+        ]);
     assert!(!f.path("no-such-dir").exists(), "not created");
     std::fs::create_dir(f.path("images")).unwrap();
     f.run(&[
