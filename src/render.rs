@@ -126,6 +126,15 @@ pub fn render(
                 let deployed = if r.offline_master_key {
                     crate::secrets::OFFLINE_FILES
                 } else {
+                    // The master public key goes with the secret one: without it tor logs that it
+                    // regenerates it. It is made from the ed25519 id kept in clear in secrets/.
+                    match crate::secrets::master_public_key(keys.store, &r.nickname) {
+                        Ok(k) => push(
+                            "ed25519_master_id_public_key",
+                            crate::secret::Secret::new(k),
+                        ),
+                        Err(e) => diags.push(Diagnostic::error(e.to_string())),
+                    }
                     crate::secrets::IDENTITY_FILES
                 };
                 for name in deployed {
@@ -624,11 +633,17 @@ impl Intent {
                 "MetricsPortPolicy",
                 when(r.metrics_port.is_some(), "accept 127.0.0.1"),
             ),
-            ("DoSCircuitCreationEnabled", when(r.dos_defense, "1")),
-            ("DoSConnectionEnabled", when(r.dos_defense, "1")),
+            (
+                "DoSCircuitCreationEnabled",
+                vec![r.dos_defense.torrc_value().to_string()],
+            ),
+            (
+                "DoSConnectionEnabled",
+                vec![r.dos_defense.torrc_value().to_string()],
+            ),
             (
                 "DoSStreamCreationEnabled",
-                when(r.dos_defense && r.exit, "1"),
+                when(r.exit, r.dos_defense.torrc_value()),
             ),
             ("OfflineMasterKey", when(r.offline_master_key, "1")),
             ("Sandbox", vec![b(r.sandbox)]),
@@ -881,7 +896,7 @@ mod tests {
         let out = findings(|f| f.hosts[0].hoster_domain = "gandi.net#x".into());
         assert!(
             out.contains(
-                "as `…er:gandi.net`, where the template writes `…er:gandi.net_x uplinkbw:25"
+                "as `…er:gandi.net`, where the template writes `…er:gandi.net_x uplinkbw:24"
             ),
             "{out}"
         );

@@ -590,3 +590,33 @@ fn a_non_utf8_template_is_located_at_its_first_bad_byte() {
         &format!("template `kernel/grub.cfg.tera` is not UTF-8: invalid byte at roles/kernel/templates/grub.cfg.tera:{line}:8"),
     ]);
 }
+
+#[test]
+fn dos_defense_pinned_on_or_off_is_rendered_and_a_bad_word_is_located() {
+    let f = Fixture::shipped();
+    f.edit(
+        "inventory/fleet.toml",
+        "dos_defense = \"auto\"",
+        "dos_defense = \"on\"",
+    );
+    f.run(&["render", "--host", "ekumen"]).code(0).out_has(&[
+        "DoSCircuitCreationEnabled 1\nDoSConnectionEnabled 1\nDoSStreamCreationEnabled 1\n",
+    ]);
+    f.edit(
+        "inventory/fleet.toml",
+        "dos_defense = \"on\"",
+        "dos_defense = false",
+    );
+    f.run(&["render", "--host", "ekumen"])
+        .code(0)
+        .out_has(&["DoSCircuitCreationEnabled 0\n"]);
+    f.edit(
+        "inventory/fleet.toml",
+        "dos_defense = false",
+        "dos_defense = \"always\"",
+    );
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "dos_defense `always` is not auto, on or off",
+        "inventory/fleet.toml:",
+    ]);
+}

@@ -566,3 +566,36 @@ fn a_misspelt_systemd_drop_in_is_refused_by_systemd_analyze_verify() {
     // The shipped drop-in passes it.
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
 }
+
+#[test]
+fn the_master_public_key_is_deployed_so_tor_regenerates_nothing() {
+    let lab = Lab::start(4);
+    let f = Fixture::shipped_on_lab();
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
+        .code(0)
+        .out_has(&["wrote /var/lib/tor-instances/ekumen/keys/ed25519_master_id_public_key"]);
+    // tor itself, as the relay's user, on the deployed keys: nothing to regenerate, same id.
+    let out = lab.exec(
+        lab_of("ekumen"),
+        "runuser -u _tor-ekumen -- tor --defaults-torrc /dev/null -f /etc/tor/instances/ekumen/torrc --list-fingerprint --DataDirectory /var/lib/tor-instances/ekumen --DisableNetwork 1 --ORPort 9999 --Nickname ekumen 2>&1",
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(!log.contains("Regenerating"), "{log}");
+    let id =
+        std::fs::read_to_string(support::repo().join("secrets/relays/ekumen/ed25519_id")).unwrap();
+    assert!(
+        log.contains(id.trim()),
+        "tor reports the ed25519 id of secrets/: {log}"
+    );
+    let mode = lab.exec(
+        lab_of("ekumen"),
+        "stat -c '%a %U' /var/lib/tor-instances/ekumen/keys/ed25519_master_id_public_key",
+    );
+    assert_eq!(String::from_utf8_lossy(&mode.stdout), "600 _tor-ekumen\n");
+    oignon(
+        &f,
+        &lab,
+        &["plan", "--detailed-exitcode", "--host", "ekumen"],
+    )
+    .code(0);
+}

@@ -29,7 +29,7 @@ fn plan_on_empty_hosts_creates_everything_and_exits_2() {
         "+Nickname ekumen",
         "+ /etc/sysctl.d/90-oignon.conf",
         "> run `systemctl enable --now tor@marcuse2` (new instance)",
-        "marcuse: 13 to create, 0 to update, 0 to remove, 5 handlers",
+        "marcuse: 15 to create, 0 to update, 0 to remove, 5 handlers",
         "Fleet: 4 hosts, 4 with changes, 0 unchanged, 0 failed.",
     ]);
 }
@@ -67,7 +67,7 @@ fn plan_with_one_host_down_plans_the_others_and_exits_1() {
         "algrothendieck (ssh lab2)",
         "error: cannot connect with ssh to `lab2`",
         "Connection refused",
-        "ekumen: 8 to create",
+        "ekumen: 9 to create",
         "Fleet: 4 hosts, 3 with changes, 0 unchanged, 1 failed.",
     ]);
 }
@@ -103,7 +103,7 @@ fn pinned_host_key_mismatch_is_refused_and_the_right_one_is_accepted() {
     f.edit("inventory/gandi.toml", &wrong, &right);
     plan(&f, &lab, &["--host", "ekumen"])
         .code(0)
-        .out_has(&["ekumen: 8 to create"]);
+        .out_has(&["ekumen: 9 to create"]);
 }
 
 #[test]

@@ -11,7 +11,7 @@ fn local_plan_apply_plan_converges_and_detects_drift() {
     let root = root.to_str().unwrap();
     f.run(&["plan", "--local", root, "--detailed-exitcode", "--brief"])
         .code(2)
-        .out_has(&["ekumen (local ", "ekumen: 8 to create"]);
+        .out_has(&["ekumen (local ", "ekumen: 9 to create"]);
     f.run(&["apply", "--local", root, "--yes", "--brief"])
         .code(0)
         .out_has(&["✓ ekumen: applied", "wrote /etc/tor/instances/ekumen/torrc"]);

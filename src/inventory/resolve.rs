@@ -3,11 +3,11 @@
 //! collecting every finding with its location.
 
 use super::ciiss;
-use super::file::{self, InventoryFile, Settings};
+use super::file::{self, DosSetting, InventoryFile, Settings};
 use super::source::{Seg, SourceFile};
 use super::text::shown as q;
 use super::{
-    bandwidth, locate, Boot, Fleet, HostSpec, Origin, RelaySpec, DEFAULT_KERNEL_PARAMS,
+    bandwidth, locate, Boot, DosDefense, Fleet, HostSpec, Origin, RelaySpec, DEFAULT_KERNEL_PARAMS,
     DEFAULT_ROLES,
 };
 use crate::diagnostic::{suggest, Diagnostic};
@@ -758,6 +758,30 @@ impl Resolver<'_> {
         let bool_of = |f: fn(&Settings) -> Option<bool>, dflt: bool| {
             last(&layers, f).map_or(dflt, |(v, _)| v)
         };
+        let dos_defense = match last(&layers, |s| s.dos_defense.clone()) {
+            None => DosDefense::Auto,
+            Some((setting, o)) => match setting {
+                DosSetting::Flag(true) => DosDefense::On,
+                DosSetting::Flag(false) => DosDefense::Off,
+                DosSetting::Word(w) => match w.as_str() {
+                    "auto" => DosDefense::Auto,
+                    "on" => DosDefense::On,
+                    "off" => DosDefense::Off,
+                    _ => {
+                        let mut at = o.clone();
+                        at.path.push(Seg::Key("dos_defense".into()));
+                        self.err(
+                            &at,
+                            "dos_defense",
+                            format!("dos_defense {} is not auto, on or off", q(&w)),
+                            "auto (tor's default: the consensus decides), on (pinned on) or off",
+                        );
+                        ok = false;
+                        DosDefense::Auto
+                    }
+                },
+            },
+        };
         if !ok {
             return None;
         }
@@ -768,7 +792,9 @@ impl Resolver<'_> {
             ipv6,
             rate,
             burst,
-            uplink_mbit: bandwidth::mbit(rate * 8).max(1),
+            // CIISS uplinkbw: the smaller of the link and RelayBandwidthRate as tor gets it (whole
+            // KBytes, rounded down), in whole Mbit/s rounded down: 349 for a 350 Mbit/s share.
+            uplink_mbit: bandwidth::mbit(bandwidth::tor_kbytes(rate) * 1024 * 8).max(1),
             metrics_port,
             exit,
             ipv6_exit: ipv6_exit && ipv6.is_some(),
@@ -776,7 +802,7 @@ impl Resolver<'_> {
             exit_policy: rules,
             sandbox: bool_of(|s| s.sandbox, true),
             noexec: bool_of(|s| s.noexec, true),
-            dos_defense: bool_of(|s| s.dos_defense, true),
+            dos_defense,
             offline_master_key: bool_of(|s| s.offline_master_key, false),
             torrc_extra,
             origin,
