@@ -49,7 +49,7 @@ impl Reach {
                 .map(Transport::Local)
                 .map_err(|e| e.to_string()),
             (None, Some(ssh)) => ssh
-                .connect(&host.ssh)
+                .connect(&host.name, &host.ssh)
                 .await
                 .map(Transport::Ssh)
                 .map_err(|e| e.to_string()),

@@ -8,6 +8,7 @@ mod diagnostic;
 mod diff;
 mod exit_policy;
 mod gather;
+mod hardening;
 mod inventory;
 mod observed;
 mod plan;
@@ -27,6 +28,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    hardening::at_start();
     quiet_broken_pipe();
     let cli = cli::Cli::parse();
     commands::init_output(&cli.global);

@@ -2,6 +2,7 @@
 //! host) or into a local directory root (a mounted VM image, or the demo). Callers never know which:
 //! both run the same embedded shell scripts (`src/remote/`), with the root prefix as an argument.
 
+pub mod destination;
 pub mod local;
 pub mod ssh;
 
