@@ -137,9 +137,15 @@ pub async fn gather_all(
                 }
             };
             let elapsed = started.elapsed();
+            // A connection an earlier run left up (--ssh-persist) cost no handshake.
+            let connection = if transport.as_ref().is_some_and(|t| t.reused()) {
+                "reused"
+            } else {
+                "new"
+            };
             match &observed {
                 Ok(_) => bar.done(&format!(
-                    "gathered in {:.2}s (1 connection, 1 round trip)",
+                    "gathered in {:.2}s ({connection} connection, 1 round trip)",
                     elapsed.as_secs_f64()
                 )),
                 Err(e) => bar.fail(e),
@@ -147,6 +153,7 @@ pub async fn gather_all(
             tracing::info!(
                 host = target.name,
                 ssh = target.ssh,
+                connection,
                 round_trips = 1,
                 ?elapsed,
                 "gathered"

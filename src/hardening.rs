@@ -85,7 +85,25 @@ pub mod interrupt {
             libc::SIGHUP => "SIGHUP",
             _ => "SIGQUIT",
         };
-        eprintln!("\noignon: interrupted ({name}); decrypted scratch keys were wiped");
+        let mut msg =
+            format!("\noignon: interrupted ({name}); decrypted scratch keys were wiped\n");
+        let hosts = crate::transport::interrupted_report();
+        for line in &hosts {
+            msg.push_str(&format!("  {line}\n"));
+        }
+        if hosts.iter().any(|l| l.starts_with("ssh ")) {
+            let persist = crate::transport::masters::persist();
+            let idle = if persist > 0 {
+                persist
+            } else {
+                crate::transport::masters::IDLE_WHEN_NOT_KEPT_S
+            };
+            msg.push_str(&format!(
+                "  ssh connections end on their own after {idle} s unused (--ssh-persist)\n"
+            ));
+        }
+        // One write: the lines of a report are not interleaved with another thread's output.
+        eprint!("{msg}");
         std::process::exit(128 + sig);
     }
 }

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     hardening::at_start();
     quiet_broken_pipe();
     let cli = cli::Cli::parse();
+    transport::ssh::set_persist(cli.global.ssh_persist);
     commands::init_output(&cli.global);
     match commands::run(cli) {
         Ok(code) => code,

@@ -13,14 +13,26 @@
 //!
 //! The destination is parsed first ([`Destination`]): ssh gets `-l`, `-p` and a checked host name,
 //! so nothing in the inventory can become an option of ssh.
+//!
+//! Masters end on their own after `--ssh-persist` seconds idle and are reused by the next run
+//! within that time (see [`super::masters`]).
 
 use super::destination::Destination;
-use super::{Output, TransportError, CONNECT_TIMEOUT};
+use super::masters::{self, Masters};
+use super::{Activity, Output, TransportError, CONNECT_TIMEOUT};
 use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+pub use super::masters::{set_persist, DEFAULT_PERSIST_S};
+
+/// A master whose connection died (a host that went away, a NAT that forgot it) notices within
+/// three of these and ends, rather than leaving a reused connection hanging.
+const SERVER_ALIVE: Duration = Duration::from_secs(5);
 
 /// The name under which a pinned key is looked up: the pinned connection's known_hosts holds
 /// this one name, so ssh's "Host key for … has changed" names it.
@@ -29,7 +41,22 @@ const PIN_ALIAS: &str = "oignon-pinned-host-key";
 /// A connected host.
 pub struct SshHost {
     pub destination: String,
-    session: Arc<Session>,
+    session: tokio::sync::Mutex<Arc<Session>>,
+    /// How to start a new master if this one ended during the run (boxed: the builder is large).
+    relaunch: Box<Relaunch>,
+    /// Leave the master running at the end (`--ssh-persist` > 0).
+    keep: bool,
+    /// The master is an earlier run's: this run made no handshake.
+    pub reused: bool,
+    /// The run's directory holding this master's socket (when masters are not kept).
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+/// What [`launch`] needs, kept for a second master within a run.
+struct Relaunch {
+    builder: SessionBuilder,
+    host_arg: String,
+    pinned_key: Option<String>,
 }
 
 /// SSH settings shared by every host of a run.
@@ -38,8 +65,7 @@ pub struct SshSetup {
     user_config: Option<PathBuf>,
     /// The generated ssh config of each pinned destination (as written in the inventory).
     pinned: HashMap<String, Pinned>,
-    /// Holds the generated files; removed at the end of the run.
-    _dir: Option<tempfile::TempDir>,
+    masters: Masters,
 }
 
 /// The files that make one destination's pin hold.
@@ -65,23 +91,10 @@ impl SshSetup {
             }
         }
         let user_config = user_config.map(absolute);
-        if pins.is_empty() {
-            return Ok(SshSetup {
-                user_config,
-                pinned: HashMap::new(),
-                _dir: None,
-            });
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("oignon-ssh")
-            .tempdir()
-            .map_err(|e| TransportError {
-                what: "cannot create a temp dir for ssh".into(),
-                detail: e.to_string(),
-            })?;
+        let masters = Masters::new()?;
         let mut pinned: HashMap<String, Pinned> = HashMap::new();
         let mut keys: HashMap<&str, String> = HashMap::new();
-        for (i, (dest, key)) in pins.iter().enumerate() {
+        for (dest, key) in pins {
             let key = pinned_key_line(key).map_err(|detail| TransportError {
                 what: format!("the host_key pinned for `{dest}`"),
                 detail,
@@ -98,72 +111,179 @@ impl SshSetup {
                 continue;
             }
             keys.insert(dest, key.clone());
-            let files = Pinned {
-                config: dir.path().join(format!("pin{i}.ssh_config")),
-                known_hosts: dir.path().join(format!("pin{i}.known_hosts")),
-                key: key.clone(),
-            };
-            write_file(&files.known_hosts, &format!("{PIN_ALIAS} {key}\n"))?;
-            write_file(
-                &files.config,
-                &pinned_config(&files.known_hosts, user_config.as_deref())?,
-            )?;
-            pinned.insert(dest.clone(), files);
+            let dir = masters.dir().join("pins");
+            make_dir(&dir)?;
+            // Named after their content: runs at once share them, and a kept master's resolved
+            // config (ssh -G) names the same files as long as the pin is the same.
+            let known_text = format!("{PIN_ALIAS} {key}\n");
+            let known_hosts = dir.join(format!("{}.known_hosts", short_hash(&known_text)));
+            write_file(&known_hosts, &known_text)?;
+            let cfg_text = pinned_config(&known_hosts, user_config.as_deref())?;
+            let config = dir.join(format!("{}.ssh_config", short_hash(&cfg_text)));
+            write_file(&config, &cfg_text)?;
+            pinned.insert(
+                dest.clone(),
+                Pinned {
+                    config,
+                    known_hosts,
+                    key,
+                },
+            );
         }
         Ok(SshSetup {
             user_config,
             pinned,
-            _dir: Some(dir),
+            masters,
         })
     }
 
     /// Opens the master connection to `destination`, the `ssh` of inventory host `host` (one SSH
-    /// handshake).
+    /// handshake), or takes over an earlier run's that is still up (none).
     pub async fn connect(&self, host: &str, destination: &str) -> Result<SshHost, TransportError> {
+        let activity = format!("ssh {destination}");
+        super::note(&activity, Activity::Connecting);
+        let connected = self.connect_inner(host, destination).await;
+        super::note(
+            &activity,
+            match &connected {
+                Ok(_) => Activity::Connected,
+                Err(_) => Activity::Unreachable,
+            },
+        );
+        connected
+    }
+
+    async fn connect_inner(
+        &self,
+        host: &str,
+        destination: &str,
+    ) -> Result<SshHost, TransportError> {
         let dest = Destination::parse(destination).map_err(|e| TransportError {
             what: format!("host `{host}`: refusing its ssh destination"),
             detail: format!("{e} (the `ssh` field of host `{host}` in the inventory)"),
         })?;
         let pinned = self.pinned.get(destination);
+        let config = pinned
+            .map(|p| p.config.as_path())
+            .or(self.user_config.as_deref());
         let mut b = SessionBuilder::default();
         b.known_hosts_check(KnownHosts::Strict)
-            .connect_timeout(CONNECT_TIMEOUT);
+            .connect_timeout(CONNECT_TIMEOUT)
+            .server_alive_interval(SERVER_ALIVE)
+            .control_persist(self.masters.control_persist());
         if let Some(u) = &dest.user {
             b.user(u.clone());
         }
         if let Some(p) = dest.port {
             b.port(p);
         }
-        match pinned {
-            Some(p) => {
-                // `-o UserKnownHostsFile` on the command line as well: it outranks any config.
-                b.config_file(&p.config)
-                    .user_known_hosts_file(&p.known_hosts);
-            }
-            None => {
-                if let Some(c) = &self.user_config {
-                    b.config_file(c);
-                }
-            }
+        if let Some(c) = config {
+            b.config_file(c);
         }
-        // `dest.host` was checked not to start with `-`: ssh cannot take it for an option.
-        let session = b.connect_mux(&dest.host).await.map_err(|e| {
-            let mut detail = error_chain(&e);
-            if let Some(p) = pinned {
-                if detail.contains("Host key verification failed") {
-                    detail = pin_mismatch(&detail, &p.key);
-                }
+        if let Some(p) = pinned {
+            // `-o UserKnownHostsFile` on the command line as well: it outranks any config.
+            b.user_known_hosts_file(&p.known_hosts);
+        }
+        let salt = format!(
+            "{dest}\0{}\0{}",
+            config.map(|c| c.display().to_string()).unwrap_or_default(),
+            pinned.map(|p| p.key.as_str()).unwrap_or("")
+        );
+        let slot = self
+            .masters
+            .slot(&resolve_args(config, &dest), &salt)
+            .await?;
+        b.control_directory(&slot);
+        let keep = self.masters.kept();
+        let pinned_key = pinned.map(|p| p.key.clone());
+        let earlier = if keep {
+            masters::reuse(&slot).await
+        } else {
+            None
+        };
+        let reused = earlier.is_some();
+        let session = match earlier {
+            Some(s) => {
+                tracing::debug!(
+                    host,
+                    destination,
+                    "reusing an ssh connection of an earlier run"
+                );
+                s
             }
-            TransportError {
-                what: format!("cannot connect with ssh to `{destination}`"),
-                detail,
-            }
-        })?;
+            None => launch(&b, &dest.host, destination, pinned_key.as_deref()).await?,
+        };
         Ok(SshHost {
             destination: destination.to_string(),
-            session: Arc::new(session),
+            session: tokio::sync::Mutex::new(Arc::new(session)),
+            relaunch: Box::new(Relaunch {
+                builder: b,
+                host_arg: dest.host,
+                pinned_key,
+            }),
+            keep,
+            reused,
+            _dir: self.masters.hold(),
         })
     }
+}
+
+/// Starts a master (the handshake). `host_arg` was checked not to start with `-`: ssh cannot take
+/// it for an option.
+async fn launch(
+    b: &SessionBuilder,
+    host_arg: &str,
+    destination: &str,
+    pinned_key: Option<&str>,
+) -> Result<Session, TransportError> {
+    b.connect_mux(host_arg).await.map_err(|e| {
+        let mut detail = error_chain(&e);
+        if let Some(key) = pinned_key {
+            if detail.contains("Host key verification failed") {
+                detail = pin_mismatch(&detail, key);
+            }
+        }
+        TransportError {
+            what: format!("cannot connect with ssh to `{destination}`"),
+            detail,
+        }
+    })
+}
+
+/// `ssh -G` with what the connection passes: what ssh resolves for this destination.
+fn resolve_args(config: Option<&Path>, dest: &Destination) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-G".into()];
+    if let Some(c) = config {
+        a.push("-F".into());
+        a.push(c.into());
+    }
+    if let Some(u) = &dest.user {
+        a.push("-l".into());
+        a.push(u.into());
+    }
+    if let Some(p) = dest.port {
+        a.push("-p".into());
+        a.push(p.to_string().into());
+    }
+    a.push("--".into());
+    a.push((&dest.host).into());
+    a
+}
+
+fn short_hash(text: &str) -> String {
+    crate::util::sha256_hex(text.as_bytes())[..16].to_string()
+}
+
+fn make_dir(d: &Path) -> Result<(), TransportError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(d)
+        .map_err(|e| TransportError {
+            what: format!("cannot create {}", d.display()),
+            detail: e.to_string(),
+        })
 }
 
 /// The config of a pinned connection: the pin's options first (outside any `Host` block, so they
@@ -306,11 +426,15 @@ fn fingerprint(key_line: &str) -> String {
     )
 }
 
+/// Writes through a temp name and a rename: another run reading the file sees it whole.
 fn write_file(p: &Path, s: &str) -> Result<(), TransportError> {
-    std::fs::write(p, s).map_err(|e| TransportError {
+    let fail = |e: std::io::Error| TransportError {
         what: format!("cannot write {}", p.display()),
         detail: e.to_string(),
-    })
+    };
+    let tmp = p.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, s).map_err(fail)?;
+    std::fs::rename(&tmp, p).map_err(fail)
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -344,17 +468,34 @@ impl SshHost {
             what: format!("running {name} on `{}` over ssh failed", self.destination),
             detail: error_chain(&e),
         };
-        let mut cmd = self.session.clone().arc_command("sh");
-        // `arg` quotes for the remote shell: the script and its arguments arrive as data, never spliced.
-        cmd.arg("-c")
-            .arg(script)
-            .arg(format!("oignon-{name}"))
-            .arg("")
-            .args(args);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().await.map_err(fail)?;
+        let session = self.session.lock().await.clone();
+        let mut child = match spawn(&session, name, script, args).await {
+            Ok(c) => c,
+            Err(first) => {
+                // The master may have ended (its idle time passed while oignon waited on a
+                // prompt, or the host dropped it): nothing was sent yet, so a new master can run
+                // the command. A master that is up and still refused is a real failure.
+                if session.check().await.is_ok() {
+                    return Err(fail(first));
+                }
+                tracing::info!(
+                    destination = self.destination,
+                    "the ssh connection had ended; connecting again"
+                );
+                let r = &self.relaunch;
+                let fresh = Arc::new(
+                    launch(
+                        &r.builder,
+                        &r.host_arg,
+                        &self.destination,
+                        r.pinned_key.as_deref(),
+                    )
+                    .await?,
+                );
+                *self.session.lock().await = fresh.clone();
+                spawn(&fresh, name, script, args).await.map_err(fail)?
+            }
+        };
         let writer = super::feed(child.stdin().take(), stdin);
         let out = child.wait_with_output().await.map_err(fail)?;
         if let Some(w) = writer {
@@ -367,11 +508,57 @@ impl SshHost {
         })
     }
 
+    /// Ends the run's use of the master: left running for the next run (it ends on its own after
+    /// `--ssh-persist` seconds idle), or closed now with `--ssh-persist 0`.
     pub async fn close(self) {
-        if let Ok(s) = Arc::try_unwrap(self.session) {
-            let _ = s.close().await;
+        let Ok(s) = Arc::try_unwrap(self.session.into_inner()) else {
+            return;
+        };
+        let _dir = self._dir;
+        if self.keep {
+            let _ = s.detach();
+            return;
         }
+        // `ssh -O exit`: the master ends now. (The crate's close only asks it to stop listening,
+        // after which it would still wait out its ControlPersist time.)
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::process::Command::new("ssh")
+                .arg("-O")
+                .arg("exit")
+                .arg("-S")
+                .arg(s.control_socket())
+                .arg("--")
+                .arg(&self.relaunch.host_arg)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status(),
+        )
+        .await;
+        // Removes the master's directory.
+        let _ = s.close().await;
     }
+}
+
+/// `sh -c SCRIPT oignon-NAME "" ARGS…` on the host.
+async fn spawn(
+    session: &Arc<Session>,
+    name: &str,
+    script: &str,
+    args: &[String],
+) -> Result<openssh::Child<Arc<Session>>, openssh::Error> {
+    let mut cmd = session.clone().arc_command("sh");
+    // `arg` quotes for the remote shell: the script and its arguments arrive as data, never spliced.
+    cmd.arg("-c")
+        .arg(script)
+        .arg(format!("oignon-{name}"))
+        .arg("")
+        .args(args);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().await
 }
 
 #[cfg(test)]
@@ -397,6 +584,29 @@ mod tests {
     }
 
     #[test]
+    fn ssh_resolves_the_host_after_a_double_dash() {
+        let d = Destination::parse("ssh://admin@[2001:db8::1]:2222").unwrap();
+        let args: Vec<String> = resolve_args(Some(Path::new("/c")), &d)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "-G",
+                "-F",
+                "/c",
+                "-l",
+                "admin",
+                "-p",
+                "2222",
+                "--",
+                "2001:db8::1"
+            ]
+        );
+    }
+
+    #[test]
     fn fingerprints_are_the_ones_ssh_keygen_prints() {
         // ssh-keygen -lf: 256 SHA256:vr7R11+pKRHwqzWQ5JKc50ckY8nE01k0QazJeq04Taw (ED25519)
         assert_eq!(
@@ -405,7 +615,10 @@ mod tests {
         );
         let said = "@@@\nThe fingerprint for the ED25519 key sent by the remote host is\nSHA256:abc.\nHost key verification failed.";
         let msg = pin_mismatch(said, ED);
-        assert!(msg.contains("the host presented ED25519 SHA256:abc;"), "{msg}");
+        assert!(
+            msg.contains("the host presented ED25519 SHA256:abc;"),
+            "{msg}"
+        );
         assert!(msg.contains("the pin is SHA256:vr7R11"), "{msg}");
     }
 
