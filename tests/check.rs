@@ -620,3 +620,17 @@ fn dos_defense_pinned_on_or_off_is_rendered_and_a_bad_word_is_located() {
         "inventory/fleet.toml:",
     ]);
 }
+
+#[test]
+fn inventory_entries_that_are_not_regular_files_are_named_not_skipped() {
+    let f = Fixture::shipped();
+    std::os::unix::fs::symlink("nowhere.toml", f.path("inventory/dangling.toml")).unwrap();
+    std::os::unix::fs::symlink("loop-b.toml", f.path("inventory/loop-a.toml")).unwrap();
+    std::os::unix::fs::symlink("loop-a.toml", f.path("inventory/loop-b.toml")).unwrap();
+    std::fs::create_dir(f.path("inventory/x.toml")).unwrap();
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "inventory/dangling.toml is a symbolic link that leads nowhere readable",
+        "inventory/loop-a.toml is a symbolic link that leads nowhere readable",
+        "inventory/x.toml is a directory, not a TOML file",
+    ]);
+}
