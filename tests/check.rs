@@ -634,3 +634,40 @@ fn inventory_entries_that_are_not_regular_files_are_named_not_skipped() {
         "inventory/x.toml is a directory, not a TOML file",
     ]);
 }
+
+#[test]
+fn check_without_tor_fails_unless_no_tor_is_given() {
+    let f = Fixture::shipped();
+    let empty = f.path("empty-path");
+    std::fs::create_dir(&empty).unwrap();
+    support::run_in_env(f.dir.path(), &["check"], &[("PATH", &empty)])
+        .code(1)
+        .err_has(&[
+            "error: tor is not installed here, so the rendered torrc files cannot be verified by tor",
+            "oignon check --no-tor",
+        ]);
+    support::run_in_env(f.dir.path(), &["check", "--no-tor"], &[("PATH", &empty)])
+        .code(0)
+        .out_has(&["ok: 4 hosts, 6 relays"]);
+}
+
+#[test]
+fn an_undefined_template_variable_is_located_at_its_line() {
+    let f = Fixture::shipped();
+    f.edit(
+        "roles/tor/templates/torrc.tera",
+        "SocksPort 0",
+        "SocksPort 0\nNickname2 {{ relay.no_such_field }}",
+    );
+    let line = std::fs::read_to_string(f.path("roles/tor/templates/torrc.tera"))
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("no_such_field"))
+        .unwrap()
+        + 1;
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "template `tor/torrc.tera`",
+        "relay.no_such_field",
+        &format!("roles/tor/templates/torrc.tera:{line}:"),
+    ]);
+}

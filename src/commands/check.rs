@@ -40,7 +40,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     if a.no_tor {
         eprintln!("note: tor --verify-config skipped (--no-tor)");
     } else if !crate::tor::available() {
-        eprintln!("note: tor is not installed here, so rendered torrc files were not verified by tor (apt-get install tor)");
+        // A check that did not run tor must not look like one that did.
+        eprintln!("error: tor is not installed here, so the rendered torrc files cannot be verified by tor\n  = help: apt-get install tor, or run `oignon check --no-tor` to check without tor's verdict");
+        return Ok(ExitCode::from(1));
     } else {
         for h in &desired.hosts {
             for f in h
@@ -68,8 +70,11 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let relays: usize = fleet.hosts.iter().map(|h| h.relays.len()).sum();
     let files: usize = desired.hosts.iter().map(|h| h.files.len()).sum();
     println!(
-        "ok: {} hosts, {relays} relays, {files} files rendered{}{}",
+        "ok: {} host{}, {relays} relay{}, {files} file{} rendered{}{}",
         fleet.hosts.len(),
+        super::plural(fleet.hosts.len()),
+        super::plural(relays),
+        super::plural(files),
         if verified > 0 {
             format!(", {verified} torrc verified by tor")
         } else {
