@@ -138,11 +138,17 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Coloured as rustc does when `--color` (or a terminal) says so; diagnostics go to stderr.
         let label = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
+            Severity::Error => console::style("error").for_stderr().red().bold(),
+            Severity::Warning => console::style("warning").for_stderr().yellow().bold(),
         };
-        writeln!(f, "{label}: {}", self.message)?;
+        writeln!(
+            f,
+            "{label}{} {}",
+            console::style(":").for_stderr().bold(),
+            console::style(&self.message).for_stderr().bold()
+        )?;
         let gutter = " ".repeat(self.line.to_string().len());
         if let Some(file) = &self.file {
             write!(f, "{gutter}--> {}", file.display())?;
@@ -165,10 +171,21 @@ impl fmt::Display for Diagnostic {
                 .take(s.caret_col - 1)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
-            writeln!(f, "{gutter} | {pad}{}", "^".repeat(s.caret_len))?;
+            writeln!(
+                f,
+                "{gutter} | {pad}{}",
+                console::style("^".repeat(s.caret_len))
+                    .for_stderr()
+                    .red()
+                    .bold()
+            )?;
         }
         if let Some(help) = &self.help {
-            writeln!(f, "{gutter} = help: {help}")?;
+            writeln!(
+                f,
+                "{gutter} = {} {help}",
+                console::style("help:").for_stderr().cyan().bold()
+            )?;
         }
         Ok(())
     }

@@ -671,3 +671,22 @@ fn an_undefined_template_variable_is_located_at_its_line() {
         &format!("roles/tor/templates/torrc.tera:{line}:"),
     ]);
 }
+
+#[test]
+fn color_always_colours_checks_diagnostics_and_never_does_not() {
+    let f = Fixture::shipped();
+    f.edit(
+        "inventory/gandi.toml",
+        "nickname = \"ekumen\"",
+        "nikname = \"ekumen\"",
+    );
+    let coloured = f.run(&["--color", "always", "check", "--no-tor"]);
+    coloured.code(1);
+    assert!(
+        coloured.stderr.contains("\u{1b}[31m\u{1b}[1merror"),
+        "{:?}",
+        coloured.stderr
+    );
+    let plain = f.run(&["--color", "never", "check", "--no-tor"]);
+    assert!(!plain.stderr.contains('\u{1b}'), "{:?}", plain.stderr);
+}
