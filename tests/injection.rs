@@ -472,7 +472,9 @@ fn plan_refuses_an_injected_url() {
 
 #[test]
 fn apply_with_an_injected_hoster_name_writes_nothing_on_the_host() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     f.edit(
         GANDI,

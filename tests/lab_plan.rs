@@ -19,7 +19,9 @@ fn apply(f: &Fixture, lab: &Lab, extra: &[&str]) -> Run {
 
 #[test]
 fn plan_on_empty_hosts_creates_everything_and_exits_2() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let run = plan(&f, &lab, &["--detailed-exitcode"]);
     run.code(2).out_has(&[
@@ -36,7 +38,9 @@ fn plan_on_empty_hosts_creates_everything_and_exits_2() {
 
 #[test]
 fn plan_shows_drift_on_the_edited_host_only() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     apply(&f, &lab, &[]).code(0);
     lab.write(
@@ -59,7 +63,9 @@ fn plan_shows_drift_on_the_edited_host_only() {
 
 #[test]
 fn plan_with_one_host_down_plans_the_others_and_exits_1() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     lab.stop_host(lab_of("algrothendieck"));
     let run = plan(&f, &lab, &[]);
@@ -74,7 +80,9 @@ fn plan_with_one_host_down_plans_the_others_and_exits_1() {
 
 #[test]
 fn pinned_host_key_mismatch_is_refused_and_the_right_one_is_accepted() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     // ekumen pins lab2's key: ssh must refuse lab1's.
     let wrong = lab
@@ -108,7 +116,9 @@ fn pinned_host_key_mismatch_is_refused_and_the_right_one_is_accepted() {
 
 #[test]
 fn json_plan_round_trips_and_names_its_schema() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let run = plan(&f, &lab, &["--json", "--host", "mar*"]);
     run.code(0);
@@ -140,7 +150,9 @@ fn json_plan_round_trips_and_names_its_schema() {
 
 #[test]
 fn hoster_filter_selects_its_hosts() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let run = plan(&f, &lab, &["--hoster", "gandi.net", "--brief"]);
     run.code(0)

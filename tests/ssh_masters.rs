@@ -21,20 +21,21 @@ struct Fleet {
     runtime: PathBuf,
 }
 
-fn fleet() -> Fleet {
-    let lab = Lab::start(4);
+/// None where the lab cannot run (not root): the test is then skipped, said on stderr.
+fn fleet() -> Option<Fleet> {
+    let lab = Lab::start_or_skip(4)?;
     let f = Fixture::shipped_on_lab();
     let config = f.path("lab.ssh_config");
     std::fs::copy(lab.ssh_config(), &config).unwrap();
     let runtime = f.path("run");
     std::fs::create_dir(&runtime).unwrap();
     std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
-    Fleet {
+    Some(Fleet {
         lab,
         f,
         config,
         runtime,
-    }
+    })
 }
 
 impl Fleet {
@@ -136,7 +137,9 @@ fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn a_killed_plan_leaves_no_master_beyond_its_persist_time() {
-    let fl = fleet();
+    let Some(fl) = fleet() else {
+        return;
+    };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     hang_one_host(&fl, &listener);
     let mut child: Child = fl.command(&["--ssh-persist", "2", "plan"]).spawn().unwrap();
@@ -170,7 +173,9 @@ fn a_killed_plan_leaves_no_master_beyond_its_persist_time() {
 
 #[test]
 fn a_plan_within_the_persist_time_reuses_the_masters_and_skips_the_handshake() {
-    let fl = fleet();
+    let Some(fl) = fleet() else {
+        return;
+    };
     let cold = fl.run(&["-v", "plan", "--brief"]);
     assert_eq!(cold.status.code(), Some(0), "{}", stderr(&cold));
     assert_eq!(
@@ -231,7 +236,9 @@ fn a_plan_within_the_persist_time_reuses_the_masters_and_skips_the_handshake() {
 
 #[test]
 fn a_master_that_ended_while_apply_waited_for_yes_is_replaced() {
-    let fl = fleet();
+    let Some(fl) = fleet() else {
+        return;
+    };
     // `script` gives apply the terminal it asks on; the answer comes after the masters' 1 s.
     let cmd = format!(
         "{BIN} --ssh-config {} --ssh-persist 1 apply --brief --host ekumen",
@@ -267,7 +274,9 @@ fn a_master_that_ended_while_apply_waited_for_yes_is_replaced() {
 
 #[test]
 fn ctrl_c_says_what_each_host_was_doing() {
-    let fl = fleet();
+    let Some(fl) = fleet() else {
+        return;
+    };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     hang_one_host(&fl, &listener);

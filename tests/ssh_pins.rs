@@ -27,8 +27,9 @@ fn free_port_v6() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-fn setup() -> Setup {
-    let lab = Lab::start(1);
+/// None where the lab cannot run (not root): the test is then skipped, said on stderr.
+fn setup() -> Option<Setup> {
+    let lab = Lab::start_or_skip(1)?;
     let f = Fixture::shipped();
     let h = lab.host("lab1").clone();
     // A second sshd of the same host (same host key) on ::1, inside the host's namespace, so
@@ -85,7 +86,7 @@ fn setup() -> Setup {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Setup {
+    Some(Setup {
         port: h.port,
         port6,
         config,
@@ -93,7 +94,7 @@ fn setup() -> Setup {
         wrong: new_host_key(&f),
         lab,
         f,
-    }
+    })
 }
 
 /// A fresh ed25519 public key that no lab host has.
@@ -175,7 +176,9 @@ fn accepted(run: &Run, form: &str) -> Result<(), String> {
 
 #[test]
 fn a_pinned_host_key_holds_for_every_destination_form() {
-    let s = setup();
+    let Some(s) = setup() else {
+        return;
+    };
     let mut failures = vec![];
     for form in s.forms() {
         // Unpinned, the user's known_hosts lets every form in: the forms really reach the host.
@@ -194,7 +197,9 @@ fn a_pinned_host_key_holds_for_every_destination_form() {
 
 #[test]
 fn a_pin_holds_over_a_user_config_that_trusts_any_key() {
-    let s = setup();
+    let Some(s) = setup() else {
+        return;
+    };
     // Every other way ssh could come to trust a key, offered by the user's config: a wildcard
     // line in a global known_hosts, no strict checking, an alias of its own, a known_hosts
     // command printing the host's real key.
@@ -225,7 +230,9 @@ fn a_pin_holds_over_a_user_config_that_trusts_any_key() {
 
 #[test]
 fn a_pinned_key_that_is_not_one_key_is_refused_before_connecting() {
-    let s = setup();
+    let Some(s) = setup() else {
+        return;
+    };
     // A second line would add a key to the pinned known_hosts; the blob must be of the stated type.
     let two = format!("{}\\n* {}", s.wrong, s.right);
     let run = s.plan("lab1", Some(&two));
@@ -242,7 +249,9 @@ fn a_pinned_key_that_is_not_one_key_is_refused_before_connecting() {
 
 #[test]
 fn an_ssh_destination_starting_with_a_dash_never_reaches_ssh() {
-    let s = setup();
+    let Some(s) = setup() else {
+        return;
+    };
     let marker = s.f.path("pwned");
     let script = s.f.path("proxy.sh");
     std::fs::write(&script, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
