@@ -629,3 +629,33 @@ fn the_master_public_key_is_deployed_so_tor_regenerates_nothing() {
     )
     .code(0);
 }
+
+#[test]
+fn temp_files_a_killed_apply_left_are_swept_by_the_next_apply() {
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
+    let f = Fixture::shipped_on_lab();
+    let host = lab_of("ekumen");
+    // What a SIGKILLed apply leaves: temp files beside their targets, old and new naming.
+    for p in [
+        "/etc/tor/instances/ekumen/.oignon-new.torrc.4242",
+        "/etc/sysctl.d/.oignon-new.Ab3dEf9h",
+    ] {
+        lab.write(host, p, b"half a file\n");
+    }
+    // Only the torrc changes: the sysctl.d leftover is swept all the same (a managed directory).
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
+    lab.write(host, "/etc/sysctl.d/.oignon-new.Zz9yXw8v", b"half a file\n");
+    f.edit(
+        "inventory/fleet.toml",
+        "\"reject *:445\"]",
+        "\"reject *:445\", \"reject *:6666\"]",
+    );
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
+    let left = lab.exec(
+        host,
+        "ls -A /etc/tor/instances/ekumen /etc/sysctl.d | grep oignon-new || true",
+    );
+    assert_eq!(String::from_utf8_lossy(&left.stdout), "", "leftovers swept");
+}

@@ -383,8 +383,10 @@ if cat > "$t" && chmod "$2" -- "$t" && sync -- "$t"; then printf "%s\n" "$t"; el
 
 # Phase 6: temp files beside their targets: owner and mode BEFORE content, then fsync. Temps a
 # killed apply left (`.oignon-new.*`) are swept first: holding the lock, none is a live apply's.
+# Every directory of a managed file is swept, written to this time or not.
 swept=$nl
-while IFS="$tab" read -r p o g m v n; do
+cut -f1 "$work/writes" "$work/manifest" > "$work/sweep"
+while IFS= read -r p; do
   dir=$(dirname -- "$p")
   case $swept in *"$nl$dir$nl"*) continue ;; esac
   swept=$swept$dir$nl
@@ -392,10 +394,10 @@ while IFS="$tab" read -r p o g m v n; do
   if [ -n "$u" ] && as_owner_side; then
     # shellcheck disable=SC2016
     [ -d "$dir" ] && as_user "$u" sh -c 'rm -f -- "$1"/.oignon-new.*' sh "$dir"
-  elif [ -d "$root$dir" ]; then
+  elif [ -d "$root$dir" ] && ! link_in "$dir" >/dev/null; then
     rm -f -- "$root$dir"/.oignon-new.*
   fi
-done < "$work/writes"
+done < "$work/sweep"
 i=0
 while IFS="$tab" read -r p o g m v n; do
   i=$((i + 1))
