@@ -221,7 +221,10 @@ fn base64_of(b: &[u8]) -> String {
 
 /// Runs the embedded apply.sh on a host with these records (as a tampered controller would).
 fn run_apply_script(lab: &Lab, host: &str, records: &str) -> (Option<i32>, String, String) {
-    let script = std::fs::read_to_string(support::repo().join("src/remote/apply.sh")).unwrap();
+    // As oignon embeds it: the shared path functions, then apply.sh.
+    let script = ["src/remote/paths.sh", "src/remote/apply.sh"]
+        .map(|p| std::fs::read_to_string(support::repo().join(p)).unwrap())
+        .concat();
     lab.write(host, "/root/records", records.as_bytes());
     let out = lab.exec_argv(
         host,
