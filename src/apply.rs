@@ -4,11 +4,13 @@
 //! target and runs the handlers, recorded as pending first so an interrupted apply never loses one.
 
 use crate::desired::DesiredHost;
-use crate::plan::{ChangeKind, HostPlan};
+use crate::gather::Gathered;
+use crate::plan::{ChangeKind, HostPlan, Plan};
 use crate::remote::record::Records;
 use crate::role::ValidatorKind;
 use crate::transport::Transport;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// The embedded apply script, with the shared path functions.
 pub const SCRIPT: &str = crate::remote::APPLY;
@@ -176,6 +178,152 @@ fn short(s: &str) -> &str {
         "0" => "absent",
         s => s.get(..12).unwrap_or(s),
     }
+}
+
+/// How a rollout goes: all selected hosts at once, or `serial` at a time stopping once more than
+/// `max_fail` hosts failed; at most `parallel` hosts at once either way.
+#[derive(Debug, Clone)]
+pub struct RolloutOptions {
+    pub serial: Option<usize>,
+    pub max_fail: usize,
+    /// Reboot hosts whose kernel command line needs it (or whose grub changed), once applied.
+    pub reboot: bool,
+    pub parallel: usize,
+}
+
+/// How a rollout ended.
+#[derive(Debug, Clone, Default)]
+pub struct Rollout {
+    /// One per host applied, in the order of the plan.
+    pub results: Vec<HostResult>,
+    pub failures: usize,
+    /// When the rollout stopped early (`--max-fail` exceeded): the hosts never applied.
+    pub skipped: Option<Vec<String>>,
+}
+
+impl Rollout {
+    /// Hosts applied without error.
+    pub fn ok(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.ok && r.error.is_none())
+            .count()
+    }
+}
+
+/// The hosts to apply (indices into `plan.hosts`): planned without error, and with something to
+/// change (or a reboot to do, with `reboot`).
+pub fn todo(plan: &Plan, reboot: bool) -> Vec<usize> {
+    plan.hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.error.is_none() && (h.has_changes() || (reboot && h.needs_reboot())))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Applies the `todo` hosts of `plan` in batches (one batch when not serial), each host through
+/// its open connection in `hosts`, and closes every connection. One host's failure never stops
+/// the others of its batch; more than `max_fail` failures stop the next batches.
+pub fn rollout(
+    rt: &tokio::runtime::Runtime,
+    plan: &Plan,
+    hosts: Vec<(DesiredHost, Gathered)>,
+    todo: &[usize],
+    o: &RolloutOptions,
+) -> Rollout {
+    let who = holder();
+    let batch = o.serial.unwrap_or(usize::MAX).max(1);
+    let budget = if o.serial.is_some() {
+        o.max_fail
+    } else {
+        usize::MAX
+    };
+    let mut out = Rollout::default();
+    let hosts = Arc::new(hosts);
+    let sem = Arc::new(tokio::sync::Semaphore::new(o.parallel.max(1)));
+    for (bi, chunk) in todo.chunks(batch).enumerate() {
+        if out.failures > budget {
+            out.skipped = Some(
+                todo[bi * batch..]
+                    .iter()
+                    .map(|&i| plan.hosts[i].host.clone())
+                    .collect(),
+            );
+            break;
+        }
+        let mut tasks = vec![];
+        for &i in chunk {
+            let hp = plan.hosts[i].clone();
+            let hosts = hosts.clone();
+            let who = who.clone();
+            let sem = sem.clone();
+            let reboot = o.reboot;
+            tasks.push(rt.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let (desired, gathered) = &hosts[i];
+                let Some(t) = &gathered.transport else {
+                    return HostResult {
+                        host: hp.host.clone(),
+                        ok: false,
+                        done: vec![],
+                        error: Some("not connected".into()),
+                    };
+                };
+                let mut r = match payload(&hp, desired, &who) {
+                    Ok(b) => apply_host(t, &hp, b).await,
+                    Err(e) => HostResult {
+                        host: hp.host.clone(),
+                        ok: false,
+                        done: vec![],
+                        error: Some(e),
+                    },
+                };
+                if r.ok
+                    && reboot
+                    && (hp.needs_reboot()
+                        || hp
+                            .changes
+                            .iter()
+                            .any(|c| c.target.starts_with("/etc/default/grub")))
+                {
+                    match t.run("reboot", "systemctl reboot", &[], vec![]).await {
+                        Ok(o) if o.success() => r.done.push("rebooting (--reboot)".into()),
+                        Ok(o) => r.error = Some(format!("reboot failed: {}", o.stderr_text())),
+                        Err(e) => r.error = Some(format!("reboot failed: {e}")),
+                    }
+                }
+                r
+            }));
+        }
+        for t in tasks {
+            let r = rt.block_on(t).unwrap_or_else(|e| HostResult {
+                host: "?".into(),
+                ok: false,
+                done: vec![],
+                error: Some(format!("internal error: {e}")),
+            });
+            if !r.ok || r.error.is_some() {
+                out.failures += 1;
+            }
+            out.results.push(r);
+        }
+    }
+    if let Ok(hosts) = Arc::try_unwrap(hosts) {
+        crate::fleet::close_all(rt, hosts);
+    }
+    out
+}
+
+/// Who holds the lock: `user@controller`.
+fn holder() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{host} (oignon apply)")
 }
 
 #[cfg(test)]

@@ -48,13 +48,24 @@ pub struct Global {
         global = true,
         value_name = "SECONDS",
         env = "OIGNON_SSH_PERSIST",
-        default_value_t = crate::transport::ssh::DEFAULT_PERSIST_S,
+        default_value_t = oignon::transport::ssh::DEFAULT_PERSIST_S,
         value_parser = clap::value_parser!(u64).range(0..=86_400)
     )]
     pub ssh_persist: u64,
     /// More logs on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+impl Global {
+    /// The input directories, as the library takes them.
+    pub fn paths(&self) -> oignon::fleet::Paths {
+        oignon::fleet::Paths {
+            inventory: self.inventory.clone(),
+            roles: self.roles.clone(),
+            secrets: self.secrets.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

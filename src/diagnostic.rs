@@ -206,6 +206,25 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
+/// Prints findings to stderr, errors and warnings alike.
+pub fn report(diags: &[Diagnostic]) {
+    for d in diags {
+        eprintln!("{d}");
+    }
+}
+
+/// The summary line after findings: `2 errors, 1 warning`.
+pub fn summary(diags: &[Diagnostic]) -> String {
+    use crate::text::plural;
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let warnings = diags.len() - errors;
+    format!(
+        "{errors} error{}, {warnings} warning{}",
+        plural(errors),
+        plural(warnings)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,38 +1,16 @@
 //! oignon: declarative provisioning and configuration management for Tor relay fleets.
 
-mod apply;
 mod cli;
 mod commands;
-mod desired;
-mod diagnostic;
-mod diff;
-mod exit_policy;
-mod gather;
-mod hardening;
-mod inventory;
-mod observed;
-mod plan;
-mod progress;
-mod remote;
-mod render;
-mod role;
-mod saved;
-mod secret;
-mod secrets;
-mod show;
-mod tor;
-mod torrc;
-mod transport;
-mod util;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    hardening::at_start();
+    oignon::hardening::at_start();
     quiet_broken_pipe();
     let cli = cli::Cli::parse();
-    transport::ssh::set_persist(cli.global.ssh_persist);
+    oignon::transport::ssh::set_persist(cli.global.ssh_persist);
     commands::init_output(&cli.global);
     match commands::run(cli) {
         Ok(code) => code,

@@ -61,6 +61,37 @@ impl HostPlan {
     pub fn count(&self, kind: ChangeKind) -> usize {
         self.changes.iter().filter(|c| c.kind == kind).count()
     }
+
+    /// Whether the host's kernel command line lacks what the inventory asks (a reboot notice).
+    pub fn needs_reboot(&self) -> bool {
+        self.notices
+            .iter()
+            .any(|n| n.starts_with("reboot required"))
+    }
+}
+
+/// A relay's identity is never overwritten by accident: that is how relays are lost. Each host
+/// whose plan would replace an instance's identity keys (a conflict) is refused, unless that
+/// instance is in `replace` (`--replace-identity`, any case); nothing is written to it.
+pub fn refuse_identity_changes(plan: &mut Plan, replace: &[String]) {
+    for h in plan.hosts.iter_mut().filter(|h| h.error.is_none()) {
+        let refused: Vec<String> = h
+            .changes
+            .iter()
+            .filter(|c| c.conflict)
+            .filter_map(|c| c.instance.clone())
+            .filter(|i| !replace.iter().any(|r| r.eq_ignore_ascii_case(i)))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !refused.is_empty() {
+            h.error = Some(format!(
+                "refused: the identity of {} on this host differs from secrets/; nothing was written. If secrets/ is right, apply with {}",
+                refused.join(", "),
+                refused.iter().map(|n| format!("--replace-identity {n}")).collect::<Vec<_>>().join(" ")
+            ));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

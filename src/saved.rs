@@ -9,6 +9,8 @@
 //!
 //! A saved plan holds hashes and non-secret content only.
 
+use crate::fleet::{HostFilter, Paths, PlanOptions};
+use crate::inventory::Fleet;
 use crate::plan::{Change, ChangeKind, HostPlan, Plan, SCHEMA};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -650,6 +652,159 @@ pub fn first(items: &[String], n: usize) -> String {
         s.push_str(&format!("; and {} more", items.len() - n));
     }
     s
+}
+
+/// Reads a saved plan and decides how to apply it, before any host is contacted: the way it
+/// went (an apply option contradicting it is refused) and its inputs (a change to the inventory,
+/// roles or secrets since is refused, naming the files). Returns the options to plan afresh with,
+/// and the saved plan to compare the fresh one with ([`check`]).
+pub fn prepare(o: &PlanOptions, path: &Path) -> anyhow::Result<(PlanOptions, Plan)> {
+    let saved = load(path)?;
+    if saved.hosts.is_empty() {
+        anyhow::bail!("{} plans no host; nothing to apply", path.display());
+    }
+    let transport = saved
+        .transport
+        .resolve(o.local.as_deref(), o.ssh_config.as_deref())
+        .map_err(|msg| anyhow::anyhow!("{}: {msg}", path.display()))?;
+    let now = Inputs::read(&o.paths.inventory, &o.paths.roles, &o.paths.secrets)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    inputs_unchanged(&o.paths, path, &saved, &now).map_err(|msg| anyhow::anyhow!(msg))?;
+    let mut fresh = o.clone();
+    fresh.ssh_config = transport.ssh_config.clone();
+    fresh.local = transport.local.clone();
+    if fresh.hosts.is_empty() && fresh.hosters.is_empty() {
+        // Exact names: a host name is never taken as a glob here.
+        fresh.hosts = saved
+            .hosts
+            .iter()
+            .map(|h| glob::Pattern::escape(&h.host))
+            .collect();
+    }
+    Ok((fresh, saved))
+}
+
+/// The inventory, roles and secrets are the ones the plan was made from.
+pub fn inputs_unchanged(
+    paths: &Paths,
+    path: &Path,
+    saved: &Plan,
+    now: &Inputs,
+) -> Result<(), String> {
+    let changed = saved.inputs.changes_since(
+        now,
+        [
+            paths.inventory.as_path(),
+            paths.roles.as_path(),
+            paths.secrets.as_path(),
+        ],
+    );
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} cannot be applied, nothing was done: {}\n  = help: a saved plan is applied only while the inventory, roles and secrets are the ones it was made from; plan again (`oignon plan --out {}`) and review the new plan",
+        path.display(),
+        changed.join("; "),
+        path.display()
+    ))
+}
+
+/// Before gathering: every host of the saved plan is in the inventory, once, and a selection
+/// (`--host`/`--hoster` may narrow a saved plan; `filter` is what the user gave, not the plan's
+/// own host list) picks only hosts the plan has.
+pub fn hosts_selected(
+    fleet: &Fleet,
+    filter: &HostFilter,
+    path: &Path,
+    saved: &Plan,
+) -> Result<(), String> {
+    let mut names = std::collections::BTreeSet::new();
+    for h in &saved.hosts {
+        if !names.insert(h.host.as_str()) {
+            return Err(format!(
+                "{}: host `{}` appears twice in the saved plan; plan again",
+                path.display(),
+                clean(&h.host, 80)
+            ));
+        }
+        if !fleet.hosts.iter().any(|x| x.name == h.host) {
+            return Err(format!(
+                "{}: host `{}` of the saved plan is not in the inventory; plan again",
+                path.display(),
+                clean(&h.host, 80)
+            ));
+        }
+    }
+    if !filter.is_everything() {
+        let extra: Vec<&str> = fleet
+            .hosts
+            .iter()
+            .filter(|h| filter.matches(h) && !names.contains(h.name.as_str()))
+            .map(|h| h.name.as_str())
+            .collect();
+        if !extra.is_empty() {
+            return Err(format!(
+                "{}: --host/--hoster selects {}, which the saved plan does not plan; apply it without that host, or plan it (`oignon plan --out FILE`) and review",
+                path.display(),
+                extra.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// After gathering: the fresh plan must be the saved one. A host that moved since it was planned
+/// (its observed state differs) is refused on its own, as a stale plan, and the others proceed.
+/// Any other difference means the file was edited after it was saved (or the inputs changed
+/// while gathering): the whole apply is refused before anything is written.
+pub fn check(paths: &Paths, path: &Path, saved: &Plan, plan: &mut Plan) -> Result<(), String> {
+    inputs_unchanged(paths, path, saved, &plan.inputs)?;
+    let mut wrong: Vec<String> = vec![];
+    for fresh in plan.hosts.iter_mut() {
+        let Some(old) = saved.hosts.iter().find(|h| h.host == fresh.host) else {
+            // The selection is checked before gathering; a host the file does not plan never runs.
+            fresh.error = Some("not in the saved plan; plan it again".into());
+            continue;
+        };
+        if fresh.error.is_some() {
+            continue;
+        }
+        if let Some(e) = &old.error {
+            fresh.error = Some(format!(
+                "not applied: this host could not be planned when the plan was saved ({}); plan again",
+                clean(e, 300)
+            ));
+            continue;
+        }
+        let paths = moved(old, fresh);
+        if !paths.is_empty() {
+            fresh.error = Some(format!(
+                "stale plan: {} changed on the host since the plan was saved; plan again",
+                first(&paths, 6).replace("; ", ", ")
+            ));
+            continue;
+        }
+        let d = differences(old, fresh);
+        for line in d.iter().take(5) {
+            wrong.push(format!("  {}: {line}", fresh.host));
+        }
+        if d.len() > 5 {
+            wrong.push(format!(
+                "  {}: and {} more differences",
+                fresh.host,
+                d.len() - 5
+            ));
+        }
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is not what oignon plans now from the inventory, roles, secrets and hosts; nothing was applied:\n{}\n  = help: a saved plan is a record to review, not a program: apply runs a fresh plan and refuses a saved one that differs from it (the file was edited after `oignon plan --out`, or the host changed in a way the stale-plan check does not see: a unit stopped, a handler left pending). Plan again and review the new plan",
+        path.display(),
+        wrong.join("\n")
+    ))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! line per host and one for the fleet (Terraform's layout, which operators already know).
 
 use crate::plan::{ChangeKind, HostPlan, Plan};
+use crate::text::plural;
 use console::style;
 use std::fmt::Write as _;
 
@@ -95,7 +96,7 @@ pub fn host_summary(h: &HostPlan) -> String {
         "{}: {create} to create, {update} to update, {remove} to remove, {} handler{}",
         h.host,
         h.handlers.len(),
-        crate::commands::plural(h.handlers.len())
+        plural(h.handlers.len())
     );
     if drift > 0 {
         let _ = write!(s, " ({drift} drifted)");
@@ -115,6 +116,41 @@ pub fn fleet_summary(plan: &Plan) -> String {
     let n = plan.hosts.len();
     format!(
         "Fleet: {n} host{}, {changed} with changes, {unchanged} unchanged, {failed} failed.",
-        crate::commands::plural(n)
+        plural(n)
     )
+}
+
+/// What a rollout did, host by host, then the stop (if any) and the summary line.
+pub fn rollout_text(r: &crate::apply::Rollout, max_fail: usize, failed_before: usize) -> String {
+    let mut out = String::from("\n");
+    for h in &r.results {
+        if h.ok && h.error.is_none() {
+            let _ = writeln!(out, "{} {}: applied", console::style("✓").green(), h.host);
+        } else {
+            let _ = writeln!(out, "{} {}: FAILED", console::style("✗").red(), h.host);
+        }
+        for d in &h.done {
+            let _ = writeln!(out, "    {d}");
+        }
+        if let Some(e) = &h.error {
+            let _ = writeln!(out, "    error: {}", e.replace('\n', "\n      "));
+        }
+    }
+    if let Some(skipped) = &r.skipped {
+        let _ = writeln!(
+            out,
+            "rollout stopped after {} failed host{} (--max-fail {max_fail}): not applied: {}",
+            r.failures,
+            plural(r.failures),
+            skipped.join(", ")
+        );
+    }
+    let ok = r.ok();
+    let _ = writeln!(
+        out,
+        "Applied: {ok} host{} ok, {} failed, {failed_before} not reachable or refused.",
+        plural(ok),
+        r.failures
+    );
+    out
 }

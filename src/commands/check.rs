@@ -2,8 +2,9 @@
 //! verdict on each rendered torrc. `--explain NICKNAME` shows what a relay's exit policy accepts.
 
 use crate::cli::Global;
-use crate::exit_policy;
-use crate::role::ValidatorKind;
+use oignon::exit_policy;
+use oignon::role::ValidatorKind;
+use oignon::text::plural;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -17,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
-    let Some(loaded) = super::load(g) else {
+    let Some(loaded) = oignon::fleet::load(&g.paths(), true) else {
         return Ok(ExitCode::from(1));
     };
     let fleet = loaded.fleet();
@@ -39,7 +40,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let mut verified = 0;
     if a.no_tor {
         eprintln!("note: tor --verify-config skipped (--no-tor)");
-    } else if !crate::tor::available() {
+    } else if !oignon::tor::available() {
         // A check that did not run tor must not look like one that did.
         eprintln!("error: tor is not installed here, so the rendered torrc files cannot be verified by tor\n  = help: apt-get install tor, or run `oignon check --no-tor` to check without tor's verdict");
         return Ok(ExitCode::from(1));
@@ -52,7 +53,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             {
                 let name = f.instance.as_deref().unwrap_or("tor");
                 verified += 1;
-                if let Err(msg) = crate::tor::verify_config_local(name, f.content.bytes()) {
+                if let Err(msg) = oignon::tor::verify_config_local(name, f.content.bytes()) {
                     failed += 1;
                     eprintln!("error: tor rejects the torrc of `{name}` on host `{}` ({})\n  {}\n  = help: fix the inventory value that produced it (often torrc_extra)\n", h.name, f.path, msg.replace('\n', "\n  "));
                 }
@@ -61,10 +62,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     }
     let warnings = loaded.inventory.diagnostics.len();
     if failed > 0 {
-        eprintln!(
-            "{failed} torrc file{} rejected by tor",
-            super::plural(failed)
-        );
+        eprintln!("{failed} torrc file{} rejected by tor", plural(failed));
         return Ok(ExitCode::from(1));
     }
     let relays: usize = fleet.hosts.iter().map(|h| h.relays.len()).sum();
@@ -72,16 +70,16 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     println!(
         "ok: {} host{}, {relays} relay{}, {files} file{} rendered{}{}",
         fleet.hosts.len(),
-        super::plural(fleet.hosts.len()),
-        super::plural(relays),
-        super::plural(files),
+        plural(fleet.hosts.len()),
+        plural(relays),
+        plural(files),
         if verified > 0 {
             format!(", {verified} torrc verified by tor")
         } else {
             String::new()
         },
         if warnings > 0 {
-            format!(", {warnings} warning{}", super::plural(warnings))
+            format!(", {warnings} warning{}", plural(warnings))
         } else {
             String::new()
         }
@@ -92,8 +90,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 /// The exit policy of one relay as tor would enforce it, read from the relay's rendered torrc
 /// (not from the inventory): what the relay would really do is what the file says.
 fn explain(
-    fleet: &crate::inventory::Fleet,
-    desired: &crate::desired::Desired,
+    fleet: &oignon::inventory::Fleet,
+    desired: &oignon::desired::Desired,
     nick: &str,
 ) -> anyhow::Result<ExitCode> {
     let found = fleet
@@ -107,12 +105,12 @@ fn explain(
             .iter()
             .flat_map(|h| h.relays.iter().map(|r| r.nickname.as_str()))
             .collect();
-        let hint = crate::diagnostic::suggest(nick, names.iter().copied())
+        let hint = oignon::diagnostic::suggest(nick, names.iter().copied())
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
         eprintln!(
             "error: no relay is nicknamed `{}`{hint}; relays: {}",
-            crate::inventory::text::escaped_cut(nick),
+            oignon::inventory::text::escaped_cut(nick),
             names.join(", ")
         );
         return Ok(ExitCode::from(1));
@@ -134,7 +132,7 @@ fn explain(
         return Ok(ExitCode::from(1));
     };
     let text = String::from_utf8_lossy(file.content.bytes());
-    let torrc = match crate::torrc::parse(&text) {
+    let torrc = match oignon::torrc::parse(&text) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: tor cannot read {}: {e}", file.path);
@@ -147,7 +145,7 @@ fn explain(
             .entries
             .iter()
             .filter(|e| {
-                crate::torrc::canonical(&e.key).is_some_and(|r| r.name.eq_ignore_ascii_case(name))
+                oignon::torrc::canonical(&e.key).is_some_and(|r| r.name.eq_ignore_ascii_case(name))
             })
             .map(|e| e.value.as_str())
             .collect()

@@ -2,12 +2,9 @@
 //! and show what `apply` would change.
 
 use crate::cli::Global;
-use crate::desired::DesiredHost;
-use crate::gather::{Gathered, Reach};
-use crate::plan::{HostPlan, Plan, SCHEMA};
+use oignon::fleet::{close_all, PlanOptions, Planned};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// Which hosts, and how to reach them: shared by `plan` and `apply`.
 #[derive(Debug, clap::Args, Clone)]
@@ -44,104 +41,24 @@ pub struct Args {
     pub brief: bool,
 }
 
-/// Everything planning produced: the plan, and per host its open transport and desired state.
-pub struct Planned {
-    pub plan: Plan,
-    pub hosts: Vec<(DesiredHost, Gathered)>,
-}
-
-/// Loads, renders and gathers the selected hosts; None when the inventory had errors (reported).
-/// `before_gather` sees the loaded fleet first and may refuse the run (its message is printed).
-pub fn plan_fleet(
-    g: &Global,
-    t: &Targets,
-    rt: &tokio::runtime::Runtime,
-    before_gather: &dyn Fn(&crate::inventory::Fleet) -> Result<(), String>,
-) -> anyhow::Result<Option<Planned>> {
-    let Some(loaded) = super::load(g) else {
-        return Ok(None);
-    };
-    // Digested after loading succeeded (its errors say it better), from the same files.
-    let inputs = crate::saved::Inputs::read(&g.inventory, &g.roles, &g.secrets)
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let run_transport =
-        crate::saved::RunTransport::new(t.local.as_deref(), g.ssh_config.as_deref())
-            .map_err(|e| anyhow::anyhow!(e))?;
-    let fleet = loaded.fleet();
-    if let Err(msg) = before_gather(fleet) {
-        eprintln!("error: {msg}");
-        return Ok(None);
-    }
-    if let Err(msg) = super::check_filter_matches(fleet, &t.hosts, &t.hosters) {
-        eprintln!("error: {msg}");
-        return Ok(None);
-    }
-    let select = super::host_filter(&t.hosts, &t.hosters);
-    // Plan and apply deploy key files: they need the identity that decrypts them.
-    let identity = if fleet.manage_identities {
-        match crate::secrets::Identity::find(g.identity.as_deref(), &loaded.store) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                eprintln!("error: {e}\n  = help: relay keys are deployed from {}; or set manage_identities = false in [fleet]", loaded.store.dir.display());
-                return Ok(None);
-            }
+impl Targets {
+    /// The options `plan` and `apply` give the library.
+    pub fn options(&self, g: &Global) -> PlanOptions {
+        PlanOptions {
+            paths: g.paths(),
+            identity: g.identity.clone(),
+            ssh_config: g.ssh_config.clone(),
+            local: self.local.clone(),
+            hosts: self.hosts.clone(),
+            hosters: self.hosters.clone(),
+            parallel: self.parallel,
         }
-    } else {
-        None
-    };
-    let keys = crate::render::Keys {
-        store: &loaded.store,
-        identity: identity.as_ref(),
-    };
-    let Some(desired) = loaded.render(&select, &keys) else {
-        return Ok(None);
-    };
-    let specs: Vec<&crate::inventory::HostSpec> =
-        fleet.hosts.iter().filter(|h| select(h)).collect();
-    // The recorded (absolute) paths: the plan names the directories it went to, wherever it is read.
-    let reach = Reach::new(
-        run_transport.local.clone(),
-        run_transport.ssh_config.as_deref(),
-        &specs,
-        t.parallel,
-    )
-    .map_err(|e| anyhow::anyhow!(e))?;
-    let progress = crate::progress::Progress::new(false);
-    let pairs: Vec<_> = specs.iter().copied().zip(desired.hosts).collect();
-    let gathered = rt.block_on(crate::gather::gather_all(Arc::new(reach), pairs, &progress));
-    progress.finish();
-    let hosts: Vec<HostPlan> = gathered
-        .iter()
-        .map(|(d, gh)| match &gh.observed {
-            Ok(o) => crate::plan::plan_host(d, o, &gh.transport_name),
-            Err(e) => HostPlan::failed(&gh.name, &gh.transport_name, e.clone()),
-        })
-        .collect();
-    Ok(Some(Planned {
-        plan: Plan {
-            schema: SCHEMA.into(),
-            inputs,
-            transport: run_transport,
-            hosts,
-        },
-        hosts: gathered,
-    }))
-}
-
-/// Closes every open connection.
-pub fn close_all(rt: &tokio::runtime::Runtime, hosts: Vec<(DesiredHost, Gathered)>) {
-    rt.block_on(async {
-        for (_, g) in hosts {
-            if let Some(t) = g.transport {
-                t.close().await;
-            }
-        }
-    });
+    }
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
-    let Some(planned) = plan_fleet(g, &a.targets, &rt, &|_| Ok(()))? else {
+    let Some(planned) = oignon::fleet::plan(&a.targets.options(g), &rt, &|_| Ok(()))? else {
         return Ok(ExitCode::from(1));
     };
     let Planned { plan, hosts } = planned;
@@ -149,10 +66,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
-        print!("{}", crate::show::plan_text(&plan, !a.brief));
+        print!("{}", oignon::show::plan_text(&plan, !a.brief));
     }
     if let Some(path) = &a.out {
-        crate::saved::save(&plan, path)?;
+        oignon::saved::save(&plan, path)?;
         eprintln!(
             "plan saved to {} (apply it with `oignon apply {}`)",
             path.display(),

@@ -1,6 +1,7 @@
 //! `oignon render`: each host's desired files, to stdout or under `--out DIR/HOST/<path>`.
 
 use crate::cli::Global;
+use oignon::text::plural;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,28 +16,28 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
-    let Some(loaded) = super::load(g) else {
+    let Some(loaded) = oignon::fleet::load(&g.paths(), true) else {
         return Ok(ExitCode::from(1));
     };
     let fleet = loaded.fleet();
-    let select = super::host_filter(&a.hosts, &[]);
-    if let Err(msg) = super::check_filter_matches(fleet, &a.hosts, &[]) {
+    let filter = oignon::fleet::HostFilter::new(&a.hosts, &[]);
+    if let Err(msg) = filter.check(fleet) {
         eprintln!("error: {msg}");
         return Ok(ExitCode::from(1));
     }
-    let Some(desired) = loaded.render(select, &loaded.public_keys()) else {
+    let Some(desired) = loaded.render(|h| filter.matches(h), &loaded.public_keys()) else {
         return Ok(ExitCode::from(1));
     };
     match a.out {
         Some(dir) => {
-            crate::render::write_tree(&desired, &dir)
+            oignon::render::write_tree(&desired, &dir)
                 .map_err(|e| anyhow::anyhow!("cannot write under {}: {e}", dir.display()))?;
             let n: usize = desired.hosts.iter().map(|h| h.files.len()).sum();
             println!(
                 "rendered {n} file{} for {} host{} under {}",
-                super::plural(n),
+                plural(n),
                 desired.hosts.len(),
-                super::plural(desired.hosts.len()),
+                plural(desired.hosts.len()),
                 dir.display()
             );
         }

@@ -2,7 +2,8 @@
 //! kept age-encrypted in the secrets directory.
 
 use crate::cli::Global;
-use crate::secrets::{encrypt, tor_keys, write_atomic, Identity, Store, IDENTITY_FILES};
+use oignon::secrets::{encrypt, tor_keys, write_atomic, Identity, Store, IDENTITY_FILES};
+use oignon::text::plural;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -74,7 +75,7 @@ fn keygen(store: &Store, nicks: &[String], force: bool) -> anyhow::Result<ExitCo
     // Fail on recipients.txt before tor makes any key.
     store.recipients()?;
     for n in nicks {
-        if let Err(e) = crate::inventory::check_nickname(n) {
+        if let Err(e) = oignon::inventory::check_nickname(n) {
             anyhow::bail!("nickname `{n}` {e}: tor accepts 1 to 19 letters and digits");
         }
         // Any trace counts: a store missing one key file still records this relay's identity.
@@ -147,7 +148,7 @@ fn rekey(g: &Global, store: &Store) -> anyhow::Result<ExitCode> {
     println!(
         "re-encrypted {} file{} to {}",
         files.len(),
-        super::plural(files.len()),
+        plural(files.len()),
         store.dir.join("recipients.txt").display()
     );
     Ok(ExitCode::SUCCESS)
@@ -161,7 +162,7 @@ fn renew_signing(
 ) -> anyhow::Result<ExitCode> {
     // Only a relay whose master key stays offline has a signing key to renew by hand: any other
     // relay's tor renews its own, from the master key on its host.
-    let Some(loaded) = super::load_checked(g, false) else {
+    let Some(loaded) = oignon::fleet::load(&g.paths(), false) else {
         return Ok(ExitCode::from(1));
     };
     for n in nicks {
@@ -242,7 +243,7 @@ fn verify(g: &Global, store: &Store) -> anyhow::Result<ExitCode> {
     if bad > 0 {
         eprintln!(
             "error: {bad} relay{} whose keys do not give the recorded fingerprint",
-            super::plural(bad)
+            plural(bad)
         );
         return Ok(ExitCode::from(1));
     }
@@ -285,7 +286,7 @@ fn import(
     targets: super::plan::Targets,
 ) -> anyhow::Result<ExitCode> {
     use base64::Engine as _;
-    let Some(loaded) = super::load_checked(g, false) else {
+    let Some(loaded) = oignon::fleet::load(&g.paths(), false) else {
         return Ok(ExitCode::from(1));
     };
     let fleet = loaded.fleet();
@@ -299,11 +300,11 @@ fn import(
     let nicks: Vec<String> = spec.relays.iter().map(|r| r.nickname.clone()).collect();
     let rt = tokio::runtime::Runtime::new()?;
     let reach =
-        crate::gather::Reach::new(targets.local.clone(), g.ssh_config.as_deref(), &[spec], 1)
+        oignon::gather::Reach::new(targets.local.clone(), g.ssh_config.as_deref(), &[spec], 1)
             .map_err(|e| anyhow::anyhow!(e))?;
     let out = rt.block_on(async {
         let t = reach
-            .open(&crate::gather::Target::from(spec))
+            .open(&oignon::gather::Target::from(spec))
             .await
             .map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
         let o = t
@@ -332,7 +333,7 @@ fn import(
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(b64)
                         .map_err(|_| anyhow::anyhow!("{host}: damaged key data for {n}"))?;
-                    files.push((name.to_string(), crate::secret::Secret::new(bytes)));
+                    files.push((name.to_string(), oignon::secret::Secret::new(bytes)));
                 }
                 ["N", nn, name] if nn == n => missing.push(name.to_string()),
                 ["F", nn, fp] if nn == n => running = Some(fp.to_string()),
@@ -385,7 +386,7 @@ fn import(
 }
 
 pub fn fingerprints(g: &Global, a: FingerprintsArgs) -> anyhow::Result<ExitCode> {
-    let Some(loaded) = super::load_checked(g, false) else {
+    let Some(loaded) = oignon::fleet::load(&g.paths(), false) else {
         return Ok(ExitCode::from(1));
     };
     let store = Store::open(&g.secrets);

@@ -135,7 +135,7 @@ fn age_file_shape(path: &std::path::Path) -> Result<(), String> {
         return Err(format!(
             "is truncated: {} byte{} after the header, where even an empty secret takes 32",
             bytes.len() - end,
-            crate::commands::plural(bytes.len() - end)
+            crate::text::plural(bytes.len() - end)
         ));
     }
     Ok(())
