@@ -61,14 +61,14 @@ pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<
     for c in &plan.changes {
         match c.kind {
             ChangeKind::Create | ChangeKind::Update | ChangeKind::Metadata => {
-                let bytes = desired
+                let file = desired
                     .files
                     .iter()
                     .find(|f| f.path == c.target)
-                    .map(|f| f.content.bytes())
                     .ok_or_else(|| format!("no content for {}", c.target))?;
+                let bytes = file.content.bytes();
                 if let Some(want) = &c.new_sha256 {
-                    if crate::util::sha256_hex(bytes) != *want {
+                    if file.sha256() != want {
                         return Err(format!("the content of {} is not the one planned (the inventory or secrets changed since): plan again", c.target));
                     }
                 }
@@ -91,7 +91,7 @@ pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<
         }
     }
     for f in &desired.files {
-        out.push(&["M", &f.path, &f.sha256()]).map_err(e)?;
+        out.push(&["M", &f.path, f.sha256()]).map_err(e)?;
     }
     for h in &plan.handlers {
         let mut fields = vec!["H"];
@@ -329,22 +329,14 @@ fn holder() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{Content, DesiredFile};
+    use crate::desired::DesiredFile;
     use crate::plan::{Change, HandlerRun};
 
     #[test]
     fn payload_locks_expects_writes_and_lists_handlers_in_order() {
         let f = DesiredFile {
-            path: "/etc/x".into(),
-            content: Content::Plain(b"hi\n".to_vec()),
-            owner: "root".into(),
-            group: "root".into(),
-            mode: 0o644,
-            role: "r".into(),
-            handler: None,
             validate: Some(crate::role::ValidatorKind::Sysctl),
-            reboot_required: false,
-            instance: None,
+            ..DesiredFile::for_test("/etc/x", b"hi\n")
         };
         let d = DesiredHost {
             name: "h".into(),
@@ -380,18 +372,7 @@ mod tests {
 
     #[test]
     fn payload_refuses_a_value_that_would_add_a_record() {
-        let f = DesiredFile {
-            path: "/etc/x".into(),
-            content: Content::Plain(b"hi\n".to_vec()),
-            owner: "root".into(),
-            group: "root".into(),
-            mode: 0o644,
-            role: "r".into(),
-            handler: None,
-            validate: None,
-            reboot_required: false,
-            instance: None,
-        };
+        let f = DesiredFile::for_test("/etc/x", b"hi\n");
         let d = DesiredHost {
             name: "h".into(),
             files: vec![f.clone()],

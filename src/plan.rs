@@ -206,17 +206,14 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
     }
     for f in &desired.files {
         let new_sha = f.sha256();
-        let obs = observed
-            .files
-            .get(&f.path)
-            .cloned()
-            .unwrap_or(ObservedFile::Absent);
+        // By reference: an observed file holds its content, which the plan reads but never keeps.
+        let obs = observed.files.get(&f.path).unwrap_or(&ObservedFile::Absent);
         let content_base64 = (!f.content.is_secret())
             .then(|| base64::engine::general_purpose::STANDARD.encode(f.content.bytes()));
         let base = Change {
             target: f.path.clone(),
             secret: f.content.is_secret(),
-            new_sha256: Some(new_sha.clone()),
+            new_sha256: Some(new_sha.to_string()),
             owner: Some(f.owner.clone()),
             group: Some(f.group.clone()),
             mode: Some(f.mode),
@@ -256,9 +253,9 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
                 sha256,
                 content,
             } => {
-                let meta_differs = owner != f.owner || group != f.group || mode != f.mode;
+                let meta_differs = *owner != f.owner || *group != f.group || *mode != f.mode;
                 let recorded = observed.managed.get(&f.path);
-                let drift = recorded.is_some_and(|r| *r != sha256);
+                let drift = recorded.is_some_and(|r| r != sha256);
                 if sha256 != new_sha {
                     let reason = match recorded {
                         _ if drift && recorded.is_some_and(|r| *r == new_sha) => "drift: edited on the host since the last apply".to_string(),
@@ -273,7 +270,7 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
                         _ => None,
                     };
                     let reason = if meta_differs {
-                        format!("{reason}; {}", meta_change(&owner, &group, mode, f))
+                        format!("{reason}; {}", meta_change(owner, group, *mode, f))
                     } else {
                         reason
                     };
@@ -300,13 +297,13 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
                             h.clone(),
                             format!("{} changed", f.path),
                             Some(f),
-                            content.clone(),
+                            content.as_deref(),
                         ));
                     }
                 } else if meta_differs {
                     p.changes.push(Change {
                         kind: ChangeKind::Metadata,
-                        reason: meta_change(&owner, &group, mode, f),
+                        reason: meta_change(owner, group, *mode, f),
                         drift,
                         old_sha256: Some(sha256.clone()),
                         content_base64: None,
@@ -434,7 +431,7 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
 }
 
 /// A handler triggered by a file change: why, the desired file, and the old content if known.
-type Trigger<'a> = (Handler, String, Option<&'a DesiredFile>, Option<Vec<u8>>);
+type Trigger<'a> = (Handler, String, Option<&'a DesiredFile>, Option<&'a [u8]>);
 
 /// The key files that make a relay's identity (RSA and ed25519 master); with OfflineMasterKey the
 /// signing key and certificate are renewable and not identity.
@@ -623,24 +620,18 @@ fn handlers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::Content;
     use crate::observed::ObservedInstance;
 
     fn torrc(body: &str) -> DesiredFile {
         DesiredFile {
-            path: "/etc/tor/instances/r1/torrc".into(),
-            content: Content::Plain(body.as_bytes().to_vec()),
-            owner: "root".into(),
-            group: "root".into(),
-            mode: 0o644,
             role: "tor".into(),
             handler: Some(Handler {
                 kind: HandlerKind::TorReload,
                 instance: Some("r1".into()),
             }),
             validate: Some(ValidatorKind::Torrc),
-            reboot_required: false,
             instance: Some("r1".into()),
+            ..DesiredFile::for_test("/etc/tor/instances/r1/torrc", body.as_bytes())
         }
     }
 

@@ -109,7 +109,7 @@ pub fn render(
                 let mut push = |name: &str, secret: crate::secret::Secret| {
                     files.push(DesiredFile {
                         path: format!("/var/lib/tor-instances/{}/keys/{name}", r.nickname),
-                        content: Content::Secret(secret),
+                        content: Content::secret(secret),
                         owner: user.clone(),
                         group: user.clone(),
                         mode: 0o600,
@@ -326,7 +326,7 @@ fn host_files(
                 }
                 files.push(DesiredFile {
                     path,
-                    content: Content::Plain(content.into_bytes()),
+                    content: Content::plain(content.into_bytes()),
                     owner: spec.owner.clone(),
                     group: spec.group.clone(),
                     mode: u32::from_str_radix(&spec.mode, 8).unwrap_or(0o644),

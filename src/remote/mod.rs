@@ -28,7 +28,7 @@ pub fn gather_requests(desired: &DesiredHost) -> Result<Vec<u8>, RecordError> {
                 out.push(&["s", &f.path])?;
             } else {
                 // With the wanted hash, the host sends content back only where it differs.
-                out.push(&["f", &f.path, &f.sha256()])?;
+                out.push(&["f", &f.path, f.sha256()])?;
             }
         }
     }
@@ -44,21 +44,14 @@ mod tests {
     use crate::desired::{Content, DesiredFile};
 
     fn file(path: &str, secret: bool) -> DesiredFile {
-        DesiredFile {
-            path: path.into(),
-            content: if secret {
-                Content::Secret(crate::secret::Secret::new(b"k".to_vec()))
-            } else {
-                Content::Plain(b"x".to_vec())
-            },
-            owner: "root".into(),
-            group: "root".into(),
-            mode: 0o644,
-            role: "tor".into(),
-            handler: None,
-            validate: None,
-            reboot_required: false,
-            instance: None,
+        let f = DesiredFile::for_test(path, b"x");
+        if secret {
+            DesiredFile {
+                content: Content::secret(crate::secret::Secret::new(b"k".to_vec())),
+                ..f
+            }
+        } else {
+            f
         }
     }
 
