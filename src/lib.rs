@@ -5,6 +5,8 @@
 //! turns flags into the options these modules take; nothing here knows the command line.
 
 pub mod apply;
+#[cfg(test)]
+mod architecture;
 pub mod desired;
 pub mod diagnostic;
 pub mod diff;
