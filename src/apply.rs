@@ -110,6 +110,46 @@ pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<
     Ok(out.into_bytes())
 }
 
+/// What apply.sh's exit status says (the script's header documents the same codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptExit {
+    /// 0: everything written and every handler run.
+    Done,
+    /// 3: another apply holds the host's lock (a `LOCKED` line says who).
+    Locked,
+    /// 4: the host changed since the plan (`STALE` lines); nothing written.
+    Stale,
+    /// 5: a validator refused a new file (`INVALID` lines); nothing written.
+    Invalid,
+    /// 6: a handler failed (`HANDLER-FAILED`); it stays pending.
+    HandlerFailed,
+    /// 7: a write failed (stderr says which).
+    WriteFailed,
+    /// 8: a record was refused or a backup failed (`REFUSED` / `BACKUP-FAILED`).
+    Refused,
+    /// Any other code.
+    Other(i32),
+    /// No code: the remote shell was killed.
+    Killed,
+}
+
+impl ScriptExit {
+    /// The meaning of an exit status (None: killed by a signal).
+    pub fn of(status: Option<i32>) -> ScriptExit {
+        match status {
+            Some(0) => ScriptExit::Done,
+            Some(3) => ScriptExit::Locked,
+            Some(4) => ScriptExit::Stale,
+            Some(5) => ScriptExit::Invalid,
+            Some(6) => ScriptExit::HandlerFailed,
+            Some(7) => ScriptExit::WriteFailed,
+            Some(8) => ScriptExit::Refused,
+            Some(code) => ScriptExit::Other(code),
+            None => ScriptExit::Killed,
+        }
+    }
+}
+
 /// Runs the apply on one host and reads its answer.
 pub async fn apply_host(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> HostResult {
     let started = std::time::Instant::now();
@@ -156,19 +196,21 @@ async fn apply_host_inner(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> H
             _ => {}
         }
     }
-    match out.status {
-        Some(0) => r.ok = true,
-        Some(4) => r.error = Some(format!("the host changed since the plan, nothing was written: {}; plan again", stale.join(", "))),
-        Some(5) => {
+    match ScriptExit::of(out.status) {
+        ScriptExit::Done => r.ok = true,
+        ScriptExit::Stale => r.error = Some(format!("the host changed since the plan, nothing was written: {}; plan again", stale.join(", "))),
+        ScriptExit::Invalid => {
             r.error = Some(format!("validation failed for {}, nothing was written (the old files stay active):\n{stderr}", invalid.join(", ")))
         }
-        Some(3) | Some(6) | Some(8) => {}
-        Some(code) => {
+        // Their answer line (LOCKED, HANDLER-FAILED, REFUSED, BACKUP-FAILED) said it already.
+        ScriptExit::Locked | ScriptExit::HandlerFailed | ScriptExit::Refused => {}
+        ScriptExit::WriteFailed | ScriptExit::Other(_) => {
             if r.error.is_none() {
+                let code = out.status.unwrap_or(-1);
                 r.error = Some(format!("apply failed (exit {code}): {stderr}"));
             }
         }
-        None => r.error = Some("the apply was interrupted (the remote shell was killed); files are each wholly old or wholly new: plan again".into()),
+        ScriptExit::Killed => r.error = Some("the apply was interrupted (the remote shell was killed); files are each wholly old or wholly new: plan again".into()),
     }
     r
 }

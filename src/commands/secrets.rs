@@ -250,35 +250,6 @@ fn verify(g: &Global, store: &Store) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads relays' key files and their `fingerprint` over one round trip.
-/// Reads each relay's identity keys and the fingerprint tor wrote. Inside a DataDirectory (its
-/// user's), the files are read AS that user on a host: a link planted there reaches nothing more.
-const IMPORT_SCRIPT: &str = r#"root=$1; shift
-read_keys='d=$1 n=$2
-for f in secret_id_key ed25519_master_id_secret_key; do
-  if [ -f "$d/keys/$f" ] && [ ! -L "$d/keys/$f" ] && [ ! -L "$d/keys" ]; then
-    k=$(base64 -w0 "$d/keys/$f") || exit 1
-    printf "K\t%s\t%s\t%s\n" "$n" "$f" "$k"
-  else
-    printf "N\t%s\t%s\n" "$n" "$f"
-  fi
-done
-if [ -f "$d/fingerprint" ] && [ ! -L "$d/fingerprint" ]; then
-  printf "F\t%s\t%s\n" "$n" "$(cut -d" " -f2 "$d/fingerprint")"
-fi
-exit 0'
-for n in "$@"; do
-  d=$root/var/lib/tor-instances/$n
-  if [ -L "$d" ]; then echo "$d is a symbolic link" >&2; exit 1; fi
-  if [ -z "$root" ] && id -u "_tor-$n" >/dev/null 2>&1; then
-    setpriv --reuid="_tor-$n" --regid="_tor-$n" --clear-groups --no-new-privs -- sh -c "$read_keys" sh "$d" "$n" || exit 1
-  else
-    sh -c "$read_keys" sh "$d" "$n" || exit 1
-  fi
-done
-exit 0
-"#;
-
 fn import(
     g: &Global,
     store: &Store,
@@ -308,7 +279,7 @@ fn import(
             .await
             .map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
         let o = t
-            .run("import", IMPORT_SCRIPT, &nicks, vec![])
+            .run("import", oignon::remote::IMPORT, &nicks, vec![])
             .await
             .map_err(|e| anyhow::anyhow!("{host}: {e}"));
         t.close().await;

@@ -16,6 +16,9 @@ pub const GATHER: &str = concat!(include_str!("paths.sh"), include_str!("gather.
 /// Applies one host's changes (see the header of apply.sh for its records and answers).
 pub const APPLY: &str = concat!(include_str!("paths.sh"), include_str!("apply.sh"));
 
+/// Reads relays' identity keys and fingerprints for `secrets import` (see the header of import.sh).
+pub const IMPORT: &str = include_str!("import.sh");
+
 /// The gather requests for a host: every desired path (with the hash oignon wants there) and every
 /// instance. (Paths the last apply
 /// managed that left the inventory are found by the script itself, from the host's manifest.)
