@@ -169,7 +169,6 @@ pub const RESTART_OPTIONS: &[&str] = &[
 
 /// Plans one host.
 pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) -> HostPlan {
-    use base64::Engine as _;
     let mut p = HostPlan {
         host: desired.name.clone(),
         transport: transport.into(),
@@ -183,7 +182,36 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
             .map(|(k, v)| (k.clone(), v.sha256().map(str::to_string)))
             .collect(),
     };
-    let mut triggered: Vec<Trigger> = vec![];
+    let new_instances = instance_creations(&mut p, desired, observed);
+    let triggered = file_changes(&mut p, desired, observed);
+    removals(&mut p, desired, observed);
+    instance_removals(&mut p, desired, observed);
+    p.handlers = handlers(desired, observed, &triggered, &new_instances);
+    for c in p
+        .changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::RemoveInstance)
+    {
+        p.handlers.push(HandlerRun {
+            command: vec![
+                "systemctl".into(),
+                "disable".into(),
+                "--now".into(),
+                format!("tor@{}", c.target),
+            ],
+            reason: format!("instance {} left the inventory", c.target),
+        });
+    }
+    notices(&mut p, desired, observed, transport);
+    p
+}
+
+/// Relay instances the host lacks (no user or no DataDirectory yet): one change each.
+fn instance_creations<'a>(
+    p: &mut HostPlan,
+    desired: &'a DesiredHost,
+    observed: &Observed,
+) -> BTreeSet<&'a str> {
     let new_instances: BTreeSet<&str> = desired
         .instances
         .iter()
@@ -204,6 +232,18 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
             ..blank()
         });
     }
+    new_instances
+}
+
+/// Each desired file against what the host has: create, update (with drift and identity
+/// conflicts), metadata; and the handlers each change triggers.
+fn file_changes<'a>(
+    p: &mut HostPlan,
+    desired: &'a DesiredHost,
+    observed: &'a Observed,
+) -> Vec<Trigger<'a>> {
+    use base64::Engine as _;
+    let mut triggered: Vec<Trigger> = vec![];
     for f in &desired.files {
         let new_sha = f.sha256();
         // By reference: an observed file holds its content, which the plan reads but never keeps.
@@ -324,6 +364,11 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
             }
         }
     }
+    triggered
+}
+
+/// What the last apply wrote that is no longer desired (tor's DataDirectory excepted: a notice).
+fn removals(p: &mut HostPlan, desired: &DesiredHost, observed: &Observed) {
     // Removals: what the last apply wrote that is no longer desired.
     let desired_paths: BTreeSet<&str> = desired.files.iter().map(|f| f.path.as_str()).collect();
     for (path, recorded) in &observed.managed {
@@ -353,6 +398,10 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
             });
         }
     }
+}
+
+/// Instances oignon configured that left the inventory; unmanaged ones get a notice.
+fn instance_removals(p: &mut HostPlan, desired: &DesiredHost, observed: &Observed) {
     // Instances oignon configured that left the inventory.
     let desired_instances: BTreeSet<&str> = desired.instances.iter().map(String::as_str).collect();
     for d in &observed.instance_dirs {
@@ -376,22 +425,10 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
             ));
         }
     }
-    p.handlers = handlers(desired, observed, &triggered, &new_instances);
-    for c in p
-        .changes
-        .iter()
-        .filter(|c| c.kind == ChangeKind::RemoveInstance)
-    {
-        p.handlers.push(HandlerRun {
-            command: vec![
-                "systemctl".into(),
-                "disable".into(),
-                "--now".into(),
-                format!("tor@{}", c.target),
-            ],
-            reason: format!("instance {} left the inventory", c.target),
-        });
-    }
+}
+
+/// What the plan says besides changes: reboots, local-image limits, the render's notices, locks.
+fn notices(p: &mut HostPlan, desired: &DesiredHost, observed: &Observed, transport: &str) {
     if let (Some(want), Some(cmdline)) = (&desired.kernel_params, &observed.cmdline) {
         let have: BTreeSet<&str> = cmdline.split_whitespace().collect();
         let missing: Vec<&str> = want
@@ -427,7 +464,6 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
             "an apply was interrupted on this host ({left}); its lock died with it, and the next apply takes over"
         ));
     }
-    p
 }
 
 /// A handler triggered by a file change: why, the desired file, and the old content if known.
