@@ -24,10 +24,34 @@ pub(super) struct Resolver<'a> {
 /// A settings layer and where it was written.
 type Layer<'a> = (&'a Settings, Origin);
 
+/// What a host gives each of its relays: the layers they inherit, the host's addresses (the
+/// default of each relay's), and the uplink the relays share.
+#[derive(Clone, Copy)]
+struct HostCx<'a> {
+    host: &'a file::Host,
+    layers: &'a [Layer<'a>],
+    ipv4: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
+    uplink_bits: u64,
+    n_relays: f64,
+}
+
 impl Resolver<'_> {
     fn err(&mut self, origin: &Origin, field: &str, msg: String, help: impl Into<String>) {
         let d = Diagnostic::error(msg).field(field).help(help);
         self.diags.push(locate(self.sources, d, origin, false));
+    }
+
+    /// An error at a key of one source file (most findings are "this key, in this file").
+    fn err_at(
+        &mut self,
+        source: usize,
+        path: Vec<Seg>,
+        field: &str,
+        msg: String,
+        help: impl Into<String>,
+    ) {
+        self.err(&Origin { source, path }, field, msg, help);
     }
 
     pub(super) fn resolve(&mut self, files: &[(usize, InventoryFile)]) -> Option<Fleet> {
@@ -36,12 +60,9 @@ impl Resolver<'_> {
         for (src, f) in files {
             if let Some(meta) = &f.fleet {
                 if fleet_meta.is_some() {
-                    let o = Origin {
-                        source: *src,
-                        path: path!["fleet"],
-                    };
-                    self.err(
-                        &o,
+                    self.err_at(
+                        *src,
+                        path!["fleet"],
                         "fleet",
                         "a second [fleet] table".into(),
                         "keep one [fleet] table, in fleet.toml",
@@ -52,23 +73,17 @@ impl Resolver<'_> {
             }
             if let Some(d) = &f.defaults {
                 if f.hoster.is_some() {
-                    let o = Origin {
-                        source: *src,
-                        path: path!["defaults"],
-                    };
-                    self.err(
-                        &o,
+                    self.err_at(
+                        *src,
+                        path!["defaults"],
                         "defaults",
                         "[defaults] in a hoster's file would apply to the whole fleet".into(),
                         "move it to fleet.toml, or write [hoster.defaults] for this hoster only",
                     );
                 } else if fleet_defaults.is_some() {
-                    let o = Origin {
-                        source: *src,
-                        path: path!["defaults"],
-                    };
-                    self.err(
-                        &o,
+                    self.err_at(
+                        *src,
+                        path!["defaults"],
                         "defaults",
                         "a second fleet-wide [defaults] table".into(),
                         "keep one, in fleet.toml",
@@ -100,11 +115,7 @@ impl Resolver<'_> {
             let src = *src;
             let Some(hoster) = &f.hoster else {
                 if !f.host.is_empty() {
-                    let o = Origin {
-                        source: src,
-                        path: path!["host", 0],
-                    };
-                    self.err(&o, "host", "hosts must be listed in their hoster's file".into(),
+                    self.err_at(src, path!["host", 0], "host", "hosts must be listed in their hoster's file".into(),
                         "add a [hoster] table (name, domain) to this file, or move the hosts to their hoster's file");
                 }
                 continue;
@@ -125,12 +136,9 @@ impl Resolver<'_> {
                 );
             }
             if let Err(why) = ciiss::dns_name(&hoster.domain) {
-                let o = Origin {
-                    source: src,
-                    path: path!["hoster", "domain"],
-                };
-                self.err(
-                    &o,
+                self.err_at(
+                    src,
+                    path!["hoster", "domain"],
                     "hoster.domain",
                     format!("hoster domain {} {why}", q(&hoster.domain)),
                     "write the hoster's domain as CIISS `hoster:` wants it, e.g. `gandi.net`",
@@ -401,20 +409,15 @@ impl Resolver<'_> {
                 source: origin.source,
                 path: rp,
             };
-            if let Some(relay) = self.relay(
-                hoster,
-                h,
-                ri,
-                r,
-                ro,
+            let cx = HostCx {
+                host: h,
                 layers,
                 ipv4,
                 ipv6,
                 uplink_bits,
-                n,
-                nicknames,
-                &mut ports,
-            ) {
+                n_relays: n,
+            };
+            if let Some(relay) = self.relay(&cx, ri, r, ro, nicknames, &mut ports) {
                 relays.push(relay);
             }
         }
@@ -440,22 +443,120 @@ impl Resolver<'_> {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A relay's RelayBandwidthRate and Burst in bytes/s: an explicit rate wins, else its share of
+    /// the host's uplink; the burst from bandwidth_burst or the burst factor. Clears `ok` on an
+    /// error (the values returned are then stand-ins that let the other checks go on).
+    fn bandwidth(
+        &mut self,
+        r: &file::Relay,
+        at: &dyn Fn(&str) -> Origin,
+        layers: &[Layer],
+        uplink_bits: u64,
+        n_relays: f64,
+        ok: &mut bool,
+    ) -> (u64, u64) {
+        // Bandwidth: an explicit rate wins; else the instance's share of the uplink.
+        let share_o = at("bandwidth_share");
+        let share = match r.bandwidth_share {
+            Some(s) if !(s > 0.0 && s <= 1.0) => {
+                self.err(
+                    &share_o,
+                    "relay.bandwidth_share",
+                    format!("bandwidth_share {s} is not in (0, 1]"),
+                    "it is the fraction of the host's uplink for this instance, e.g. 0.5",
+                );
+                *ok = false;
+                1.0 / n_relays
+            }
+            Some(s) => s,
+            None => 1.0 / n_relays,
+        };
+        let share_bits = (uplink_bits as f64 * share) as u64;
+        // A bad value is reported and stands in as the default, so the other checks go on.
+        let bytes =
+            |this: &mut Self, ok: &mut bool, key: &str, text: &str, example: &str, dflt: u64| {
+                bandwidth::parse_bits(text).map_or_else(
+                    |e| {
+                        let field = format!("relay.{key}");
+                        this.err(&at(key), &field, format!("bad {key}: {e}"), example);
+                        *ok = false;
+                        dflt
+                    },
+                    |b| b / 8,
+                )
+            };
+        let rate = match &r.bandwidth_rate {
+            Some(s) => bytes(
+                self,
+                ok,
+                "bandwidth_rate",
+                s,
+                "e.g. \"40 Mbit/s\"",
+                share_bits / 8,
+            ),
+            None => share_bits / 8,
+        };
+        let factor = last(layers, |s| s.burst_factor);
+        if let Some((f, fo)) = &factor {
+            if !(*f >= 1.0 && *f <= 100.0) {
+                let mut fo = fo.clone();
+                fo.path.push(Seg::Key("burst_factor".into()));
+                self.err(&fo, "burst_factor", format!("burst_factor {f} is below 1 (RelayBandwidthBurst must be ≥ RelayBandwidthRate)"),
+                    "use a factor from 1.0 to 100");
+                *ok = false;
+            }
+        }
+        let burst = match &r.bandwidth_burst {
+            Some(s) => bytes(self, ok, "bandwidth_burst", s, "e.g. \"50 Mbit/s\"", rate),
+            None => (rate as f64 * factor.map_or(1.0, |(f, _)| f.max(1.0))) as u64,
+        };
+        let rate_o = if r.bandwidth_rate.is_some() {
+            at("bandwidth_rate")
+        } else {
+            share_o
+        };
+        if bandwidth::tor_kbytes(rate) * 1024 < bandwidth::MIN_RELAY_BYTES {
+            self.err(
+                &rate_o,
+                "relay.bandwidth",
+                format!(
+                    "`{}` would get {} KBytes/s, below tor's minimum of 75 KBytes/s",
+                    r.nickname,
+                    bandwidth::tor_kbytes(rate)
+                ),
+                "raise the host's uplink or this instance's share",
+            );
+            *ok = false;
+        }
+        if burst < rate {
+            self.err(&at("bandwidth_burst"), "relay.bandwidth_burst", format!(
+                "burst ({} KBytes/s) is below the rate ({} KBytes/s); tor requires RelayBandwidthBurst ≥ RelayBandwidthRate",
+                bandwidth::tor_kbytes(burst), bandwidth::tor_kbytes(rate)),
+                "raise bandwidth_burst or remove it (it then equals the rate)");
+            *ok = false;
+        }
+        (rate, burst)
+    }
+
+    /// One relay of a host: its layers, name, addresses and ports (claimed against the host's and
+    /// the fleet's), bandwidth, exit policy and torrc lines.
     fn relay(
         &mut self,
-        _hoster: &file::Hoster,
-        h: &file::Host,
+        cx: &HostCx,
         index: usize,
         r: &file::Relay,
         origin: Origin,
-        host_layers: &[Layer],
-        host_v4: Ipv4Addr,
-        host_v6: Option<Ipv6Addr>,
-        uplink_bits: u64,
-        n_relays: f64,
         nicknames: &mut HashMap<String, (String, Origin)>,
         ports: &mut HashMap<(String, u16), (String, Origin)>,
     ) -> Option<RelaySpec> {
+        let HostCx {
+            host: h,
+            layers: host_layers,
+            ipv4: host_v4,
+            ipv6: host_v6,
+            uplink_bits,
+            n_relays,
+        } = *cx;
         let at = |leaf: &str| {
             let mut p = origin.path.clone();
             p.push(Seg::Key(leaf.into()));
@@ -584,90 +685,7 @@ impl Resolver<'_> {
             }
         }
 
-        // Bandwidth: an explicit rate wins; else the instance's share of the uplink.
-        let share_o = at("bandwidth_share");
-        let share = match r.bandwidth_share {
-            Some(s) if !(s > 0.0 && s <= 1.0) => {
-                self.err(
-                    &share_o,
-                    "relay.bandwidth_share",
-                    format!("bandwidth_share {s} is not in (0, 1]"),
-                    "it is the fraction of the host's uplink for this instance, e.g. 0.5",
-                );
-                ok = false;
-                1.0 / n_relays
-            }
-            Some(s) => s,
-            None => 1.0 / n_relays,
-        };
-        let share_bits = (uplink_bits as f64 * share) as u64;
-        let rate = match &r.bandwidth_rate {
-            Some(s) => match bandwidth::parse_bits(s) {
-                Ok(b) => b / 8,
-                Err(e) => {
-                    self.err(
-                        &at("bandwidth_rate"),
-                        "relay.bandwidth_rate",
-                        format!("bad bandwidth_rate: {e}"),
-                        "e.g. \"40 Mbit/s\"",
-                    );
-                    ok = false;
-                    share_bits / 8
-                }
-            },
-            None => share_bits / 8,
-        };
-        let factor = last(&layers, |s| s.burst_factor);
-        if let Some((f, fo)) = &factor {
-            if !(*f >= 1.0 && *f <= 100.0) {
-                let mut fo = fo.clone();
-                fo.path.push(Seg::Key("burst_factor".into()));
-                self.err(&fo, "burst_factor", format!("burst_factor {f} is below 1 (RelayBandwidthBurst must be ≥ RelayBandwidthRate)"),
-                    "use a factor from 1.0 to 100");
-                ok = false;
-            }
-        }
-        let burst = match &r.bandwidth_burst {
-            Some(s) => match bandwidth::parse_bits(s) {
-                Ok(b) => b / 8,
-                Err(e) => {
-                    self.err(
-                        &at("bandwidth_burst"),
-                        "relay.bandwidth_burst",
-                        format!("bad bandwidth_burst: {e}"),
-                        "e.g. \"50 Mbit/s\"",
-                    );
-                    ok = false;
-                    rate
-                }
-            },
-            None => (rate as f64 * factor.map_or(1.0, |(f, _)| f.max(1.0))) as u64,
-        };
-        let rate_o = if r.bandwidth_rate.is_some() {
-            at("bandwidth_rate")
-        } else {
-            share_o
-        };
-        if bandwidth::tor_kbytes(rate) * 1024 < bandwidth::MIN_RELAY_BYTES {
-            self.err(
-                &rate_o,
-                "relay.bandwidth",
-                format!(
-                    "`{}` would get {} KBytes/s, below tor's minimum of 75 KBytes/s",
-                    r.nickname,
-                    bandwidth::tor_kbytes(rate)
-                ),
-                "raise the host's uplink or this instance's share",
-            );
-            ok = false;
-        }
-        if burst < rate {
-            self.err(&at("bandwidth_burst"), "relay.bandwidth_burst", format!(
-                "burst ({} KBytes/s) is below the rate ({} KBytes/s); tor requires RelayBandwidthBurst ≥ RelayBandwidthRate",
-                bandwidth::tor_kbytes(burst), bandwidth::tor_kbytes(rate)),
-                "raise bandwidth_burst or remove it (it then equals the rate)");
-            ok = false;
-        }
+        let (rate, burst) = self.bandwidth(r, &at, &layers, uplink_bits, n_relays, &mut ok);
 
         // Exit policy: the named policy, after every level's prepended rules.
         let exit = last(&layers, |s| s.exit).is_none_or(|(v, _)| v);
