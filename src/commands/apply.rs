@@ -5,11 +5,14 @@
 use super::plan::{close_all, plan_fleet, Planned, Targets};
 use crate::apply::{apply_host, payload, HostResult};
 use crate::cli::Global;
+use crate::gather::{Reach, Target};
 use crate::plan::{HostPlan, Plan};
+use crate::transport::Transport;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,9 +32,13 @@ pub struct Args {
     /// With --serial: how many failed hosts to tolerate before the rollout stops.
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub max_fail: usize,
-    /// Reboot hosts whose kernel command line needs it, after a successful apply.
+    /// Reboot hosts whose kernel command line needs it, after a successful apply, and wait for
+    /// each to come back (a new boot id, answering over SSH).
     #[arg(long)]
     pub reboot: bool,
+    /// With --reboot: how long to wait for a host to come back before calling it failed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub reboot_timeout: u64,
     /// Do not print the content of files to create.
     #[arg(long)]
     pub brief: bool,
@@ -54,7 +61,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         Some((path, s)) => saved_hosts_selected(fleet, &a.targets, path, s),
         None => Ok(()),
     };
-    let Some(Planned { mut plan, hosts }) = plan_fleet(&g, &targets, &rt, &before_gather)? else {
+    let Some(Planned {
+        mut plan,
+        hosts,
+        reach,
+        targets: reachable,
+    }) = plan_fleet(&g, &targets, &rt, &before_gather)?
+    else {
         return Ok(ExitCode::from(1));
     };
 
@@ -128,6 +141,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             let who = who.clone();
             let sem = sem.clone();
             let reboot = a.reboot;
+            let reboot_timeout = Duration::from_secs(a.reboot_timeout);
+            let reach = reach.clone();
+            let target = reachable.iter().find(|t| t.name == hp.host).cloned();
             tasks.push(rt.spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let (desired, gathered) = &hosts[i];
@@ -156,10 +172,18 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                             .iter()
                             .any(|c| c.target.starts_with("/etc/default/grub")))
                 {
-                    match t.run("reboot", "systemctl reboot", &[], vec![]).await {
-                        Ok(o) if o.success() => r.done.push("rebooting (--reboot)".into()),
-                        Ok(o) => r.error = Some(format!("reboot failed: {}", o.stderr_text())),
-                        Err(e) => r.error = Some(format!("reboot failed: {e}")),
+                    match (t, target) {
+                        // A local image is a directory: "rebooting" it would reboot this machine.
+                        (Transport::Local(_), _) => r.done.push(
+                            "not rebooted: a local image runs its new kernel command line when it boots (--reboot is for hosts reached over SSH)".into(),
+                        ),
+                        (_, None) => r.error = Some("reboot skipped: no SSH destination for this host (internal error)".into()),
+                        (Transport::Ssh(_), Some(target)) => {
+                            match reboot_and_wait(t, &reach, &target, reboot_timeout).await {
+                                Ok(done) => r.done.push(done),
+                                Err(e) => r.error = Some(e),
+                            }
+                        }
                     }
                 }
                 r
@@ -390,6 +414,80 @@ fn check_saved(g: &Global, path: &Path, saved: &Plan, plan: &mut Plan) -> Result
         path.display(),
         wrong.join("\n")
     ))
+}
+
+/// The kernel's id of the running boot: a new one after every reboot (nspawn gives each boot of
+/// a container its own too).
+const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
+
+/// Pause between attempts to reach a rebooting host.
+const REBOOT_POLL: Duration = Duration::from_secs(2);
+
+async fn boot_id(t: &Transport) -> Result<String, String> {
+    let out = t
+        .run("boot-id", BOOT_ID, &[], vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.success() || id.is_empty() {
+        return Err(format!(
+            "cannot read the boot id ({BOOT_ID}): {}",
+            out.stderr_text()
+        ));
+    }
+    Ok(id)
+}
+
+/// `systemctl reboot`, then waits until the host answers over a NEW connection with a boot id
+/// other than the one before: the host went down and came back. Until `timeout`, a refused or
+/// timed-out connection, or the old boot still answering, is only waited on.
+async fn reboot_and_wait(
+    t: &Transport,
+    reach: &Reach,
+    target: &Target,
+    timeout: Duration,
+) -> Result<String, String> {
+    let before = boot_id(t).await.map_err(|e| format!("not rebooted: {e}"))?;
+    let started = Instant::now();
+    match t.run("reboot", "systemctl reboot", &[], vec![]).await {
+        Ok(o) if o.success() => {}
+        Ok(o) => return Err(format!("reboot failed: {}", o.stderr_text())),
+        // The host may close the connection while it goes down: only the new boot tells.
+        Err(e) => tracing::debug!(host = target.name, "systemctl reboot: {e}"),
+    }
+    loop {
+        let last;
+        tokio::time::sleep(REBOOT_POLL).await;
+        match reach.open(target).await {
+            Err(e) => last = e,
+            Ok(again) => {
+                let id = boot_id(&again).await;
+                again.close().await;
+                match id {
+                    Ok(id) if id != before => {
+                        return Ok(format!(
+                            "rebooted (--reboot): back after {:.0}s, boot id {} (was {})",
+                            started.elapsed().as_secs_f64(),
+                            short_id(&id),
+                            short_id(&before)
+                        ))
+                    }
+                    Ok(_) => last = "the old boot still answers: the reboot has not begun".into(),
+                    Err(e) => last = e,
+                }
+            }
+        }
+        if started.elapsed() >= timeout {
+            return Err(format!(
+                "rebooted (`systemctl reboot` ran), but the host did not come back within {}s; last: {last}\n  = help: it may still be booting, or be stuck at its console: check it, then `oignon plan` (raise --reboot-timeout for slow hosts)",
+                timeout.as_secs()
+            ));
+        }
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 fn needs_reboot(h: &HostPlan) -> bool {

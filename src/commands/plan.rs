@@ -48,6 +48,10 @@ pub struct Args {
 pub struct Planned {
     pub plan: Plan,
     pub hosts: Vec<(DesiredHost, Gathered)>,
+    /// How the hosts were reached, to reach them again (`apply --reboot` reconnects after a reboot).
+    pub reach: Arc<Reach>,
+    /// Each selected host's name and SSH destination.
+    pub targets: Vec<crate::gather::Target>,
 }
 
 /// Loads, renders and gathers the selected hosts; None when the inventory had errors (reported).
@@ -107,8 +111,13 @@ pub fn plan_fleet(
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     let progress = crate::progress::Progress::new(false);
+    let targets = specs
+        .iter()
+        .map(|s| crate::gather::Target::from(*s))
+        .collect();
     let pairs: Vec<_> = specs.iter().copied().zip(desired.hosts).collect();
-    let gathered = rt.block_on(crate::gather::gather_all(Arc::new(reach), pairs, &progress));
+    let reach = Arc::new(reach);
+    let gathered = rt.block_on(crate::gather::gather_all(reach.clone(), pairs, &progress));
     progress.finish();
     let hosts: Vec<HostPlan> = gathered
         .iter()
@@ -125,6 +134,8 @@ pub fn plan_fleet(
             hosts,
         },
         hosts: gathered,
+        reach,
+        targets,
     }))
 }
 
@@ -144,7 +155,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let Some(planned) = plan_fleet(g, &a.targets, &rt, &|_| Ok(()))? else {
         return Ok(ExitCode::from(1));
     };
-    let Planned { plan, hosts } = planned;
+    let Planned { plan, hosts, .. } = planned;
     close_all(&rt, hosts);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
