@@ -451,3 +451,42 @@ fn fixing_a_fatal_drop_in_brings_the_relay_back_in_one_apply() {
     lab.wait_active("ekumen", "tor@ekumen", UP);
     oignon(&f, &lab, &["plan", "--detailed-exitcode"]).code(0);
 }
+
+#[test]
+fn sysctl_net_keys_load_for_real_in_the_hosts_namespace_and_kernel_keys_are_only_recorded() {
+    let Some((f, lab)) = real(
+        "sysctl_net_keys_load_for_real_in_the_hosts_namespace_and_kernel_keys_are_only_recorded",
+        &["ekumen"],
+    ) else {
+        return;
+    };
+    let machine = "/proc/sys/net/ipv4/conf/all/log_martians";
+    let machine_before = std::fs::read_to_string(machine).unwrap();
+    let want = if machine_before.trim() == "1" { 0 } else { 1 };
+    f.edit(
+        "inventory/gandi.toml",
+        "uplink = \"25 Mbit/s\"",
+        &format!(
+            "uplink = \"25 Mbit/s\"\n[host.defaults]\nsysctl = {{ \"net.ipv4.conf.all.log_martians\" = {want} }}"
+        ),
+    );
+    oignon(&f, &lab, &["apply", "--yes", "--brief"])
+        .code(0)
+        .out_has(&["ran `sysctl --system`"]);
+    // The real sysctl --system set it, in the host's own network namespace only.
+    assert_eq!(
+        lab.run("ekumen", "sysctl -n net.ipv4.conf.all.log_martians")
+            .trim(),
+        want.to_string()
+    );
+    assert_eq!(std::fs::read_to_string(machine).unwrap(), machine_before);
+    // kernel.* belongs to the kernel this container shares: the stand-in's record says what
+    // a container could not load.
+    let skipped = lab
+        .read_string("ekumen", "/var/lib/oignon-lab/sysctl-skipped.log")
+        .unwrap_or_default();
+    assert!(
+        skipped.contains("/etc/sysctl.d/90-oignon.conf: kernel.kptr_restrict = 2"),
+        "{skipped}"
+    );
+}

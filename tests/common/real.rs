@@ -140,7 +140,43 @@ impl RealLab {
         Some(RealLab::try_start(hosts).unwrap_or_else(|e| panic!("{e}")))
     }
 
+    /// Boots one VM (qemu under TCG, GRUB and a kernel of its own: `lab-real start --vm`) for
+    /// `host`, reached like the containers. Builds the VM image first if missing (minutes). Where
+    /// qemu cannot run, says why loudly and returns `None`; without root, as `start`.
+    #[track_caller]
+    pub fn start_vm(test: &str, host: &(String, Vec<String>)) -> Option<RealLab> {
+        if let Err(why) = RealLab::available() {
+            if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
+                say_skipped(test, &why);
+                return None;
+            }
+            panic!("{test}: cannot run real hosts here: {why}. Run ./scripts/test as root, or set {SKIP_ENV}=1 to skip this tier (it is then reported as skipped)");
+        }
+        for (program, package) in [
+            ("qemu-system-x86_64", "qemu-system-x86"),
+            ("qemu-img", "qemu-utils"),
+            ("mkfs.ext4", "e2fsprogs"),
+            ("sfdisk", "fdisk"),
+        ] {
+            if !on_path(program) {
+                say_skipped(
+                    test,
+                    &format!("qemu cannot run here: no {program} (apt-get install {package})"),
+                );
+                return None;
+            }
+        }
+        Some(
+            RealLab::try_start_with(&["--vm"], std::slice::from_ref(host))
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
     pub fn try_start(hosts: &[(String, Vec<String>)]) -> Result<RealLab, String> {
+        RealLab::try_start_with(&[], hosts)
+    }
+
+    fn try_start_with(flags: &[&str], hosts: &[(String, Vec<String>)]) -> Result<RealLab, String> {
         // tmpfs: the hosts' upper layers (what they write) stay in RAM and go fast.
         let mut builder = tempfile::Builder::new();
         builder.prefix("oignon-real-");
@@ -153,7 +189,7 @@ impl RealLab {
         .map_err(|e| format!("lab-real: temporary directory: {e}"))?;
         let dir = tmp.path().to_path_buf();
         let mut cmd = script();
-        cmd.arg("start").arg(&dir);
+        cmd.arg("start").args(flags).arg(&dir);
         for (name, addrs) in hosts {
             cmd.arg(format!("{name}={}", addrs.join(",")));
         }
