@@ -10,8 +10,8 @@ use crate::role::ValidatorKind;
 use crate::transport::Transport;
 use serde::Serialize;
 
-/// The embedded apply script.
-pub const SCRIPT: &str = include_str!("remote/apply.sh");
+/// The embedded apply script, with the shared path functions.
+pub const SCRIPT: &str = crate::remote::APPLY;
 
 /// How one host's apply ended.
 #[derive(Debug, Clone, Serialize)]

@@ -40,6 +40,18 @@ pub struct Global {
     /// ssh config file for every connection (`ssh -F FILE`), so SSH destinations can be aliases.
     #[arg(long, global = true, value_name = "FILE", env = "OIGNON_SSH_CONFIG")]
     pub ssh_config: Option<PathBuf>,
+    /// Keep each host's ssh connection this many seconds after its last use, so that the next
+    /// run within that time skips the handshake; 0: close them when the run ends. A killed run's
+    /// connections end after the same idle time.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        env = "OIGNON_SSH_PERSIST",
+        default_value_t = crate::transport::ssh::DEFAULT_PERSIST_S,
+        value_parser = clap::value_parser!(u64).range(0..=86_400)
+    )]
+    pub ssh_persist: u64,
     /// More logs on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

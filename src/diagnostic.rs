@@ -32,6 +32,9 @@ pub struct Diagnostic {
     snippet: Option<Snippet>,
 }
 
+/// Characters of a source line shown under a finding.
+const SNIPPET_CHARS: usize = 120;
+
 #[derive(Debug, Clone)]
 struct Snippet {
     text: String,
@@ -84,9 +87,32 @@ impl Diagnostic {
         self.file = Some(file.to_path_buf());
         self.line = line;
         self.col = col;
+        // A line of a megabyte must not print a megabyte: show a window around the caret.
+        let text: Vec<char> = line_text.trim_end_matches('\r').chars().collect();
+        let (text, caret_col, caret_len) = if text.len() <= SNIPPET_CHARS {
+            (text.iter().collect(), col, caret_len)
+        } else {
+            let from = (col - 1).saturating_sub(SNIPPET_CHARS / 3);
+            let to = (from + SNIPPET_CHARS).min(text.len());
+            let mut shown: String = if from > 0 {
+                "…".into()
+            } else {
+                String::new()
+            };
+            shown.extend(&text[from..to]);
+            if to < text.len() {
+                shown.push('…');
+            }
+            let caret_col = col - from + usize::from(from > 0);
+            (
+                shown,
+                caret_col,
+                caret_len.min(to - (col - 1).min(to)).max(1),
+            )
+        };
         self.snippet = Some(Snippet {
-            text: line_text.trim_end_matches('\r').to_string(),
-            caret_col: col,
+            text,
+            caret_col,
             caret_len,
         });
         self
@@ -112,11 +138,17 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Coloured as rustc does when `--color` (or a terminal) says so; diagnostics go to stderr.
         let label = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
+            Severity::Error => console::style("error").for_stderr().red().bold(),
+            Severity::Warning => console::style("warning").for_stderr().yellow().bold(),
         };
-        writeln!(f, "{label}: {}", self.message)?;
+        writeln!(
+            f,
+            "{label}{} {}",
+            console::style(":").for_stderr().bold(),
+            console::style(&self.message).for_stderr().bold()
+        )?;
         let gutter = " ".repeat(self.line.to_string().len());
         if let Some(file) = &self.file {
             write!(f, "{gutter}--> {}", file.display())?;
@@ -139,10 +171,21 @@ impl fmt::Display for Diagnostic {
                 .take(s.caret_col - 1)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
-            writeln!(f, "{gutter} | {pad}{}", "^".repeat(s.caret_len))?;
+            writeln!(
+                f,
+                "{gutter} | {pad}{}",
+                console::style("^".repeat(s.caret_len))
+                    .for_stderr()
+                    .red()
+                    .bold()
+            )?;
         }
         if let Some(help) = &self.help {
-            writeln!(f, "{gutter} = help: {help}")?;
+            writeln!(
+                f,
+                "{gutter} = {} {help}",
+                console::style("help:").for_stderr().cyan().bold()
+            )?;
         }
         Ok(())
     }
@@ -189,6 +232,15 @@ mod tests {
         let d = Diagnostic::error("x").at(Path::new("f"), text, 1..99);
         assert_eq!(d.line, 1);
         let _ = d.to_string();
+    }
+
+    #[test]
+    fn a_megabyte_line_shows_a_window_around_the_caret() {
+        let text = format!("url = \"{}\"", "x".repeat(1_000_000));
+        let d = Diagnostic::error("x").at(Path::new("f"), &text, 6..text.len());
+        let out = d.to_string();
+        assert!(out.len() < 600, "{} bytes", out.len());
+        assert!(out.contains("1 | url = \"xxx"), "{out}");
     }
 
     #[test]

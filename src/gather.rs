@@ -49,7 +49,7 @@ impl Reach {
                 .map(Transport::Local)
                 .map_err(|e| e.to_string()),
             (None, Some(ssh)) => ssh
-                .connect(&host.ssh)
+                .connect(&host.name, &host.ssh)
                 .await
                 .map(Transport::Ssh)
                 .map_err(|e| e.to_string()),
@@ -133,9 +133,15 @@ pub async fn gather_all(
                 }
             };
             let elapsed = started.elapsed();
+            // A connection an earlier run left up (--ssh-persist) cost no handshake.
+            let connection = if transport.as_ref().is_some_and(|t| t.reused()) {
+                "reused"
+            } else {
+                "new"
+            };
             match &observed {
                 Ok(_) => bar.done(&format!(
-                    "gathered in {:.2}s (1 connection, 1 round trip)",
+                    "gathered in {:.2}s ({connection} connection, 1 round trip)",
                     elapsed.as_secs_f64()
                 )),
                 Err(e) => bar.fail(e),
@@ -143,6 +149,7 @@ pub async fn gather_all(
             tracing::info!(
                 host = target.name,
                 ssh = target.ssh,
+                connection,
                 round_trips = 1,
                 ?elapsed,
                 "gathered"

@@ -8,6 +8,7 @@ mod diagnostic;
 mod diff;
 mod exit_policy;
 mod gather;
+mod hardening;
 mod inventory;
 mod observed;
 mod plan;
@@ -20,6 +21,7 @@ mod secret;
 mod secrets;
 mod show;
 mod tor;
+mod torrc;
 mod transport;
 mod util;
 
@@ -27,8 +29,10 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    hardening::at_start();
     quiet_broken_pipe();
     let cli = cli::Cli::parse();
+    transport::ssh::set_persist(cli.global.ssh_persist);
     commands::init_output(&cli.global);
     match commands::run(cli) {
         Ok(code) => code,

@@ -411,11 +411,21 @@ pub fn template_error(e: &tera::Error, file: &Path, tname: &str) -> Diagnostic {
     }
     let full = chain.join(": ");
     // Tera's parse errors carry " --> LINE:COL"; surface it as file:line.
+    let text = std::fs::read_to_string(file).ok();
     let line = full
         .split("--> ")
         .nth(1)
         .and_then(|rest| rest.split(':').next())
-        .and_then(|l| l.trim().parse::<usize>().ok());
+        .and_then(|l| l.trim().parse::<usize>().ok())
+        // A render-time error ("Variable `relay.foo` not found in context") has no line: the first
+        // line of the template that uses the name is where to look.
+        .or_else(|| {
+            let name = full.split("Variable `").nth(1)?.split('`').next()?;
+            text.as_deref()?
+                .lines()
+                .position(|l| l.contains(name))
+                .map(|i| i + 1)
+        });
     let mut d = Diagnostic::error(format!(
         "template `{tname}`: {}",
         full.lines()
@@ -427,7 +437,7 @@ pub fn template_error(e: &tera::Error, file: &Path, tname: &str) -> Diagnostic {
     .help("fix the template (Tera syntax: https://keats.github.io/tera/docs/)")
     .in_file(file);
     if let Some(l) = line {
-        if let Ok(text) = std::fs::read_to_string(file) {
+        if let Some(text) = text {
             let start: usize = text
                 .split_inclusive('\n')
                 .take(l.saturating_sub(1))

@@ -251,22 +251,23 @@ bad_input!(
     ]
 );
 bad_input!(
-    metrics_port_without_policy_is_refused,
+    metrics_port_in_torrc_extra_is_refused_as_managed,
     "inventory/fleet.toml",
     "metrics_port = 9035 ",
     "torrc_extra = [\"MetricsPort 127.0.0.1:9100\"] ",
     [
-        "sets MetricsPort without MetricsPortPolicy",
+        "`MetricsPort` is managed by oignon and cannot be set in torrc_extra",
+        "it comes from `metrics_port`",
         "inventory/fleet.toml:14:16"
     ]
 );
 bad_input!(
-    two_ipv4_addresses_are_refused,
+    address_in_torrc_extra_is_refused_as_managed,
     "inventory/gandi.toml",
     "orport = 443",
     "orport = 443\ntorrc_extra = [\"Address 192.0.2.99\"]",
     [
-        "`ekumen` would have two IPv4 Address lines",
+        "`Address` is managed by oignon",
         "inventory/gandi.toml:14:16"
     ]
 );
@@ -481,17 +482,18 @@ fn ipv4_in_accept6_is_a_warning_not_an_error() {
 }
 
 #[test]
-fn tor_rejects_a_bad_option_with_its_own_message() {
+fn tor_rejects_a_bad_option_value_with_its_own_message() {
     require_tor();
     let f = Fixture::shipped();
+    // An option oignon lets through (tor knows it), with a value only tor checks.
     f.edit(
         "inventory/gandi.toml",
         "orport = 443",
-        "orport = 443\ntorrc_extra = [\"NoSuchOption 1\"]",
+        "orport = 443\ntorrc_extra = [\"ConnLimit abc\"]",
     );
     f.run(&["check"]).code(1).err_has(&[
         "tor rejects the torrc of `ekumen` on host `ekumen`",
-        "NoSuchOption",
+        "Could not parse ConnLimit",
     ]);
 }
 
@@ -587,4 +589,104 @@ fn a_non_utf8_template_is_located_at_its_first_bad_byte() {
     f.run(&["check", "--no-tor"]).code(1).err_has(&[
         &format!("template `kernel/grub.cfg.tera` is not UTF-8: invalid byte at roles/kernel/templates/grub.cfg.tera:{line}:8"),
     ]);
+}
+
+#[test]
+fn dos_defense_pinned_on_or_off_is_rendered_and_a_bad_word_is_located() {
+    let f = Fixture::shipped();
+    f.edit(
+        "inventory/fleet.toml",
+        "dos_defense = \"auto\"",
+        "dos_defense = \"on\"",
+    );
+    f.run(&["render", "--host", "ekumen"]).code(0).out_has(&[
+        "DoSCircuitCreationEnabled 1\nDoSConnectionEnabled 1\nDoSStreamCreationEnabled 1\n",
+    ]);
+    f.edit(
+        "inventory/fleet.toml",
+        "dos_defense = \"on\"",
+        "dos_defense = false",
+    );
+    f.run(&["render", "--host", "ekumen"])
+        .code(0)
+        .out_has(&["DoSCircuitCreationEnabled 0\n"]);
+    f.edit(
+        "inventory/fleet.toml",
+        "dos_defense = false",
+        "dos_defense = \"always\"",
+    );
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "dos_defense `always` is not auto, on or off",
+        "inventory/fleet.toml:",
+    ]);
+}
+
+#[test]
+fn inventory_entries_that_are_not_regular_files_are_named_not_skipped() {
+    let f = Fixture::shipped();
+    std::os::unix::fs::symlink("nowhere.toml", f.path("inventory/dangling.toml")).unwrap();
+    std::os::unix::fs::symlink("loop-b.toml", f.path("inventory/loop-a.toml")).unwrap();
+    std::os::unix::fs::symlink("loop-a.toml", f.path("inventory/loop-b.toml")).unwrap();
+    std::fs::create_dir(f.path("inventory/x.toml")).unwrap();
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "inventory/dangling.toml is a symbolic link that leads nowhere readable",
+        "inventory/loop-a.toml is a symbolic link that leads nowhere readable",
+        "inventory/x.toml is a directory, not a TOML file",
+    ]);
+}
+
+#[test]
+fn check_without_tor_fails_unless_no_tor_is_given() {
+    let f = Fixture::shipped();
+    let empty = f.path("empty-path");
+    std::fs::create_dir(&empty).unwrap();
+    support::run_in_env(f.dir.path(), &["check"], &[("PATH", &empty)])
+        .code(1)
+        .err_has(&[
+            "error: tor is not installed here, so the rendered torrc files cannot be verified by tor",
+            "oignon check --no-tor",
+        ]);
+    support::run_in_env(f.dir.path(), &["check", "--no-tor"], &[("PATH", &empty)])
+        .code(0)
+        .out_has(&["ok: 4 hosts, 6 relays"]);
+}
+
+#[test]
+fn an_undefined_template_variable_is_located_at_its_line() {
+    let f = Fixture::shipped();
+    f.edit(
+        "roles/tor/templates/torrc.tera",
+        "SocksPort 0",
+        "SocksPort 0\nNickname2 {{ relay.no_such_field }}",
+    );
+    let line = std::fs::read_to_string(f.path("roles/tor/templates/torrc.tera"))
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("no_such_field"))
+        .unwrap()
+        + 1;
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "template `tor/torrc.tera`",
+        "relay.no_such_field",
+        &format!("roles/tor/templates/torrc.tera:{line}:"),
+    ]);
+}
+
+#[test]
+fn color_always_colours_checks_diagnostics_and_never_does_not() {
+    let f = Fixture::shipped();
+    f.edit(
+        "inventory/gandi.toml",
+        "nickname = \"ekumen\"",
+        "nikname = \"ekumen\"",
+    );
+    let coloured = f.run(&["--color", "always", "check", "--no-tor"]);
+    coloured.code(1);
+    assert!(
+        coloured.stderr.contains("\u{1b}[31m\u{1b}[1merror"),
+        "{:?}",
+        coloured.stderr
+    );
+    let plain = f.run(&["--color", "never", "check", "--no-tor"]);
+    assert!(!plain.stderr.contains('\u{1b}'), "{:?}", plain.stderr);
 }

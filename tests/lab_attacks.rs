@@ -53,7 +53,9 @@ fn victim_state(lab: &Lab, host: &str) -> String {
 
 #[test]
 fn relay_user_linking_keys_to_a_root_directory_gets_no_root_write() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
@@ -90,7 +92,9 @@ fn relay_user_linking_keys_to_a_root_directory_gets_no_root_write() {
 
 #[test]
 fn relay_user_planting_links_at_temp_names_gets_no_root_write() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
@@ -142,7 +146,9 @@ fn relay_user_planting_links_at_temp_names_gets_no_root_write() {
 
 #[test]
 fn a_keys_entry_that_is_not_the_relay_users_directory_is_refused() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
@@ -171,7 +177,9 @@ fn a_keys_entry_that_is_not_the_relay_users_directory_is_refused() {
 
 #[test]
 fn a_symlinked_instance_config_directory_is_refused() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     root_exec(
@@ -213,7 +221,10 @@ fn base64_of(b: &[u8]) -> String {
 
 /// Runs the embedded apply.sh on a host with these records (as a tampered controller would).
 fn run_apply_script(lab: &Lab, host: &str, records: &str) -> (Option<i32>, String, String) {
-    let script = std::fs::read_to_string(support::repo().join("src/remote/apply.sh")).unwrap();
+    // As oignon embeds it: the shared path functions, then apply.sh.
+    let script = ["src/remote/paths.sh", "src/remote/apply.sh"]
+        .map(|p| std::fs::read_to_string(support::repo().join(p)).unwrap())
+        .concat();
     lab.write(host, "/root/records", records.as_bytes());
     let out = lab.exec_argv(
         host,
@@ -234,7 +245,9 @@ fn run_apply_script(lab: &Lab, host: &str, records: &str) -> (Option<i32>, Strin
 
 #[test]
 fn the_apply_script_refuses_records_oignon_never_sends() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let host = "lab1";
     let b64 = base64_of(b"x\n");
     let cases: &[(&str, &str)] = &[
@@ -267,7 +280,9 @@ fn the_apply_script_refuses_records_oignon_never_sends() {
 
 #[test]
 fn a_role_owner_holding_a_tab_and_a_newline_is_refused_with_its_line() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     // The reported attack: a tab and a newline in `owner` added a handler record.
     f.edit(
@@ -342,7 +357,9 @@ fn role_group_mode_and_path_are_checked_where_they_are_loaded() {
 
 #[test]
 fn two_applies_meeting_a_dead_holders_lock_never_both_take_it() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let host = "lab1";
     // Slow handlers keep the first apply holding the lock while the second arrives.
     lab.write(host, "/var/lib/oignon-lab/systemctl.sleep", b"1\n");

@@ -11,7 +11,7 @@ fn local_plan_apply_plan_converges_and_detects_drift() {
     let root = root.to_str().unwrap();
     f.run(&["plan", "--local", root, "--detailed-exitcode", "--brief"])
         .code(2)
-        .out_has(&["ekumen (local ", "ekumen: 8 to create"]);
+        .out_has(&["ekumen (local ", "ekumen: 9 to create"]);
     f.run(&["apply", "--local", root, "--yes", "--brief"])
         .code(0)
         .out_has(&["✓ ekumen: applied", "wrote /etc/tor/instances/ekumen/torrc"]);
@@ -151,7 +151,9 @@ fn a_missing_local_dir_is_an_error_and_plan_creates_nothing() {
     let f = Fixture::shipped();
     f.run(&["plan", "--local", "no-such-dir", "--brief"])
         .code(1)
-        .out_has(&["--local no-such-dir: no such directory"]);
+        .out_has(&[
+            "no-such-dir: no such directory: give the directory that holds one root per host",
+        ]);
     assert!(!f.path("no-such-dir").exists(), "not created");
     std::fs::create_dir(f.path("images")).unwrap();
     f.run(&[

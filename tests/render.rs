@@ -122,7 +122,10 @@ fn torrc_carries_what_an_operator_expects() {
     run.code(0).out_has(&[
         "==> marcuse:/etc/tor/instances/marcuse1/torrc (644 root:root) <==",
         "Nickname marcuse1\n",
-        "ContactInfo email:abuse[]nos-oignons.net url:https://nos-oignons.net proof:uri-rsa hoster:ielo-liazo.com uplinkbw:50 ciissversion:2\n",
+        "ContactInfo email:abuse[]nos-oignons.net url:https://nos-oignons.net proof:uri-rsa hoster:ielo-liazo.com uplinkbw:49 ciissversion:2\n",
+        // CIISS uplinkbw: RelayBandwidthRate as tor gets it, 6103 KBytes = 49.99 Mbit/s, rounded down.
+        // DoS defences follow the consensus unless the inventory pins them.
+        "DoSCircuitCreationEnabled auto\nDoSConnectionEnabled auto\nDoSStreamCreationEnabled auto\n",
         "ORPort 192.0.2.10:443\n",
         "ORPort [2001:db8:10::1]:443\n",
         // 50 Mbit/s (half of 100) = 6,250,000 bytes/s = 6103 KBytes, rounded down.
@@ -131,7 +134,6 @@ fn torrc_carries_what_an_operator_expects() {
         "ExitPolicy reject *:*\n",
         "MetricsPort 127.0.0.1:9035\nMetricsPortPolicy accept 127.0.0.1\n",
         "MetricsPort 127.0.0.1:9036\n",
-        "DoSStreamCreationEnabled 1\n",
         "GRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX slab_nomerge init_on_alloc=1",
         "kernel.kptr_restrict = 2\n",
     ]);

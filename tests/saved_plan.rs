@@ -88,7 +88,9 @@ fn assert_untouched(lab: &Lab) {
 
 #[test]
 fn a_handler_added_to_a_saved_plan_is_refused_and_never_runs() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     tamper(&saved, |v| {
@@ -108,7 +110,9 @@ fn a_handler_added_to_a_saved_plan_is_refused_and_never_runs() {
 
 #[test]
 fn a_create_of_root_authorized_keys_added_to_a_saved_plan_is_refused() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     let before = lab.read(host, "/root/.ssh/authorized_keys");
@@ -136,7 +140,9 @@ fn a_create_of_root_authorized_keys_added_to_a_saved_plan_is_refused() {
 
 #[test]
 fn a_tampered_mode_or_owner_in_a_saved_plan_is_refused() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     let pristine = std::fs::read(&saved).unwrap();
@@ -160,7 +166,9 @@ fn a_tampered_mode_or_owner_in_a_saved_plan_is_refused() {
 
 #[test]
 fn tampered_content_in_a_saved_plan_is_never_written() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     let pristine = std::fs::read(&saved).unwrap();
@@ -190,7 +198,9 @@ fn tampered_content_in_a_saved_plan_is_never_written() {
 
 #[test]
 fn a_change_removed_from_a_saved_plan_is_refused() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     tamper(&saved, |v| {
@@ -207,7 +217,9 @@ fn a_change_removed_from_a_saved_plan_is_refused() {
 
 #[test]
 fn an_inventory_edited_after_the_plan_is_refused_naming_the_file() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     f.edit(
@@ -233,7 +245,9 @@ fn an_inventory_edited_after_the_plan_is_refused_naming_the_file() {
 
 #[test]
 fn a_roles_edit_after_the_plan_is_refused_before_any_host_is_contacted() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     let torrc_tera = f.path("roles/tor/templates/torrc.tera");
@@ -256,7 +270,9 @@ fn a_roles_edit_after_the_plan_is_refused_before_any_host_is_contacted() {
 
 #[test]
 fn a_plan_made_with_local_is_applied_locally_never_over_ssh() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let images = f.path("images");
     std::fs::create_dir_all(&images).unwrap();
@@ -323,7 +339,9 @@ fn a_plan_made_with_local_is_applied_locally_never_over_ssh() {
 
 #[test]
 fn an_honest_saved_plan_applies_and_converges() {
-    let lab = Lab::start(1);
+    let Some(lab) = Lab::start_or_skip(1) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     let text = std::fs::read_to_string(&saved).unwrap();
@@ -355,7 +373,9 @@ fn an_honest_saved_plan_applies_and_converges() {
 
 #[test]
 fn stale_saved_plan_is_refused_naming_host_and_path() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     oignon(&f, &lab, &["apply", "--yes", "--brief"]).code(0);
     f.edit(

@@ -179,7 +179,9 @@ fn check_refuses_missing_shared_and_demo_identities_and_a_family_without_its_key
 
 #[test]
 fn keygen_deploy_and_tor_on_the_host_shows_the_same_fingerprint_then_import_round_trips() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     let id = own_store(&f);
     let idp = id.to_str().unwrap();
@@ -310,7 +312,9 @@ fn keygen_deploy_and_tor_on_the_host_shows_the_same_fingerprint_then_import_roun
 
 #[test]
 fn a_different_identity_on_the_host_is_a_conflict_apply_refuses_without_replace_identity() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
     lab.write(
@@ -357,7 +361,9 @@ fn a_different_identity_on_the_host_is_a_conflict_apply_refuses_without_replace_
 
 #[test]
 fn canary_private_key_never_leaks_to_any_output_or_controller_file() {
-    let lab = Lab::start(4);
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
     let f = Fixture::shipped_on_lab();
     // The canaries: pieces of the real plaintext keys, decrypted here with the age CLI.
     let mut canaries = vec![];
@@ -422,7 +428,8 @@ fn canary_private_key_never_leaks_to_any_output_or_controller_file() {
             }
             if p.is_dir() {
                 stack.push(p);
-            } else {
+            } else if p.is_file() {
+                // (Not the sockets of ssh masters kept under ~/.cache/oignon/ssh: nothing to read.)
                 let bytes = std::fs::read(&p).unwrap();
                 let text = String::from_utf8_lossy(&bytes);
                 for c in &canaries {

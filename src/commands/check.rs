@@ -33,14 +33,16 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     if let Some(nick) = &a.explain {
-        return explain(fleet, nick);
+        return explain(fleet, &desired, nick);
     }
     let mut failed = 0;
     let mut verified = 0;
     if a.no_tor {
         eprintln!("note: tor --verify-config skipped (--no-tor)");
     } else if !crate::tor::available() {
-        eprintln!("note: tor is not installed here, so rendered torrc files were not verified by tor (apt-get install tor)");
+        // A check that did not run tor must not look like one that did.
+        eprintln!("error: tor is not installed here, so the rendered torrc files cannot be verified by tor\n  = help: apt-get install tor, or run `oignon check --no-tor` to check without tor's verdict");
+        return Ok(ExitCode::from(1));
     } else {
         for h in &desired.hosts {
             for f in h
@@ -68,8 +70,11 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let relays: usize = fleet.hosts.iter().map(|h| h.relays.len()).sum();
     let files: usize = desired.hosts.iter().map(|h| h.files.len()).sum();
     println!(
-        "ok: {} hosts, {relays} relays, {files} files rendered{}{}",
+        "ok: {} host{}, {relays} relay{}, {files} file{} rendered{}{}",
         fleet.hosts.len(),
+        super::plural(fleet.hosts.len()),
+        super::plural(relays),
+        super::plural(files),
         if verified > 0 {
             format!(", {verified} torrc verified by tor")
         } else {
@@ -84,7 +89,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn explain(fleet: &crate::inventory::Fleet, nick: &str) -> anyhow::Result<ExitCode> {
+/// The exit policy of one relay as tor would enforce it, read from the relay's rendered torrc
+/// (not from the inventory): what the relay would really do is what the file says.
+fn explain(
+    fleet: &crate::inventory::Fleet,
+    desired: &crate::desired::Desired,
+    nick: &str,
+) -> anyhow::Result<ExitCode> {
     let found = fleet
         .hosts
         .iter()
@@ -100,20 +111,70 @@ fn explain(fleet: &crate::inventory::Fleet, nick: &str) -> anyhow::Result<ExitCo
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
         eprintln!(
-            "error: no relay is nicknamed `{nick}`{hint}; relays: {}",
+            "error: no relay is nicknamed `{}`{hint}; relays: {}",
+            crate::inventory::text::escaped_cut(nick),
             names.join(", ")
         );
         return Ok(ExitCode::from(1));
     };
+    let file = desired
+        .hosts
+        .iter()
+        .filter(|h| h.name == host.name)
+        .flat_map(|h| h.files.iter())
+        .find(|f| {
+            f.validate == Some(ValidatorKind::Torrc)
+                && f.instance.as_deref() == Some(relay.nickname.as_str())
+        });
+    let Some(file) = file else {
+        eprintln!(
+            "error: `{}` on host `{}` has no rendered torrc (is the tor role in the host's roles?)",
+            relay.nickname, host.name
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let text = String::from_utf8_lossy(file.content.bytes());
+    let torrc = match crate::torrc::parse(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: tor cannot read {}: {e}", file.path);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    // The last value of a singleton option wins in tor; a list option keeps every line in order.
+    let values = |name: &str| -> Vec<&str> {
+        torrc
+            .entries
+            .iter()
+            .filter(|e| {
+                crate::torrc::canonical(&e.key).is_some_and(|r| r.name.eq_ignore_ascii_case(name))
+            })
+            .map(|e| e.value.as_str())
+            .collect()
+    };
+    let flag = |name: &str, default: bool| values(name).last().map_or(default, |v| v.trim() == "1");
     println!(
-        "{} on {} ({}), exit policy `{}`",
-        relay.nickname, host.name, host.hoster, relay.exit_policy_name
+        "{} on {} ({}), exit policy `{}`, as tor reads {}",
+        relay.nickname, host.name, host.hoster, relay.exit_policy_name, file.path
     );
-    if !relay.exit {
-        println!("not an exit: ExitRelay 0, ExitPolicy reject *:*");
+    let mut rules = vec![];
+    for v in values("ExitPolicy") {
+        // One ExitPolicy value may hold several rules, comma-separated.
+        for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match exit_policy::parse_rule(part) {
+                Ok((rule, _)) => rules.push(rule),
+                Err(e) => {
+                    eprintln!("error: ExitPolicy `{part}` in {}: {}", file.path, e.message);
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    }
+    if !flag("ExitRelay", true) {
+        println!("not an exit: ExitRelay 0 (tor exits nowhere, whatever its ExitPolicy)");
         return Ok(ExitCode::SUCCESS);
     }
-    let effective = exit_policy::effective(&relay.exit_policy, true);
+    let effective = exit_policy::effective(&rules, flag("ExitPolicyRejectPrivate", true));
     println!("\neffective policy (first match wins):");
     for r in &effective {
         println!("  {r}");
@@ -127,7 +188,7 @@ fn explain(fleet: &crate::inventory::Fleet, nick: &str) -> anyhow::Result<ExitCo
             exit_policy::format_ports(&v4)
         }
     );
-    if relay.ipv6_exit {
+    if flag("IPv6Exit", false) {
         let v6 = exit_policy::accepted_ports(&effective, exit_policy::Family::V6);
         println!(
             "accepted ports, IPv6: {}",

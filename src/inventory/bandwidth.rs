@@ -18,7 +18,7 @@ pub fn parse_bits(text: &str) -> Result<u64, String> {
     let unit = unit.trim();
     let value: f64 = num
         .parse()
-        .map_err(|_| format!("`{text}` does not start with a number"))?;
+        .map_err(|_| format!("{} does not start with a number", super::text::shown(text)))?;
     let mult: f64 = match unit {
         "kbit/s" | "Kbit/s" => 1e3,
         "Mbit/s" => 1e6,
@@ -28,12 +28,15 @@ pub fn parse_bits(text: &str) -> Result<u64, String> {
                 "unit `{unit}` is ambiguous (tor itself rejects `Mbps`); write decimal megabits as `Mbit/s`"
             ))
         }
-        "" => return Err(format!("`{text}` has no unit; write e.g. `100 Mbit/s`")),
-        other => return Err(format!("unknown unit `{other}`; use kbit/s, Mbit/s or Gbit/s")),
+        "" => return Err(format!("{} has no unit; write e.g. `100 Mbit/s`", super::text::shown(text))),
+        other => return Err(format!("unknown unit {}; use kbit/s, Mbit/s or Gbit/s", super::text::shown(other))),
     };
     let bits = value * mult;
     if !bits.is_finite() || !(1.0..=1e13).contains(&bits) {
-        return Err(format!("`{text}` is out of range (1 bit/s to 10 Tbit/s)"));
+        return Err(format!(
+            "{} is out of range (1 bit/s to 10 Tbit/s)",
+            super::text::shown(text)
+        ));
     }
     Ok(bits as u64)
 }

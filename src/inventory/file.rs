@@ -87,6 +87,14 @@ pub struct Relay {
 ///
 /// Scalars: the most specific level wins. Lists named `*_prepend`, `*_remove` and `torrc_extra`
 /// accumulate (fleet first). `sysctl` maps merge key by key. `kernel_params` and `roles` replace.
+/// `dos_defense` as written: a word or a boolean.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum DosSetting {
+    Flag(bool),
+    Word(String),
+}
+
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct Settings {
     pub roles: Option<Vec<String>>,
@@ -98,8 +106,9 @@ pub struct Settings {
     pub metrics_port: Option<u16>,
     pub sandbox: Option<bool>,
     pub noexec: Option<bool>,
-    /// DoS defences: DoSCircuitCreationEnabled, DoSConnectionEnabled, DoSStreamCreationEnabled (exits).
-    pub dos_defense: Option<bool>,
+    /// DoS defences: DoSCircuitCreationEnabled, DoSConnectionEnabled, DoSStreamCreationEnabled
+    /// (exits): `"auto"` (tor's default: the consensus decides), `"on"`/`true` or `"off"`/`false`.
+    pub dos_defense: Option<DosSetting>,
     /// Burst as a multiple of the rate (≥ 1.0).
     pub burst_factor: Option<f64>,
     pub kernel_params: Option<Vec<String>>,

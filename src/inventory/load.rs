@@ -28,10 +28,42 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Box<Diagnostic>> {
     })?;
     let mut paths: Vec<_> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
-    if paths.is_empty() {
+    // A `*.toml` that is not a regular file is not skipped in silence: a link that leads nowhere
+    // (or in a loop), or a directory, would drop hosts from the fleet without a word.
+    let mut odd = vec![];
+    paths.retain(|p| match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => true,
+        Ok(m) => {
+            odd.push(
+                Diagnostic::error(format!(
+                    "{} is {}, not a TOML file",
+                    p.display(),
+                    if m.is_dir() { "a directory" } else { "not a regular file" }
+                ))
+                .in_file(p)
+                .help("the inventory reads every *.toml directly in its directory: rename it, or move it out"),
+            );
+            false
+        }
+        Err(e) => {
+            let what = match std::fs::symlink_metadata(p) {
+                Ok(l) if l.file_type().is_symlink() => format!(
+                    "is a symbolic link that leads nowhere readable ({e})"
+                ),
+                _ => format!("cannot be read ({e})"),
+            };
+            odd.push(
+                Diagnostic::error(format!("{} {what}", p.display()))
+                    .in_file(p)
+                    .help("fix the link or remove it: every *.toml of the inventory is read"),
+            );
+            false
+        }
+    });
+    if paths.is_empty() && odd.is_empty() {
         return Err(Box::new(
             Diagnostic::error(format!(
                 "the inventory directory {} holds no .toml file",
@@ -43,7 +75,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Box<Diagnostic>> {
     let mut loaded = Loaded {
         sources: vec![],
         files: vec![],
-        diagnostics: vec![],
+        diagnostics: odd,
     };
     for path in paths {
         match std::fs::read(&path) {
@@ -76,6 +108,9 @@ pub fn load_text(loaded: &mut Loaded, path: std::path::PathBuf, text: String) {
         loaded.sources.push(source);
         return;
     }
+    loaded
+        .diagnostics
+        .extend(super::text::check_strings(&source));
     let mut unknown: Vec<Vec<Seg>> = vec![];
     let result: Result<InventoryFile, _> = {
         let de = toml::Deserializer::new(&source.text);
@@ -159,17 +194,18 @@ fn unknown_key(source: &SourceFile, path: &[Seg]) -> Diagnostic {
         None if known.is_empty() => "remove it".to_string(),
         None => format!("known keys here: {}", known.join(", ")),
     };
-    Diagnostic::error(format!("unknown key `{key}`"))
+    Diagnostic::error(format!("unknown key {}", super::text::shown(key)))
         .field(dotted)
         .help(help)
         .at(&source.path, &source.text, source.key_span(path))
 }
 
-/// `host.0.relay.1.nickname`-style rendering of a path.
+/// `host.0.relay.1.nickname`-style rendering of a path. Keys are the user's text: control
+/// characters are escaped and long keys cut, so a message never carries them raw.
 pub fn dotted(path: &[Seg]) -> String {
     path.iter()
         .map(|s| match s {
-            Seg::Key(k) => k.clone(),
+            Seg::Key(k) => super::text::escaped_cut(k),
             Seg::Index(i) => i.to_string(),
         })
         .collect::<Vec<_>>()

@@ -6,11 +6,13 @@
 //! accumulate from fleet to relay; `sysctl` merges key by key; `roles` and `kernel_params` replace.
 
 pub mod bandwidth;
+mod ciiss;
 pub mod file;
 mod introspect;
 pub mod load;
 mod resolve;
 pub mod source;
+pub mod text;
 
 pub use resolve::check_nickname;
 use resolve::Resolver;
@@ -113,7 +115,7 @@ pub struct RelaySpec {
     pub exit_policy: Vec<Rule>,
     pub sandbox: bool,
     pub noexec: bool,
-    pub dos_defense: bool,
+    pub dos_defense: DosDefense,
     pub offline_master_key: bool,
     pub torrc_extra: Vec<String>,
     #[serde(skip)]
@@ -262,5 +264,34 @@ mod fuzz {
             files.push(("inventory/zz.toml".into(), text));
             check_all(&from_texts(files));
         }
+    }
+}
+
+/// How a relay's DoS defences are set. `Auto` (the default) writes tor's own default, `auto`: the
+/// consensus parameter decides, so the network team can switch a defence on or off for every relay
+/// at once (tor's manual: "in doubt, do not change those values"). `On` and `Off` pin it, overriding
+/// that switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DosDefense {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl DosDefense {
+    /// The value of `DoS…Enabled` in a torrc.
+    pub fn torrc_value(self) -> &'static str {
+        match self {
+            DosDefense::Auto => "auto",
+            DosDefense::On => "1",
+            DosDefense::Off => "0",
+        }
+    }
+}
+
+impl serde::Serialize for DosDefense {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.torrc_value())
     }
 }

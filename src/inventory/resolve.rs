@@ -2,10 +2,12 @@
 //! hoster → host → relay) and checks everything tor would refuse or an operator would regret,
 //! collecting every finding with its location.
 
-use super::file::{self, InventoryFile, Settings};
+use super::ciiss;
+use super::file::{self, DosSetting, InventoryFile, Settings};
 use super::source::{Seg, SourceFile};
+use super::text::shown as q;
 use super::{
-    bandwidth, locate, Boot, Fleet, HostSpec, Origin, RelaySpec, DEFAULT_KERNEL_PARAMS,
+    bandwidth, locate, Boot, DosDefense, Fleet, HostSpec, Origin, RelaySpec, DEFAULT_KERNEL_PARAMS,
     DEFAULT_ROLES,
 };
 use crate::diagnostic::{suggest, Diagnostic};
@@ -45,7 +47,7 @@ impl Resolver<'_> {
                         "keep one [fleet] table, in fleet.toml",
                     );
                 } else {
-                    fleet_meta = Some(meta);
+                    fleet_meta = Some((meta, *src));
                 }
             }
             if let Some(d) = &f.defaults {
@@ -82,13 +84,14 @@ impl Resolver<'_> {
                 }
             }
         }
-        let Some(meta) = fleet_meta else {
+        let Some((meta, meta_src)) = fleet_meta else {
             self.diags.push(
                 Diagnostic::error("no [fleet] table in the inventory")
                     .help("add fleet.toml with [fleet] operator, email and url (see README.md)"),
             );
             return None;
         };
+        self.check_contact(meta, meta_src);
         let mut hosts = vec![];
         let mut hoster_names: HashMap<String, Origin> = HashMap::new();
         let mut host_names: HashMap<String, Origin> = HashMap::new();
@@ -117,8 +120,20 @@ impl Resolver<'_> {
                 self.err(
                     &hoster_origin,
                     "hoster.name",
-                    format!("hoster `{}` is defined twice", hoster.name),
+                    format!("hoster {} is defined twice", q(&hoster.name)),
                     format!("it is already defined at {where_}; keep one file per hoster"),
+                );
+            }
+            if let Err(why) = ciiss::dns_name(&hoster.domain) {
+                let o = Origin {
+                    source: src,
+                    path: path!["hoster", "domain"],
+                };
+                self.err(
+                    &o,
+                    "hoster.domain",
+                    format!("hoster domain {} {why}", q(&hoster.domain)),
+                    "write the hoster's domain as CIISS `hoster:` wants it, e.g. `gandi.net`",
                 );
             }
             let hoster_layer = hoster.defaults.as_ref().map(|d| {
@@ -140,7 +155,7 @@ impl Resolver<'_> {
                     path: path!["host", hi, "name"],
                 };
                 if !valid_hostname(&h.name) {
-                    self.err(&name_origin, "host.name", format!("host name `{}` is not a valid host name", h.name),
+                    self.err(&name_origin, "host.name", format!("host name {} is not a valid host name", q(&h.name)),
                         "use lowercase letters, digits and '-' (it names directories and SSH aliases)");
                 }
                 if let Some(prev) = host_names.insert(h.name.clone(), name_origin.clone()) {
@@ -148,7 +163,7 @@ impl Resolver<'_> {
                     self.err(
                         &name_origin,
                         "host.name",
-                        format!("host `{}` is defined twice", h.name),
+                        format!("host {} is defined twice", q(&h.name)),
                         format!("it is already defined at {where_}"),
                     );
                 }
@@ -179,6 +194,40 @@ impl Resolver<'_> {
             manage_identities: meta.manage_identities.unwrap_or(true),
             hosts,
         })
+    }
+
+    /// The `[fleet]` fields that go into every relay's ContactInfo, by their CIISS grammar.
+    fn check_contact(&mut self, meta: &file::FleetMeta, src: usize) {
+        let at = |k: &str| Origin {
+            source: src,
+            path: path!["fleet", k],
+        };
+        if let Err(why) = ciiss::email(&meta.email) {
+            self.err(
+                &at("email"),
+                "fleet.email",
+                format!("email {} cannot go into ContactInfo: {why}", q(&meta.email)),
+                "write the abuse address as `abuse@example.org` (ContactInfo shows it as `abuse[]example.org`)",
+            );
+        }
+        if let Err(why) = ciiss::url(&meta.url) {
+            self.err(
+                &at("url"),
+                "fleet.url",
+                format!("url {} cannot go into ContactInfo: {why}", q(&meta.url)),
+                "write the operator's website, e.g. `https://example.org` (CIISS `url:`)",
+            );
+        }
+        if let Some(p) = &meta.proof {
+            if let Err(why) = ciiss::proof(p) {
+                self.err(
+                    &at("proof"),
+                    "fleet.proof",
+                    format!("proof {} is not a CIISS proof: {why}", q(p)),
+                    "use `uri-rsa` (fingerprints at https://URL/.well-known/tor-relay/rsa-fingerprint.txt) or `dns-rsa`",
+                );
+            }
+        }
     }
 
     fn where_(&self, o: &Origin) -> String {
@@ -213,7 +262,7 @@ impl Resolver<'_> {
                 self.err(
                     &at("ipv4"),
                     "host.ipv4",
-                    format!("`{}` is not an IPv4 address", h.ipv4),
+                    format!("{} is not an IPv4 address", q(&h.ipv4)),
                     "write a dotted address such as 192.0.2.10",
                 );
                 None
@@ -227,7 +276,7 @@ impl Resolver<'_> {
                     self.err(
                         &at("ipv6"),
                         "host.ipv6",
-                        format!("`{s}` is not an IPv6 address"),
+                        format!("{} is not an IPv6 address", q(s)),
                         "write it without brackets, such as 2001:db8::10",
                     );
                     ok = false;
@@ -255,12 +304,24 @@ impl Resolver<'_> {
                 self.err(
                     &at("boot"),
                     "host.boot",
-                    format!("unknown boot loader `{other}`"),
+                    format!("unknown boot loader {}", q(other)),
                     "use \"grub\" (kernel command line managed) or \"none\"",
                 );
                 Boot::Grub
             }
         };
+        if let Some(d) = &h.ssh {
+            // ssh reads a leading `-` as an option (`-oProxyCommand=…` runs a command).
+            if d.is_empty() || d.starts_with('-') || d.chars().any(char::is_whitespace) {
+                self.err(
+                    &at("ssh"),
+                    "host.ssh",
+                    format!("ssh destination {} is not a destination ssh can take safely", q(d)),
+                    "write `host`, `user@host` or `ssh://user@host:port`: not empty, no leading `-`, no spaces",
+                );
+                ok = false;
+            }
+        }
         if let Some(k) = &h.host_key {
             let parts: Vec<&str> = k.split_whitespace().collect();
             if parts.len() < 2 || !parts[0].starts_with("ssh-") && !parts[0].starts_with("ecdsa-") {
@@ -294,7 +355,7 @@ impl Resolver<'_> {
                     self.err(
                         &o,
                         "kernel_params",
-                        format!("kernel parameter `{p}` cannot be put on a command line"),
+                        format!("kernel parameter {} cannot be put on a command line", q(p)),
                         "one parameter per string, without spaces, quotes, `$` or backslashes",
                     );
                 }
@@ -318,7 +379,7 @@ impl Resolver<'_> {
                     self.err(
                         &o,
                         "sysctl",
-                        format!("sysctl `{k} = {v}` is not a valid setting"),
+                        format!("sysctl {} is not a valid setting", q(&format!("{k} = {v}"))),
                         "keys are dotted names like kernel.kptr_restrict, values a single line",
                     );
                 }
@@ -423,7 +484,7 @@ impl Resolver<'_> {
             self.err(
                 &nick_o,
                 "relay.nickname",
-                format!("nickname `{}` {e}", r.nickname),
+                format!("nickname {} {e}", q(&r.nickname)),
                 "tor accepts 1 to 19 letters and digits, e.g. `marcuse1`",
             );
             ok = false;
@@ -454,7 +515,7 @@ impl Resolver<'_> {
                     self.err(
                         &at("ipv4"),
                         "relay.ipv4",
-                        format!("`{s}` is not an IPv4 address"),
+                        format!("{} is not an IPv4 address", q(s)),
                         "write a dotted address such as 192.0.2.11",
                     );
                     ok = false;
@@ -470,7 +531,7 @@ impl Resolver<'_> {
                     self.err(
                         &at("ipv6"),
                         "relay.ipv6",
-                        format!("`{s}` is not an IPv6 address"),
+                        format!("{} is not an IPv6 address", q(s)),
                         "write it without brackets, such as 2001:db8::11",
                     );
                     ok = false;
@@ -637,7 +698,11 @@ impl Resolver<'_> {
                     }
                     Err(e) => {
                         self.policy_finding(
-                            Diagnostic::error(format!("exit policy rule `{text}`: {}", e.message)),
+                            Diagnostic::error(format!(
+                                "exit policy rule {}: {}",
+                                q(text),
+                                e.message
+                            )),
                             e.help,
                             &ro,
                             e.offset,
@@ -665,7 +730,7 @@ impl Resolver<'_> {
                 self.err(
                     &po,
                     "exit_policy",
-                    format!("unknown exit policy `{policy_name}`"),
+                    format!("unknown exit policy {}", q(&policy_name)),
                     help,
                 );
                 ok = false;
@@ -688,10 +753,34 @@ impl Resolver<'_> {
             .iter()
             .flat_map(|(s, _)| s.torrc_extra.clone().unwrap_or_default())
             .collect();
-        ok &= self.check_extra(&layers, &r.nickname, metrics_port.is_some(), ipv6.is_some());
+        ok &= self.check_extra(&layers);
 
         let bool_of = |f: fn(&Settings) -> Option<bool>, dflt: bool| {
             last(&layers, f).map_or(dflt, |(v, _)| v)
+        };
+        let dos_defense = match last(&layers, |s| s.dos_defense.clone()) {
+            None => DosDefense::Auto,
+            Some((setting, o)) => match setting {
+                DosSetting::Flag(true) => DosDefense::On,
+                DosSetting::Flag(false) => DosDefense::Off,
+                DosSetting::Word(w) => match w.as_str() {
+                    "auto" => DosDefense::Auto,
+                    "on" => DosDefense::On,
+                    "off" => DosDefense::Off,
+                    _ => {
+                        let mut at = o.clone();
+                        at.path.push(Seg::Key("dos_defense".into()));
+                        self.err(
+                            &at,
+                            "dos_defense",
+                            format!("dos_defense {} is not auto, on or off", q(&w)),
+                            "auto (tor's default: the consensus decides), on (pinned on) or off",
+                        );
+                        ok = false;
+                        DosDefense::Auto
+                    }
+                },
+            },
         };
         if !ok {
             return None;
@@ -703,7 +792,9 @@ impl Resolver<'_> {
             ipv6,
             rate,
             burst,
-            uplink_mbit: bandwidth::mbit(rate * 8).max(1),
+            // CIISS uplinkbw: the smaller of the link and RelayBandwidthRate as tor gets it (whole
+            // KBytes, rounded down), in whole Mbit/s rounded down: 349 for a 350 Mbit/s share.
+            uplink_mbit: bandwidth::mbit(bandwidth::tor_kbytes(rate) * 1024 * 8).max(1),
             metrics_port,
             exit,
             ipv6_exit: ipv6_exit && ipv6.is_some(),
@@ -711,7 +802,7 @@ impl Resolver<'_> {
             exit_policy: rules,
             sandbox: bool_of(|s| s.sandbox, true),
             noexec: bool_of(|s| s.noexec, true),
-            dos_defense: bool_of(|s| s.dos_defense, true),
+            dos_defense,
             offline_master_key: bool_of(|s| s.offline_master_key, false),
             torrc_extra,
             origin,
@@ -742,96 +833,141 @@ impl Resolver<'_> {
             .push(d.at(&src.path, &src.text, start..start + len.max(1)));
     }
 
-    /// What tor's own `--verify-config` does not catch in raw torrc lines.
-    fn check_extra(
-        &mut self,
-        layers: &[Layer],
-        nickname: &str,
-        has_metrics: bool,
-        has_v6: bool,
-    ) -> bool {
+    /// Each `torrc_extra` string is one torrc line, read with tor's own grammar (see
+    /// [`crate::torrc`]): it must set one option tor knows, by its full name, that oignon does not
+    /// manage, and must not reach into the lines around it.
+    fn check_extra(&mut self, layers: &[Layer]) -> bool {
         let mut ok = true;
-        let mut lines: Vec<(String, Origin)> = vec![];
         for (s, o) in layers {
             for (i, l) in s.torrc_extra.iter().flatten().enumerate() {
                 let mut p = o.path.clone();
                 p.extend(path!["torrc_extra", i]);
-                lines.push((
-                    l.clone(),
-                    Origin {
-                        source: o.source,
-                        path: p,
-                    },
-                ));
-            }
-        }
-        let key_of = |l: &str| {
-            l.split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase()
-        };
-        let has_policy = lines.iter().any(|(l, _)| key_of(l) == "metricsportpolicy");
-        let (mut v4_addr, mut v6_addr) = (1, usize::from(has_v6));
-        for (l, o) in &lines {
-            if l.contains('\n') || l.contains('\r') {
-                self.err(
-                    o,
-                    "torrc_extra",
-                    "a torrc_extra entry spans several lines".into(),
-                    "write one torrc line per string",
-                );
-                ok = false;
-                continue;
-            }
-            let key = key_of(l);
-            if key == "metricsport" && !has_policy && !has_metrics {
-                self.err(o, "torrc_extra", format!("`{nickname}` sets MetricsPort without MetricsPortPolicy: tor refuses every request"),
-                    "add \"MetricsPortPolicy accept 127.0.0.1\", or use metrics_port (oignon then writes both)");
-                ok = false;
-            }
-            if key == "address" {
-                let value = l.split_whitespace().nth(1).unwrap_or("");
-                let v6 = value.contains(':');
-                let count = if v6 { &mut v6_addr } else { &mut v4_addr };
-                *count += 1;
-                if *count > 1 {
-                    self.err(
-                        o,
-                        "torrc_extra",
-                        format!(
-                            "`{nickname}` would have two {} Address lines; tor uses one per family",
-                            if v6 { "IPv6" } else { "IPv4" }
-                        ),
-                        "set the relay's ipv4/ipv6 fields instead of an Address line",
-                    );
+                let o = Origin {
+                    source: o.source,
+                    path: p,
+                };
+                if let Err((msg, help)) = extra_line(l) {
+                    self.err(&o, "torrc_extra", msg, help);
                     ok = false;
                 }
-            }
-            if [
-                "nickname",
-                "orport",
-                "exitpolicy",
-                "contactinfo",
-                "myfamily",
-                "familyid",
-            ]
-            .contains(&key.as_str())
-            {
-                self.err(
-                    o,
-                    "torrc_extra",
-                    format!(
-                        "`{}` is managed by oignon and cannot be set in torrc_extra",
-                        l.split_whitespace().next().unwrap_or("")
-                    ),
-                    "use the matching inventory field (nickname, orport, exit_policy, …)",
-                );
-                ok = false;
             }
         }
         ok
     }
+}
+
+/// Why one `torrc_extra` line cannot go into a torrc as written, and what to do.
+fn extra_line(l: &str) -> Result<(), (String, String)> {
+    use crate::torrc::{self, Via};
+    if l.chars().any(super::text::forbidden) {
+        // Reported for every string, with the character, by the inventory text check.
+        return Err((
+            format!("torrc_extra line {} is not a single line", q(l)),
+            "write one torrc line per string".into(),
+        ));
+    }
+    let parsed = torrc::parse(l).map_err(|e| {
+        (
+            format!(
+                "tor cannot read the torrc_extra line {}: {}",
+                q(l),
+                e.message
+            ),
+            "write `Option value`, as in a torrc".to_string(),
+        )
+    })?;
+    let Some(e) = parsed.entries.first() else {
+        return Ok(()); // a comment
+    };
+    if l.trim_end().ends_with('\\') && !e.quoted {
+        return Err((
+            format!("torrc_extra line {} ends with a backslash", q(l)),
+            "tor would continue the line onto the next line of the torrc, taking it into this value: remove the backslash".into(),
+        ));
+    }
+    if !e.quoted {
+        let glued = l
+            .char_indices()
+            .any(|(i, c)| c == '#' && i > 0 && !l[..i].ends_with(char::is_whitespace));
+        if glued {
+            return Err((
+                format!(
+                    "in the torrc_extra line {}, tor reads `#` as the start of a comment",
+                    q(l)
+                ),
+                format!(
+                    "tor would read the value as {}; quote the value (\"…\") or put a space before a comment",
+                    q(&e.value)
+                ),
+            ));
+        }
+    }
+    if e.is_include() {
+        return Err((
+            format!("torrc_extra line {}: `%include` makes tor read another file, which oignon neither renders nor checks", q(l)),
+            "write the options themselves in torrc_extra".into(),
+        ));
+    }
+    if e.value.chars().any(super::text::forbidden) {
+        return Err((
+            format!("the quoted value of the torrc_extra line {} holds a control character once tor decodes it", q(l)),
+            "write the value without escapes such as \\n or \\x00".into(),
+        ));
+    }
+    let Some(r) = torrc::canonical(&e.key) else {
+        let help = match suggest(&e.key, torrc::settable_names()) {
+            Some(s) => format!("did you mean `{s}`? (`tor --list-torrc-options` lists them all)"),
+            None => "see `tor --list-torrc-options` or man tor".into(),
+        };
+        return Err((
+            format!(
+                "tor has no option {} (torrc_extra line {})",
+                q(&e.key),
+                q(l)
+            ),
+            help,
+        ));
+    };
+    if let Some(field) = torrc::managed(r.name) {
+        let how = match r.via {
+            Via::Exact => String::new(),
+            Via::Abbreviation => format!(" (tor reads {} as `{}`)", q(&e.key), r.name),
+            Via::Prefix => format!(
+                " (tor reads {} as `{}`: it takes any unambiguous start of a name)",
+                q(&e.key),
+                r.name
+            ),
+        };
+        let magic = match e.magic {
+            torrc::Magic::Normal => "",
+            torrc::Magic::Append => " (a `+` line adds to it)",
+            torrc::Magic::Clear => " (a `/` line clears it)",
+        };
+        return Err((
+            format!(
+                "`{}` is managed by oignon and cannot be set in torrc_extra{how}{magic}",
+                r.name
+            ),
+            format!("it comes from {field}"),
+        ));
+    }
+    if !r.settable {
+        return Err((
+            format!(
+                "`{}` is obsolete or virtual: tor ignores or refuses it (torrc_extra line {})",
+                r.name,
+                q(l)
+            ),
+            "remove the line".into(),
+        ));
+    }
+    if r.via != Via::Exact {
+        return Err((
+            format!("tor reads {} as `{}` (torrc_extra line {})", q(&e.key), r.name, q(l)),
+            format!("write the full name `{}`: tor deprecates abbreviations, and a new option can change what one means", r.name),
+        ));
+    }
+    Ok(())
 }
 
 fn h_roles(layers: &[Layer]) -> Vec<String> {
@@ -861,7 +997,8 @@ pub fn check_nickname(n: &str) -> Result<(), String> {
     }
     if let Some(c) = n.chars().find(|c| !c.is_ascii_alphanumeric()) {
         return Err(format!(
-            "contains `{c}` (only letters and digits are allowed)"
+            "contains `{}` (only letters and digits are allowed)",
+            c.escape_default()
         ));
     }
     Ok(())

@@ -128,3 +128,85 @@ fn find_in_table(
         _ => best,
     }
 }
+
+/// A string written in an inventory file: a value or a key, decoded, with its place.
+pub struct Written {
+    /// Where it is: for a key, the path of the value it names.
+    pub path: Vec<Seg>,
+    pub text: String,
+    pub span: Range<usize>,
+    pub is_key: bool,
+}
+
+impl SourceFile {
+    /// Every key and string value of the file, at any depth (tables, arrays, inline tables), so a
+    /// check on all strings needs no list of fields that could miss a new one.
+    pub fn strings(&self) -> Vec<Written> {
+        let mut out = vec![];
+        if let Some(doc) = &self.doc {
+            walk_table(doc.as_table(), &mut vec![], &mut out);
+        }
+        out
+    }
+}
+
+fn walk_table(t: &toml_edit::Table, path: &mut Vec<Seg>, out: &mut Vec<Written>) {
+    for (k, item) in t.iter() {
+        path.push(Seg::Key(k.to_string()));
+        if let Some(key) = t.key(k) {
+            out.push(Written {
+                path: path.clone(),
+                text: key.get().to_string(),
+                span: key.span().unwrap_or(0..0),
+                is_key: true,
+            });
+        }
+        match item {
+            Item::Value(v) => walk_value(v, path, out),
+            Item::Table(t2) => walk_table(t2, path, out),
+            Item::ArrayOfTables(a) => {
+                for (i, t2) in a.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    walk_table(t2, path, out);
+                    path.pop();
+                }
+            }
+            Item::None => {}
+        }
+        path.pop();
+    }
+}
+
+fn walk_value(v: &Value, path: &mut Vec<Seg>, out: &mut Vec<Written>) {
+    match v {
+        Value::String(s) => out.push(Written {
+            path: path.clone(),
+            text: s.value().clone(),
+            span: s.span().unwrap_or(0..0),
+            is_key: false,
+        }),
+        Value::Array(a) => {
+            for (i, v2) in a.iter().enumerate() {
+                path.push(Seg::Index(i));
+                walk_value(v2, path, out);
+                path.pop();
+            }
+        }
+        Value::InlineTable(it) => {
+            for (k, v2) in it.iter() {
+                path.push(Seg::Key(k.to_string()));
+                if let Some(key) = it.key(k) {
+                    out.push(Written {
+                        path: path.clone(),
+                        text: key.get().to_string(),
+                        span: key.span().unwrap_or(0..0),
+                        is_key: true,
+                    });
+                }
+                walk_value(v2, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}

@@ -46,25 +46,6 @@ refuse() {
   exit 8
 }
 
-# The first component of ROOT/PATH below ROOT that is a symbolic link (printed), if any.
-link_in() {
-  rest=${1#/}
-  cur=$root
-  while [ -n "$rest" ]; do
-    case $rest in
-    */*) c=${rest%%/*} rest=${rest#*/} ;;
-    *) c=$rest rest= ;;
-    esac
-    [ -n "$c" ] || continue
-    cur=$cur/$c
-    if [ -L "$cur" ]; then
-      printf '%s' "${cur#"$root"}"
-      return 0
-    fi
-    [ -e "$cur" ] || return 1
-  done
-  return 1
-}
 no_links() {
   if l=$(link_in "$1"); then
     refuse "$1: $l is a symbolic link on the host; oignon never writes through links: replace it with a real directory or file (as root, after checking who made it), then apply again"
@@ -118,12 +99,8 @@ check_handler() {
 # A relay's DataDirectory path: prints the instance user (_tor-NAME) for a path inside
 # /var/lib/tor-instances/NAME/, nothing otherwise.
 dd_user() {
-  case $1 in
-  /var/lib/tor-instances/*/*)
-    n=${1#/var/lib/tor-instances/}
-    printf '_tor-%s' "${n%%/*}"
-    ;;
-  esac
+  n=$(dd_name "$1")
+  [ -z "$n" ] || printf '_tor-%s' "$n"
 }
 # Runs a command as USER: no capabilities, no supplementary groups, no new privileges.
 as_user() {
@@ -383,8 +360,10 @@ if cat > "$t" && chmod "$2" -- "$t" && sync -- "$t"; then printf "%s\n" "$t"; el
 
 # Phase 6: temp files beside their targets: owner and mode BEFORE content, then fsync. Temps a
 # killed apply left (`.oignon-new.*`) are swept first: holding the lock, none is a live apply's.
+# Every directory of a managed file is swept, written to this time or not.
 swept=$nl
-while IFS="$tab" read -r p o g m v n; do
+cut -f1 "$work/writes" "$work/manifest" > "$work/sweep"
+while IFS= read -r p; do
   dir=$(dirname -- "$p")
   case $swept in *"$nl$dir$nl"*) continue ;; esac
   swept=$swept$dir$nl
@@ -392,10 +371,10 @@ while IFS="$tab" read -r p o g m v n; do
   if [ -n "$u" ] && as_owner_side; then
     # shellcheck disable=SC2016
     [ -d "$dir" ] && as_user "$u" sh -c 'rm -f -- "$1"/.oignon-new.*' sh "$dir"
-  elif [ -d "$root$dir" ]; then
+  elif [ -d "$root$dir" ] && ! link_in "$dir" >/dev/null; then
     rm -f -- "$root$dir"/.oignon-new.*
   fi
-done < "$work/writes"
+done < "$work/sweep"
 i=0
 while IFS="$tab" read -r p o g m v n; do
   i=$((i + 1))

@@ -11,7 +11,10 @@ use record::{RecordError, Records};
 use std::collections::BTreeSet;
 
 /// Gathers files and facts (see the header of gather.sh for its protocol).
-pub const GATHER: &str = include_str!("gather.sh");
+pub const GATHER: &str = concat!(include_str!("paths.sh"), include_str!("gather.sh"));
+
+/// Applies one host's changes (see the header of apply.sh for its records and answers).
+pub const APPLY: &str = concat!(include_str!("paths.sh"), include_str!("apply.sh"));
 
 /// The gather requests for a host: every desired path (with the hash oignon wants there) and every
 /// instance. (Paths the last apply

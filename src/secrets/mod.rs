@@ -39,6 +39,32 @@ pub const SIGNING_FILES: &[&str] = &[
     "ed25519_master_id_public_key",
 ];
 
+/// A relay's `keys/ed25519_master_id_public_key` as tor writes it: a 32-byte header, then the key,
+/// which is the relay's ed25519 id (kept in clear in secrets/relays/NICK/ed25519_id).
+pub fn master_public_key(store: &Store, nick: &str) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    let path = store.relay_dir(nick).join("ed25519_id");
+    let id = store.ed25519_id(nick).ok_or_else(|| {
+        SecretsError(format!(
+            "{} is missing: the relay's ed25519 id; `oignon secrets verify` shows it, keygen or import write it",
+            path.display()
+        ))
+    })?;
+    let key = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(id.trim_end_matches('='))
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| {
+            SecretsError(format!(
+                "{} does not hold an ed25519 id (43 characters of base64); restore it from git",
+                path.display()
+            ))
+        })?;
+    let mut out = b"== ed25519v1-public: type0 ==\0\0\0".to_vec();
+    out.extend_from_slice(&key);
+    Ok(out)
+}
+
 /// The family key's file name in each relay's KeyDirectory.
 pub const FAMILY_KEY_FILE: &str = "family.secret_family_key";
 

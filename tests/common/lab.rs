@@ -83,6 +83,14 @@ fn describe(what: &str, out: &Output) -> String {
     )
 }
 
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
 fn on_path(program: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -118,6 +126,19 @@ impl Lab {
             return Err(format!("no lab script at {}", script_path().display()));
         }
         Ok(())
+    }
+
+    /// Starts `n` hosts; None, said on stderr, where the lab cannot run at all because this is not
+    /// root (mount namespaces and sshd need it): the test then ends as skipped, with its reason.
+    /// As root, any failure to start is a test failure (`start`).
+    pub fn start_or_skip(n: usize) -> Option<Lab> {
+        if !is_root() {
+            eprintln!(
+                "SKIPPED: the lab needs root (it runs real sshd hosts in mount namespaces); run ./scripts/test as root"
+            );
+            return None;
+        }
+        Some(Lab::start(n))
     }
 
     /// Starts `n` hosts; panics with the script's output if that fails.

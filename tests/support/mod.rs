@@ -119,6 +119,7 @@ pub fn run_in_env(cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> Run {
         .env_remove("OIGNON_INVENTORY")
         .env_remove("OIGNON_ROLES")
         .env_remove("OIGNON_SSH_CONFIG")
+        .env_remove("OIGNON_SSH_PERSIST")
         .env("HOME", cwd)
         // No terminal on stdin, even when the tests run from one: apply must never wait for an answer.
         .stdin(std::process::Stdio::null());
