@@ -4,13 +4,14 @@
 //! target and runs the handlers, recorded as pending first so an interrupted apply never loses one.
 
 use crate::desired::DesiredHost;
-use crate::gather::Gathered;
+use crate::gather::{Gathered, Reach, Target};
 use crate::plan::{ChangeKind, HostPlan, Plan};
 use crate::remote::record::Records;
 use crate::role::ValidatorKind;
 use crate::transport::Transport;
 use serde::Serialize;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The embedded apply script, with the shared path functions.
 pub const SCRIPT: &str = crate::remote::APPLY;
@@ -228,9 +229,18 @@ fn short(s: &str) -> &str {
 pub struct RolloutOptions {
     pub serial: Option<usize>,
     pub max_fail: usize,
-    /// Reboot hosts whose kernel command line needs it (or whose grub changed), once applied.
+    /// Reboot hosts whose kernel command line needs it (or whose grub changed), once applied, and
+    /// wait for each to come back.
     pub reboot: bool,
+    /// How long a rebooting host may take to come back before it counts as failed.
+    pub reboot_timeout: Duration,
     pub parallel: usize,
+}
+
+/// How to reach the hosts again, over new connections (after a reboot).
+pub struct Reconnect {
+    pub reach: Arc<Reach>,
+    pub targets: Vec<Target>,
 }
 
 /// How a rollout ended.
@@ -271,6 +281,7 @@ pub fn rollout(
     rt: &tokio::runtime::Runtime,
     plan: &Plan,
     hosts: Vec<(DesiredHost, Gathered)>,
+    again: &Reconnect,
     todo: &[usize],
     o: &RolloutOptions,
 ) -> Rollout {
@@ -301,6 +312,9 @@ pub fn rollout(
             let who = who.clone();
             let sem = sem.clone();
             let reboot = o.reboot;
+            let reboot_timeout = o.reboot_timeout;
+            let reach = again.reach.clone();
+            let target = again.targets.iter().find(|t| t.name == hp.host).cloned();
             tasks.push(rt.spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let (desired, gathered) = &hosts[i];
@@ -329,10 +343,18 @@ pub fn rollout(
                             .iter()
                             .any(|c| c.target.starts_with("/etc/default/grub")))
                 {
-                    match t.run("reboot", "systemctl reboot", &[], vec![]).await {
-                        Ok(o) if o.success() => r.done.push("rebooting (--reboot)".into()),
-                        Ok(o) => r.error = Some(format!("reboot failed: {}", o.stderr_text())),
-                        Err(e) => r.error = Some(format!("reboot failed: {e}")),
+                    match (t, target) {
+                        // A local image is a directory: "rebooting" it would reboot this machine.
+                        (Transport::Local(_), _) => r.done.push(
+                            "not rebooted: a local image runs its new kernel command line when it boots (--reboot is for hosts reached over SSH)".into(),
+                        ),
+                        (_, None) => r.error = Some("reboot skipped: no SSH destination for this host (internal error)".into()),
+                        (Transport::Ssh(_), Some(target)) => {
+                            match reboot_and_wait(t, &reach, &target, reboot_timeout).await {
+                                Ok(done) => r.done.push(done),
+                                Err(e) => r.error = Some(e),
+                            }
+                        }
                     }
                 }
                 r
@@ -366,6 +388,80 @@ fn holder() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
     format!("{user}@{host} (oignon apply)")
+}
+
+/// The kernel's id of the running boot: a new one after every reboot (nspawn gives each boot of
+/// a container its own too).
+const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
+
+/// Pause between attempts to reach a rebooting host.
+const REBOOT_POLL: Duration = Duration::from_secs(2);
+
+async fn boot_id(t: &Transport) -> Result<String, String> {
+    let out = t
+        .run("boot-id", BOOT_ID, &[], vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.success() || id.is_empty() {
+        return Err(format!(
+            "cannot read the boot id ({BOOT_ID}): {}",
+            out.stderr_text()
+        ));
+    }
+    Ok(id)
+}
+
+/// `systemctl reboot`, then waits until the host answers over a NEW connection with a boot id
+/// other than the one before: the host went down and came back. Until `timeout`, a refused or
+/// timed-out connection, or the old boot still answering, is only waited on.
+async fn reboot_and_wait(
+    t: &Transport,
+    reach: &Reach,
+    target: &Target,
+    timeout: Duration,
+) -> Result<String, String> {
+    let before = boot_id(t).await.map_err(|e| format!("not rebooted: {e}"))?;
+    let started = Instant::now();
+    match t.run("reboot", "systemctl reboot", &[], vec![]).await {
+        Ok(o) if o.success() => {}
+        Ok(o) => return Err(format!("reboot failed: {}", o.stderr_text())),
+        // The host may close the connection while it goes down: only the new boot tells.
+        Err(e) => tracing::debug!(host = target.name, "systemctl reboot: {e}"),
+    }
+    loop {
+        let last;
+        tokio::time::sleep(REBOOT_POLL).await;
+        match reach.open(target).await {
+            Err(e) => last = e,
+            Ok(again) => {
+                let id = boot_id(&again).await;
+                again.close().await;
+                match id {
+                    Ok(id) if id != before => {
+                        return Ok(format!(
+                            "rebooted (--reboot): back after {:.0}s, boot id {} (was {})",
+                            started.elapsed().as_secs_f64(),
+                            short_id(&id),
+                            short_id(&before)
+                        ))
+                    }
+                    Ok(_) => last = "the old boot still answers: the reboot has not begun".into(),
+                    Err(e) => last = e,
+                }
+            }
+        }
+        if started.elapsed() >= timeout {
+            return Err(format!(
+                "rebooted (`systemctl reboot` ran), but the host did not come back within {}s; last: {last}\n  = help: it may still be booting, or be stuck at its console: check it, then `oignon plan` (raise --reboot-timeout for slow hosts)",
+                timeout.as_secs()
+            ));
+        }
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 #[cfg(test)]

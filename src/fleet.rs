@@ -210,6 +210,10 @@ impl PlanOptions {
 pub struct Planned {
     pub plan: Plan,
     pub hosts: Vec<(DesiredHost, Gathered)>,
+    /// How the hosts were reached, to reach them again (`apply --reboot` reconnects after a reboot).
+    pub reach: Arc<Reach>,
+    /// Each selected host's name and SSH destination.
+    pub targets: Vec<crate::gather::Target>,
 }
 
 /// Loads, renders and gathers the selected hosts; None when the inventory had errors (reported).
@@ -267,8 +271,13 @@ pub fn plan(
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     let progress = crate::progress::Progress::new(false);
+    let targets = specs
+        .iter()
+        .map(|s| crate::gather::Target::from(*s))
+        .collect();
     let pairs: Vec<_> = specs.iter().copied().zip(desired.hosts).collect();
-    let gathered = rt.block_on(crate::gather::gather_all(Arc::new(reach), pairs, &progress));
+    let reach = Arc::new(reach);
+    let gathered = rt.block_on(crate::gather::gather_all(reach.clone(), pairs, &progress));
     progress.finish();
     let hosts: Vec<HostPlan> = gathered
         .iter()
@@ -285,6 +294,8 @@ pub fn plan(
             hosts,
         },
         hosts: gathered,
+        reach,
+        targets,
     }))
 }
 

@@ -29,9 +29,13 @@ pub struct Args {
     /// With --serial: how many failed hosts to tolerate before the rollout stops.
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub max_fail: usize,
-    /// Reboot hosts whose kernel command line needs it, after a successful apply.
+    /// Reboot hosts whose kernel command line needs it, after a successful apply, and wait for
+    /// each to come back (a new boot id, answering over SSH).
     #[arg(long)]
     pub reboot: bool,
+    /// With --reboot: how long to wait for a host to come back before calling it failed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub reboot_timeout: u64,
     /// Do not print the content of files to create.
     #[arg(long)]
     pub brief: bool,
@@ -58,7 +62,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         Some((path, s)) => oignon::saved::hosts_selected(fleet, &asked, path, s),
         None => Ok(()),
     };
-    let Some(Planned { mut plan, hosts }) = oignon::fleet::plan(&options, &rt, &before_gather)?
+    let Some(Planned {
+        mut plan,
+        hosts,
+        reach,
+        targets,
+    }) = oignon::fleet::plan(&options, &rt, &before_gather)?
     else {
         return Ok(ExitCode::from(1));
     };
@@ -87,9 +96,11 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         serial: a.serial,
         max_fail: a.max_fail,
         reboot: a.reboot,
+        reboot_timeout: std::time::Duration::from_secs(a.reboot_timeout),
         parallel: a.targets.parallel,
     };
-    let done = oignon::apply::rollout(&rt, &plan, hosts, &todo, &rollout);
+    let again = oignon::apply::Reconnect { reach, targets };
+    let done = oignon::apply::rollout(&rt, &plan, hosts, &again, &todo, &rollout);
     print!(
         "{}",
         oignon::show::rollout_text(&done, a.max_fail, failed_before)

@@ -61,7 +61,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let Some(planned) = oignon::fleet::plan(&a.targets.options(g), &rt, &|_| Ok(()))? else {
         return Ok(ExitCode::from(1));
     };
-    let Planned { plan, hosts } = planned;
+    let Planned { plan, hosts, .. } = planned;
     close_all(&rt, hosts);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);

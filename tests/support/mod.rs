@@ -170,6 +170,56 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// The shipped fleet for real hosts (tests/common/real.rs). `scripts/lab-real` names each
+    /// host after the inventory, so `ssh` keeps its default (the host's name, an alias of the
+    /// lab's ssh_config). One line is added to every torrc: `ShutdownWaitLength 0`. tor waits
+    /// that long (30 s by default) after the SIGINT of every stop, restart and reboot; the
+    /// restarts the tests check are real, only that wait is cut.
+    pub fn shipped_on_real() -> Fixture {
+        let f = Fixture::shipped();
+        f.edit(
+            "inventory/fleet.toml",
+            "burst_factor = 1.0\n",
+            "burst_factor = 1.0\n# Tests only: restarts without tor's 30 s wait for circuits to close.\ntorrc_extra = [\"ShutdownWaitLength 0\"]\n",
+        );
+        f
+    }
+
+    /// `(host, addresses)` for `RealLab::start`, read from this fixture's inventory: each real
+    /// host holds its own inventory addresses (`ipv4`, `ipv6`), so tor binds what its torrc says.
+    pub fn real_hosts(&self, names: &[&str]) -> Vec<(String, Vec<String>)> {
+        let mut found = vec![];
+        for e in std::fs::read_dir(self.path("inventory")).expect("inventory dir") {
+            let p = e.expect("entry").path();
+            if p.extension().and_then(|x| x.to_str()) != Some("toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).expect("read inventory");
+            let doc: toml::Table = text.parse().expect("inventory TOML");
+            let Some(hosts) = doc.get("host").and_then(|h| h.as_array()) else {
+                continue;
+            };
+            for h in hosts {
+                let field = |k: &str| h.get(k).and_then(|v| v.as_str()).map(str::to_string);
+                let name = field("name").expect("a host name");
+                let addrs: Vec<String> = ["ipv4", "ipv6"].iter().filter_map(|k| field(k)).collect();
+                found.push((name, addrs));
+            }
+        }
+        names
+            .iter()
+            .map(|n| {
+                found
+                    .iter()
+                    .find(|(h, _)| h == n)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no host {n} in the fixture's inventory"))
+            })
+            .collect()
+    }
+}
+
 /// The lab alias of a shipped host.
 pub fn lab_of(host: &str) -> &'static str {
     LAB_MAP
