@@ -128,6 +128,9 @@ pub enum ScriptExit {
     WriteFailed,
     /// 8: a record was refused or a backup failed (`REFUSED` / `BACKUP-FAILED`).
     Refused,
+    /// 9: a new unit file made the first relay it restarted fail; every unit file of this apply
+    /// was put back (`ROLLED-BACK` lines) and that relay started again under the old ones.
+    RolledBack,
     /// Any other code.
     Other(i32),
     /// No code: the remote shell was killed.
@@ -145,6 +148,7 @@ impl ScriptExit {
             Some(6) => ScriptExit::HandlerFailed,
             Some(7) => ScriptExit::WriteFailed,
             Some(8) => ScriptExit::Refused,
+            Some(9) => ScriptExit::RolledBack,
             Some(code) => ScriptExit::Other(code),
             None => ScriptExit::Killed,
         }
@@ -177,6 +181,7 @@ async fn apply_host_inner(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> H
     let stderr = out.stderr_text();
     let mut stale = vec![];
     let mut invalid = vec![];
+    let mut rolled: Vec<(String, String)> = vec![];
     for line in stdout.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         match f.as_slice() {
@@ -193,6 +198,7 @@ async fn apply_host_inner(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> H
             ["INVALID", p] => invalid.push(p.to_string()),
             ["BACKUP-FAILED", p] => r.error = Some(format!("backing up {p} under /var/backups/oignon failed, nothing was replaced (the old files stay active): {stderr}; free space there, then apply again")),
             ["REFUSED", why] => r.error = Some(format!("refused by the host script, nothing was changed: {why}")),
+            ["ROLLED-BACK", p, unit] => rolled.push((p.to_string(), unit.to_string())),
             ["HANDLER-FAILED", c] => r.error = Some(format!("handler `{c}` failed: {stderr}; it stays pending and runs on the next apply")),
             _ => {}
         }
@@ -202,6 +208,15 @@ async fn apply_host_inner(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> H
         ScriptExit::Stale => r.error = Some(format!("the host changed since the plan, nothing was written: {}; plan again", stale.join(", "))),
         ScriptExit::Invalid => {
             r.error = Some(format!("validation failed for {}, nothing was written (the old files stay active):\n{stderr}", invalid.join(", ")))
+        }
+        ScriptExit::RolledBack => {
+            let paths: Vec<&str> = rolled.iter().map(|(p, _)| p.as_str()).collect();
+            let unit = rolled.first().map_or("the relay", |(_, u)| u.as_str());
+            r.error = Some(format!(
+                "refused by systemd at start: {unit} failed under the new {}, so {} rolled back and {unit} started again under the old one; nothing of it is left changed. Fix the drop-in (the role's template or the inventory), then apply again:\n{stderr}",
+                paths.join(", "),
+                if paths.len() == 1 { "it was" } else { "they were" }
+            ));
         }
         // Their answer line (LOCKED, HANDLER-FAILED, REFUSED, BACKUP-FAILED) said it already.
         ScriptExit::Locked | ScriptExit::HandlerFailed | ScriptExit::Refused => {}

@@ -673,3 +673,34 @@ fn temp_files_a_killed_apply_left_are_swept_by_the_next_apply() {
     );
     assert_eq!(String::from_utf8_lossy(&left.stdout), "", "leftovers swept");
 }
+
+#[test]
+fn handlers_left_pending_run_in_order_after_this_applys_daemon_reload() {
+    let Some(lab) = Lab::start_or_skip(4) else {
+        return;
+    };
+    let f = Fixture::shipped_on_lab();
+    let host = lab_of("ekumen");
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
+    let before = handler_calls(&lab, "ekumen").len();
+    // A failed apply left a restart pending; this apply changes the drop-in.
+    lab.write(
+        host,
+        "/var/lib/oignon/pending",
+        b"systemctl restart tor@ekumen\nsystemctl reload tor@ekumen\n",
+    );
+    f.edit(
+        "roles/hardening/templates/tor-unit.conf.tera",
+        "ProtectSystem=strict",
+        "ProtectSystem=strict\nNice=5",
+    );
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
+    // daemon-reload first, then the restart (once: the pending reload is subsumed).
+    assert_eq!(
+        handler_calls(&lab, "ekumen")[before..],
+        [
+            "daemon-reload".to_string(),
+            "restart tor@ekumen".to_string()
+        ]
+    );
+}

@@ -221,19 +221,30 @@ fn base64_of(b: &[u8]) -> String {
 
 /// Runs the embedded apply.sh on a host with these records (as a tampered controller would).
 fn run_apply_script(lab: &Lab, host: &str, records: &str) -> (Option<i32>, String, String) {
+    run_apply_script_from(lab, host, records, "/root/records")
+}
+
+/// `run_apply_script` with the records in a file of its own (runs at once must not share one).
+fn run_apply_script_from(
+    lab: &Lab,
+    host: &str,
+    records: &str,
+    file: &str,
+) -> (Option<i32>, String, String) {
     // As oignon embeds it: the shared path functions, then apply.sh.
     let script = ["src/remote/paths.sh", "src/remote/apply.sh"]
         .map(|p| std::fs::read_to_string(support::repo().join(p)).unwrap())
         .concat();
-    lab.write(host, "/root/records", records.as_bytes());
+    lab.write(host, file, records.as_bytes());
     let out = lab.exec_argv(
         host,
         &[
             "sh",
             "-c",
-            "exec sh -c \"$1\" oignon-apply '' < /root/records",
+            "exec sh -c \"$1\" oignon-apply '' < \"$2\"",
             "sh",
             &script,
+            file,
         ],
     );
     (
@@ -371,8 +382,8 @@ fn two_applies_meeting_a_dead_holders_lock_never_both_take_it() {
             b"bob@old (oignon apply)\tpid 4194300\tsince 2026-11-24T10:00:00Z\n",
         );
         let (a, b) = std::thread::scope(|s| {
-            let a = s.spawn(|| run_apply_script(&lab, host, records));
-            let b = s.spawn(|| run_apply_script(&lab, host, records));
+            let a = s.spawn(|| run_apply_script_from(&lab, host, records, "/root/records.a"));
+            let b = s.spawn(|| run_apply_script_from(&lab, host, records, "/root/records.b"));
             (a.join().unwrap(), b.join().unwrap())
         });
         let took = [&a, &b]

@@ -17,8 +17,9 @@
 # stdout: one result per line: LOCKED WHO | STALE-LOCK WHO | STALE PATH WANT HAVE | INVALID PATH
 #   + tor's words on stderr | REFUSED WHY | WROTE PATH | REMOVED PATH | RAN COMMAND |
 #   HANDLER-FAILED COMMAND | SKIPPED COMMAND [WHY] | OFFLINE COMMAND | BACKUP-FAILED PATH |
-#   NOTE TEXT | DONE
-# exit: 0 done, 3 locked, 4 stale, 5 invalid, 6 handler failed, 7 write failed, 8 refused (a record
+#   NOTE TEXT | ROLLED-BACK PATH UNIT | DONE
+# exit: 0 done, 3 locked, 4 stale, 5 invalid, 6 handler failed, 7 write failed, 9 a new unit file
+#   made the first relay fail to start and was rolled back, 8 refused (a record
 #   that is not what oignon sends, or a path that is not safe to write: nothing was changed)
 #
 # Safety rules (see README, "What apply does on a host"):
@@ -484,8 +485,29 @@ done < "$work/writes"
 
 # Phase 8: handlers become pending BEFORE anything is replaced, so an interrupted apply still
 # runs them next time. (A local image runs nothing: its services start when it boots.)
+# One canonical order, whatever was left pending before: units reloaded first (a restart left
+# pending by a failed apply must run under the drop-in this apply writes), kernel settings, then
+# each instance's restart (which makes its reload needless), reload, and start.
 if [ -s "$work/handlers" ] && [ -z "$root" ]; then
-  cat "$state/pending" "$work/handlers" 2>/dev/null | awk '!seen[$0]++' > "$state/pending.new" && mv -fT "$state/pending.new" "$state/pending" || exit 7
+  cat "$state/pending" "$work/handlers" 2>/dev/null | awk '
+    !seen[$0]++ {
+      r = 9
+      if ($0 == "systemctl daemon-reload") r = 0
+      else if ($0 == "sysctl --system") r = 1
+      else if ($0 == "update-grub") r = 2
+      else if ($0 ~ /^systemctl disable --now /) r = 3
+      else if ($0 ~ /^systemctl restart /) { r = 4; restarted[$3] = 1 }
+      else if ($0 ~ /^systemctl reload /) r = 5
+      else if ($0 ~ /^systemctl enable --now /) r = 6
+      line[NR] = r "\t" NR "\t" $0
+    }
+    END {
+      for (i in line) {
+        split(line[i], f, "\t")
+        if (f[3] ~ /^systemctl reload / && restarted[substr(f[3], 18)]) continue
+        print line[i]
+      }
+    }' | sort -n -k1,1 -k2,2 | cut -f3- > "$state/pending.new" && mv -fT "$state/pending.new" "$state/pending" || exit 7
 fi
 
 # Phase 9: back up, then replace. Every backup is made (and checked) before the first rename: a
@@ -493,13 +515,18 @@ fi
 # wholly old or wholly new.
 stamp=$(date -u +%Y%m%dT%H%M%SZ).$$
 : > "$work/backed"
+: > "$work/restore"
 backup() {
   # Never copy anything out of tor's DataDirectory: key files have no place in backups.
   case $1 in /var/lib/tor-instances/*) return 0 ;; esac
-  [ -f "$root$1" ] && [ ! -L "$root$1" ] || return 0
+  if [ ! -f "$root$1" ] || [ -L "$root$1" ]; then
+    printf '%s\t-\n' "$1" >> "$work/restore" # new: a rollback removes it
+    return 0
+  fi
   flat=$(printf '%s' "$1" | sed 's|^/||; s|/|__|g')
   b=$backups/$flat.$stamp
   printf '%s\n' "$b" >> "$work/backed"
+  printf '%s\t%s\n' "$1" "$b" >> "$work/restore"
   if ! cp -p -- "$root$1" "$b" 2>"$work/err" || ! cmp -s -- "$root$1" "$b"; then
     printf 'BACKUP-FAILED\t%s\n' "$1"
     sed 's/^/  /' "$work/err" >&2
@@ -581,22 +608,64 @@ if [ -n "$root" ]; then
     esac
   done < "$work/handlers"
 elif [ -f "$state/pending" ]; then
+  # A changed tor@ drop-in is proven by the first relay it (re)starts: the canary. If that start
+  # fails (a drop-in systemd accepts but tor cannot run under, e.g. RestrictAddressFamilies=AF_UNIX),
+  # every unit file this apply wrote is put back as it was, systemd reloads, the relay is started
+  # again under the old drop-in, and the apply answers ROLLED-BACK: the relay is never left down.
+  units_changed=0
+  grep -q '^/etc/systemd/system/' "$work/writes" && units_changed=1
+  canary=0
+  rolled=0
   while IFS= read -r cmd; do
     [ -n "$cmd" ] || continue
     check_handler "$cmd"
+    starts=0
+    case $cmd in 'systemctl restart tor@'* | 'systemctl enable --now tor@'*) starts=1 ;; esac
     # Words of a handler are fixed by oignon and checked above (check_handler), never user text.
     # shellcheck disable=SC2086
     if $cmd > "$work/out" 2>&1 9>&-; then
       printf 'RAN\t%s\n' "$cmd"
       grep -vxF -- "$cmd" "$state/pending" > "$state/pending.new"
       mv -fT "$state/pending.new" "$state/pending"
+    elif [ "$units_changed" = 1 ] && [ "$canary" = 0 ] && [ "$starts" = 1 ]; then
+      unit=${cmd##* }
+      { printf '%s failed under the new unit files:\n' "$unit"
+        journalctl -u "$unit" -n 30 --no-pager -o cat 2>/dev/null | grep -iE 'warn|err|fail' | tail -n 8
+        sed 's/^/  /' "$work/out"; } >&2
+      while IFS="$tab" read -r p b; do
+        case $p in /etc/systemd/system/*) ;; *) continue ;; esac
+        if [ "$b" = - ]; then
+          rm -f -- "$p"
+          awk -F "$tab" -v p="$p" '$1 != p' "$state/managed" > "$state/managed.new"
+        else
+          cp -p -- "$b" "$p.oignon-restore" && mv -fT -- "$p.oignon-restore" "$p" || exit 7
+          h=$(sha256sum -- "$p") && h=${h%% *}
+          awk -F "$tab" -v OFS="$tab" -v p="$p" -v h="$h" '$1 == p { $2 = h } { print }' "$state/managed" > "$state/managed.new"
+        fi
+        mv -fT "$state/managed.new" "$state/managed" || exit 7
+        printf 'ROLLED-BACK\t%s\t%s\n' "$p" "$unit"
+      done < "$work/restore"
+      systemctl daemon-reload 9>&- || true
+      rolled=1
+      # shellcheck disable=SC2086
+      if $cmd > "$work/out" 2>&1 9>&-; then
+        printf 'RAN\t%s\n' "$cmd"
+        grep -vxF -- "$cmd" "$state/pending" > "$state/pending.new"
+        mv -fT "$state/pending.new" "$state/pending"
+      else
+        printf 'HANDLER-FAILED\t%s\n' "$cmd"
+        sed 's/^/  /' "$work/out" >&2
+        failed=1
+      fi
     else
       printf 'HANDLER-FAILED\t%s\n' "$cmd"
       sed 's/^/  /' "$work/out" >&2
       failed=1
     fi
+    [ "$starts" = 1 ] && canary=1
   done < "$state/pending"
   [ -s "$state/pending" ] || rm -f "$state/pending"
+  [ "$rolled" = 1 ] && exit 9
 fi
 [ "$failed" = 1 ] && exit 6
 printf 'DONE\n'
