@@ -1,7 +1,6 @@
 //! `oignon check` on the shipped fleet and on bad inputs: each finding says what, where and what to do.
 
-mod support;
-use support::Fixture;
+use crate::harness::Fixture;
 
 /// One bad input: edit a copy of the shipped inventory, run `check`, assert exit 1 and the message.
 macro_rules! bad_input {
@@ -17,7 +16,7 @@ macro_rules! bad_input {
 
 #[test]
 fn shipped_inventory_passes_check_and_tor_verifies_every_torrc() {
-    let run = support::run_in(&support::repo(), &["check"]);
+    let run = crate::harness::run_in(&crate::harness::repo(), &["check"]);
     run.code(0)
         .out_has(&["ok: 4 hosts, 6 relays", "6 torrc verified by tor"]);
 }
@@ -499,7 +498,7 @@ fn tor_rejects_a_bad_option_value_with_its_own_message() {
 
 #[test]
 fn explain_shows_the_reduced_policy_ports() {
-    let run = support::run_in(&support::repo(), &["check", "--explain", "ekumen"]);
+    let run = crate::harness::run_in(&crate::harness::repo(), &["check", "--explain", "ekumen"]);
     run.code(0).out_has(&[
         "exit policy `reduced`",
         "reject *:25",
@@ -519,7 +518,7 @@ fn explain_shows_the_reduced_policy_ports() {
 
 #[test]
 fn explain_unknown_nickname_suggests() {
-    support::run_in(&support::repo(), &["check", "--explain", "ekumenn"])
+    crate::harness::run_in(&crate::harness::repo(), &["check", "--explain", "ekumenn"])
         .code(1)
         .err_has(&["no relay is nicknamed `ekumenn`", "did you mean `ekumen`?"]);
 }
@@ -640,13 +639,13 @@ fn check_without_tor_fails_unless_no_tor_is_given() {
     let f = Fixture::shipped();
     let empty = f.path("empty-path");
     std::fs::create_dir(&empty).unwrap();
-    support::run_in_env(f.dir.path(), &["check"], &[("PATH", &empty)])
+    crate::harness::run_in_env(f.dir.path(), &["check"], &[("PATH", &empty)])
         .code(1)
         .err_has(&[
             "error: tor is not installed here, so the rendered torrc files cannot be verified by tor",
             "oignon check --no-tor",
         ]);
-    support::run_in_env(f.dir.path(), &["check", "--no-tor"], &[("PATH", &empty)])
+    crate::harness::run_in_env(f.dir.path(), &["check", "--no-tor"], &[("PATH", &empty)])
         .code(0)
         .out_has(&["ok: 4 hosts, 6 relays"]);
 }

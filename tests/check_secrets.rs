@@ -1,8 +1,7 @@
 //! `check` finds what `plan` would fail on in secrets/, without decrypting anything: damaged or
 //! truncated `.age` files and a missing or bad recipients.txt.
 
-mod support;
-use support::Fixture;
+use crate::harness::Fixture;
 
 const KEY: &str = "secrets/relays/ekumen/secret_id_key.age";
 

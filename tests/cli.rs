@@ -1,11 +1,9 @@
 //! The command line itself: help, completions and the man page come from one definition.
 
-mod support;
-
 #[test]
 fn completions_and_man_page_are_generated_from_the_cli() {
-    let root = support::repo();
-    let bash = support::run_in(&root, &["completions", "bash"]);
+    let root = crate::harness::repo();
+    let bash = crate::harness::run_in(&root, &["completions", "bash"]);
     bash.code(0).out_has(&[
         "_oignon()",
         "plan",
@@ -13,17 +11,17 @@ fn completions_and_man_page_are_generated_from_the_cli() {
         "--detailed-exitcode",
         "--replace-identity",
     ]);
-    support::run_in(&root, &["completions", "zsh"])
+    crate::harness::run_in(&root, &["completions", "zsh"])
         .code(0)
         .out_has(&["#compdef oignon"]);
-    support::run_in(&root, &["man"])
+    crate::harness::run_in(&root, &["man"])
         .code(0)
         .out_has(&[".TH oignon", "plan", "secrets"]);
 }
 
 #[test]
 fn unknown_subcommand_suggests_and_exits_2() {
-    let run = support::run_in(&support::repo(), &["plna"]);
+    let run = crate::harness::run_in(&crate::harness::repo(), &["plna"]);
     run.code(2)
         .err_has(&["unrecognized subcommand 'plna'", "plan"]);
 }
@@ -32,14 +30,14 @@ fn unknown_subcommand_suggests_and_exits_2() {
 fn render_into_a_reader_that_stops_early_ends_quietly_with_141() {
     use std::io::Read;
     // A fleet whose render (about 2 MB) is far larger than a pipe's buffer.
-    let f = support::Fixture::shipped();
+    let f = crate::harness::Fixture::shipped();
     let inv = f.path("big");
-    let gen = std::process::Command::new(support::repo().join("scripts/gen-fleet"))
+    let gen = std::process::Command::new(crate::harness::repo().join("scripts/gen-fleet"))
         .args(["100", inv.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(gen.status.success(), "{gen:?}");
-    let mut child = std::process::Command::new(support::BIN)
+    let mut child = std::process::Command::new(crate::harness::BIN)
         .args(["--inventory", "big", "render"])
         .current_dir(f.dir.path())
         .stdin(std::process::Stdio::null())
@@ -61,7 +59,7 @@ fn render_into_a_reader_that_stops_early_ends_quietly_with_141() {
 
 #[test]
 fn host_and_hoster_filters_that_share_no_host_are_an_error() {
-    let f = support::Fixture::shipped();
+    let f = crate::harness::Fixture::shipped();
     f.run(&[
         "plan", "--local", "images", "--host", "ekumen", "--hoster", "Globenet",
     ])
@@ -72,7 +70,7 @@ fn host_and_hoster_filters_that_share_no_host_are_an_error() {
 
 #[test]
 fn renew_signing_is_refused_for_a_relay_without_offline_master_key() {
-    let f = support::Fixture::shipped();
+    let f = crate::harness::Fixture::shipped();
     f.run(&["secrets", "renew-signing", "ekumen"])
         .code(1)
         .err_has(&[
@@ -86,7 +84,7 @@ fn renew_signing_is_refused_for_a_relay_without_offline_master_key() {
 
 #[test]
 fn counts_of_one_are_singular() {
-    let f = support::Fixture::shipped();
+    let f = crate::harness::Fixture::shipped();
     let out = f.path("one");
     f.run(&["render", "--host", "ekumen", "--out", out.to_str().unwrap()])
         .code(0)

@@ -2,10 +2,7 @@
 //! what oignon manages under another spelling. Each test replays an attack (or a neighbour of
 //! one) that `check` used to pass, and asserts the refusal and its message.
 
-mod common;
-mod support;
-use common::lab::Lab;
-use support::{lab_of, Fixture};
+use crate::harness::{lab_of, oignon, Fixture, LabFleet};
 
 /// Edits a copy of the shipped inventory, runs `check --no-tor`: exit 1 and every needle in stderr.
 macro_rules! refused {
@@ -446,7 +443,7 @@ fn a_family_id_file_carrying_a_line_is_caught_in_the_rendered_torrc() {
 
 #[test]
 fn explain_reads_the_policy_from_the_rendered_torrc() {
-    let run = support::run_in(&support::repo(), &["check", "--explain", "ekumen"]);
+    let run = crate::harness::run_in(&crate::harness::repo(), &["check", "--explain", "ekumen"]);
     run.code(0).out_has(&[
         "as tor reads /etc/tor/instances/ekumen/torrc",
         "reject *:25",
@@ -472,21 +469,17 @@ fn plan_refuses_an_injected_url() {
 
 #[test]
 fn apply_with_an_injected_hoster_name_writes_nothing_on_the_host() {
-    let Some(lab) = Lab::start_or_skip(1) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(1) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     f.edit(
         GANDI,
         "name = \"Gandi\"",
         "name = \"Gandi\\nExitPolicy accept *:*\\n#\"",
     );
-    f.run_over(
-        &lab.ssh_config(),
-        &["apply", "--yes", "--brief", "--host", "ekumen"],
-    )
-    .code(1)
-    .err_has(&["`hoster.name`", "contains a line feed"]);
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
+        .code(1)
+        .err_has(&["`hoster.name`", "contains a line feed"]);
     assert!(
         lab.read(lab_of("ekumen"), "/etc/tor/instances/ekumen/torrc")
             .is_none(),

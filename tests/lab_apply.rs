@@ -2,19 +2,8 @@
 //! updates (saved plans: tests/saved_plan.rs). The only stand-in is the recording `systemctl`
 //! inside each lab host.
 
-mod common;
-mod support;
-use common::lab::Lab;
-use support::{lab_of, Fixture, Run};
-
-fn oignon(f: &Fixture, lab: &Lab, args: &[&str]) -> Run {
-    f.run_over(&lab.ssh_config(), args)
-}
-
-fn sha(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+use crate::harness::lab::Lab;
+use crate::harness::{lab_of, oignon, sha, Fixture, LabFleet};
 
 fn handler_calls(lab: &Lab, host: &str) -> Vec<String> {
     lab.systemctl_log(lab_of(host))
@@ -25,10 +14,9 @@ fn handler_calls(lab: &Lab, host: &str) -> Vec<String> {
 
 #[test]
 fn apply_then_plan_is_empty_and_each_handler_ran_once() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     oignon(&f, &lab, &["apply", "--yes", "--brief"])
         .code(0)
         .out_has(&[
@@ -73,10 +61,9 @@ fn apply_then_plan_is_empty_and_each_handler_ran_once() {
 
 #[test]
 fn sysctl_key_missing_from_the_host_kernel_is_refused_before_anything_changes() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     f.edit(
         "inventory/gandi.toml",
         "uplink = \"25 Mbit/s\"",
@@ -97,10 +84,9 @@ fn sysctl_key_missing_from_the_host_kernel_is_refused_before_anything_changes() 
 
 #[test]
 fn an_optional_sysctl_key_the_kernel_lacks_is_skipped_and_said_not_fatal() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     // Keys marked `-` (sysctl.d) by the hardening role: kernel.yama.ptrace_scope among them.
     // Where this kernel has no Yama, its absence must not block the torrc and family updates.
     let run = oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]);
@@ -119,10 +105,9 @@ fn an_optional_sysctl_key_the_kernel_lacks_is_skipped_and_said_not_fatal() {
 
 #[test]
 fn changing_one_instance_reloads_only_that_instance() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     oignon(
         &f,
         &lab,
@@ -159,10 +144,9 @@ fn changing_one_instance_reloads_only_that_instance() {
 
 #[test]
 fn invalid_torrc_is_rejected_with_tors_words_and_the_old_file_stays() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
     let old = lab
         .read(lab_of("ekumen"), "/etc/tor/instances/ekumen/torrc")
@@ -204,10 +188,9 @@ fn invalid_torrc_is_rejected_with_tors_words_and_the_old_file_stays() {
 
 #[test]
 fn killing_the_connection_mid_apply_never_tears_a_file_and_a_rerun_converges() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let host = lab_of("marylou");
     let paths = [
         "/etc/tor/instances/marylou1/torrc",
@@ -231,7 +214,7 @@ fn killing_the_connection_mid_apply_never_tears_a_file_and_a_rerun_converges() {
         };
         f.edit("inventory/tetaneutral.toml", a, b);
         let before: Vec<Option<Vec<u8>>> = paths.iter().map(|p| lab.read(host, p)).collect();
-        let mut child = std::process::Command::new(support::BIN)
+        let mut child = std::process::Command::new(crate::harness::BIN)
             .args([
                 "--ssh-config",
                 cfg.to_str().unwrap(),
@@ -289,10 +272,9 @@ fn render_one(f: &Fixture, host: &str, path: &str) -> Vec<u8> {
 
 #[test]
 fn a_held_lock_refuses_a_second_apply_and_a_dead_holders_lock_is_taken_over() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     // A live holder: a process in the host that holds flock(1) on the lock, as apply.sh does.
     let out = lab.exec(
@@ -334,10 +316,9 @@ fn a_held_lock_refuses_a_second_apply_and_a_dead_holders_lock_is_taken_over() {
 
 #[test]
 fn concurrent_applies_to_one_host_one_is_refused() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let cfg = lab.ssh_config();
     // Slow handlers widen the window in which both applies run.
     lab.write(
@@ -346,7 +327,7 @@ fn concurrent_applies_to_one_host_one_is_refused() {
         b"2\n",
     );
     let spawn = || {
-        std::process::Command::new(support::BIN)
+        std::process::Command::new(crate::harness::BIN)
             .args([
                 "--ssh-config",
                 cfg.to_str().unwrap(),
@@ -383,10 +364,9 @@ fn concurrent_applies_to_one_host_one_is_refused() {
 
 #[test]
 fn serial_rollout_stops_at_the_first_failed_host() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     // ekumen comes first and fails validation on its host.
     f.edit(
         "inventory/gandi.toml",
@@ -420,10 +400,9 @@ fn serial_rollout_stops_at_the_first_failed_host() {
 
 #[test]
 fn a_handler_left_pending_by_an_interrupted_apply_runs_next_time() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
     lab.write(
         lab_of("ekumen"),
@@ -450,10 +429,9 @@ fn a_handler_left_pending_by_an_interrupted_apply_runs_next_time() {
 
 #[test]
 fn an_apply_killed_hard_leaves_no_records_behind_after_the_next_apply() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     // What a SIGKILLed apply leaves: its work dir (records, key files among them) in /run.
     lab.exec(
         lab_of("ekumen"),
@@ -473,10 +451,9 @@ fn an_apply_killed_hard_leaves_no_records_behind_after_the_next_apply() {
 
 #[test]
 fn reboot_happens_only_with_the_reboot_flag_and_only_where_the_kernel_line_needs_it() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
     assert!(
         !handler_calls(&lab, "ekumen").iter().any(|c| c == "reboot"),
@@ -520,10 +497,9 @@ fn reboot_happens_only_with_the_reboot_flag_and_only_where_the_kernel_line_needs
 
 #[test]
 fn a_full_backup_directory_fails_the_apply_before_any_file_is_replaced() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
     let torrc = lab.read(host, "/etc/tor/instances/ekumen/torrc").unwrap();
@@ -565,10 +541,9 @@ fn a_full_backup_directory_fails_the_apply_before_any_file_is_replaced() {
 
 #[test]
 fn a_misspelt_systemd_drop_in_is_refused_by_systemd_analyze_verify() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     // Well-formed lines, so the syntax check passes: only systemd's own verdict catches these.
     for (bad, want) in [
         (
@@ -611,10 +586,9 @@ fn a_misspelt_systemd_drop_in_is_refused_by_systemd_analyze_verify() {
 
 #[test]
 fn the_master_public_key_is_deployed_so_tor_regenerates_nothing() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
         .code(0)
         .out_has(&["wrote /var/lib/tor-instances/ekumen/keys/ed25519_master_id_public_key"]);
@@ -626,7 +600,8 @@ fn the_master_public_key_is_deployed_so_tor_regenerates_nothing() {
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(!log.contains("Regenerating"), "{log}");
     let id =
-        std::fs::read_to_string(support::repo().join("secrets/relays/ekumen/ed25519_id")).unwrap();
+        std::fs::read_to_string(crate::harness::repo().join("secrets/relays/ekumen/ed25519_id"))
+            .unwrap();
     assert!(
         log.contains(id.trim()),
         "tor reports the ed25519 id of secrets/: {log}"
@@ -646,10 +621,9 @@ fn the_master_public_key_is_deployed_so_tor_regenerates_nothing() {
 
 #[test]
 fn temp_files_a_killed_apply_left_are_swept_by_the_next_apply() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     // What a SIGKILLed apply leaves: temp files beside their targets, old and new naming.
     for p in [
@@ -676,10 +650,9 @@ fn temp_files_a_killed_apply_left_are_swept_by_the_next_apply() {
 
 #[test]
 fn handlers_left_pending_run_in_order_after_this_applys_daemon_reload() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
     let before = handler_calls(&lab, "ekumen").len();

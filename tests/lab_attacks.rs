@@ -3,14 +3,8 @@
 //! records oignon never sends, role values that would add a record, and a stale-lock race.
 //! Each attack must be refused with a clear message, or be harmless, and leave its target alone.
 
-mod common;
-mod support;
-use common::lab::Lab;
-use support::{lab_of, Fixture, Run};
-
-fn oignon(f: &Fixture, lab: &Lab, args: &[&str]) -> Run {
-    f.run_over(&lab.ssh_config(), args)
-}
+use crate::harness::lab::Lab;
+use crate::harness::{lab_of, oignon, Fixture, LabFleet};
 
 /// Runs `cmd` in the host as the relay's own user (what a compromised tor could do).
 fn as_relay_user(lab: &Lab, host: &str, user: &str, cmd: &str) {
@@ -53,10 +47,9 @@ fn victim_state(lab: &Lab, host: &str) -> String {
 
 #[test]
 fn relay_user_linking_keys_to_a_root_directory_gets_no_root_write() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
     plant_victim(&lab, host);
@@ -92,10 +85,9 @@ fn relay_user_linking_keys_to_a_root_directory_gets_no_root_write() {
 
 #[test]
 fn relay_user_planting_links_at_temp_names_gets_no_root_write() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
     let key = lab
@@ -146,10 +138,9 @@ fn relay_user_planting_links_at_temp_names_gets_no_root_write() {
 
 #[test]
 fn a_keys_entry_that_is_not_the_relay_users_directory_is_refused() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
     // A root-owned directory in its place (a relay user cannot make one, but a confused admin can).
@@ -177,10 +168,9 @@ fn a_keys_entry_that_is_not_the_relay_users_directory_is_refused() {
 
 #[test]
 fn a_symlinked_instance_config_directory_is_refused() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     root_exec(
         &lab,
@@ -233,7 +223,7 @@ fn run_apply_script_from(
 ) -> (Option<i32>, String, String) {
     // As oignon embeds it: the shared path functions, then apply.sh.
     let script = ["src/remote/paths.sh", "src/remote/apply.sh"]
-        .map(|p| std::fs::read_to_string(support::repo().join(p)).unwrap())
+        .map(|p| std::fs::read_to_string(crate::harness::repo().join(p)).unwrap())
         .concat();
     lab.write(host, file, records.as_bytes());
     let out = lab.exec_argv(
@@ -291,10 +281,9 @@ fn the_apply_script_refuses_records_oignon_never_sends() {
 
 #[test]
 fn a_role_owner_holding_a_tab_and_a_newline_is_refused_with_its_line() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     // The reported attack: a tab and a newline in `owner` added a handler record.
     f.edit(
         "roles/tor/role.toml",

@@ -1,9 +1,6 @@
 //! The lab is hermetic: a machine that runs its own tor instances shows none of them to a lab host.
 
-mod common;
-mod support;
-use common::lab::Lab;
-use support::Fixture;
+use crate::harness::{oignon, LabFleet};
 
 /// Removes the machine-level instance directory this test made, however the test ends.
 struct MachineInstance(std::path::PathBuf);
@@ -31,11 +28,10 @@ fn the_machines_own_tor_instances_never_show_in_a_lab_host() {
         dir.clone()
     });
     std::fs::write(dir.join("torrc"), "Nickname oignonhermetic\n").unwrap();
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
-    let run = f.run_over(&lab.ssh_config(), &["plan", "--brief"]);
+    let run = oignon(&f, &lab, &["plan", "--brief"]);
     run.code(0);
     assert!(
         !run.stdout.contains("oignonhermetic"),

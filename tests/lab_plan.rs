@@ -1,28 +1,25 @@
 //! `oignon plan` against real lab hosts: real sshd in mount namespaces, the real ssh client.
 
-mod common;
-mod support;
-use common::lab::Lab;
-use support::{lab_of, Fixture, Run};
+use crate::harness::lab::Lab;
+use crate::harness::{lab_of, oignon, Fixture, LabFleet, Run};
 
 fn plan(f: &Fixture, lab: &Lab, extra: &[&str]) -> Run {
     let mut args = vec!["plan"];
     args.extend_from_slice(extra);
-    f.run_over(&lab.ssh_config(), &args)
+    oignon(f, lab, &args)
 }
 
 fn apply(f: &Fixture, lab: &Lab, extra: &[&str]) -> Run {
     let mut args = vec!["apply", "--yes", "--brief"];
     args.extend_from_slice(extra);
-    f.run_over(&lab.ssh_config(), &args)
+    oignon(f, lab, &args)
 }
 
 #[test]
 fn plan_on_empty_hosts_creates_everything_and_exits_2() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let run = plan(&f, &lab, &["--detailed-exitcode"]);
     run.code(2).out_has(&[
         "ekumen (ssh lab1)",
@@ -38,10 +35,9 @@ fn plan_on_empty_hosts_creates_everything_and_exits_2() {
 
 #[test]
 fn plan_shows_drift_on_the_edited_host_only() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     apply(&f, &lab, &[]).code(0);
     lab.write(
         lab_of("marylou"),
@@ -63,10 +59,9 @@ fn plan_shows_drift_on_the_edited_host_only() {
 
 #[test]
 fn plan_with_one_host_down_plans_the_others_and_exits_1() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     lab.stop_host(lab_of("algrothendieck"));
     let run = plan(&f, &lab, &[]);
     run.code(1).out_has(&[
@@ -80,10 +75,9 @@ fn plan_with_one_host_down_plans_the_others_and_exits_1() {
 
 #[test]
 fn pinned_host_key_mismatch_is_refused_and_the_right_one_is_accepted() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     // ekumen pins lab2's key: ssh must refuse lab1's.
     let wrong = lab
         .hosts
@@ -116,10 +110,9 @@ fn pinned_host_key_mismatch_is_refused_and_the_right_one_is_accepted() {
 
 #[test]
 fn json_plan_round_trips_and_names_its_schema() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let run = plan(&f, &lab, &["--json", "--host", "mar*"]);
     run.code(0);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan --json is JSON");
@@ -150,10 +143,9 @@ fn json_plan_round_trips_and_names_its_schema() {
 
 #[test]
 fn hoster_filter_selects_its_hosts() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let run = plan(&f, &lab, &["--hoster", "gandi.net", "--brief"]);
     run.code(0)
         .out_has(&["ekumen (ssh lab1)", "Fleet: 1 host, 1 with changes"]);

@@ -1,7 +1,6 @@
 //! The local transport: a host is a directory (a mounted VM image, or the README demo).
 
-mod support;
-use support::Fixture;
+use crate::harness::Fixture;
 
 #[test]
 fn local_plan_apply_plan_converges_and_detects_drift() {

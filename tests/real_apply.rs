@@ -3,22 +3,11 @@
 //! these tests check its effects: tor running under Debian's unit and oignon's drop-in, the
 //! fingerprint tor logs, reloads and restarts seen in tor's journal and MainPID.
 
-mod common;
-mod support;
-use common::real::RealLab;
+use crate::harness::real::RealLab;
+use crate::harness::{oignon, Fixture};
 use std::time::Duration;
-use support::{Fixture, Run};
 
 const UP: Duration = Duration::from_secs(60);
-
-/// `oignon ARGS --host H...` for the lab's hosts (a test boots only the hosts it needs).
-fn oignon(f: &Fixture, lab: &RealLab, args: &[&str]) -> Run {
-    let mut all: Vec<&str> = args.to_vec();
-    for h in &lab.hosts {
-        all.extend(["--host", h.name.as_str()]);
-    }
-    f.run_over(&lab.ssh_config(), &all)
-}
 
 /// The shipped fleet on real hosts named after its hosts, or None (said loudly) when the tier
 /// is skipped.
@@ -333,7 +322,7 @@ fn apply_reboot_never_reboots_the_controller_for_a_local_image() {
         bin.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let run = support::run_in_env(
+    let run = crate::harness::run_in_env(
         f.dir.path(),
         &[
             "apply",

@@ -2,17 +2,9 @@
 //! thing a container cannot show, since it shares this machine's kernel. Slow (two boots under
 //! emulation, a few minutes): one test.
 
-mod common;
-mod support;
-use common::real::RealLab;
+use crate::harness::real::RealLab;
+use crate::harness::{oignon, Fixture};
 use std::time::Duration;
-use support::{Fixture, Run};
-
-fn oignon(f: &Fixture, lab: &RealLab, args: &[&str]) -> Run {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--host", "ekumen"]);
-    f.run_over(&lab.ssh_config(), &all)
-}
 
 /// The kernel role's parameters, as the inventory renders them (fleet defaults).
 const PARAMS: &[&str] = &[

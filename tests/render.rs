@@ -1,13 +1,12 @@
 //! `oignon render`: stable output, and every torrc of the shipped fleet accepted by the real tor
 //! with Debian's instance defaults expanded exactly as tor@.service does.
 
-mod support;
 use std::path::Path;
 use std::process::Command;
 
 fn render_to(out: &Path) {
-    support::run_in(
-        &support::repo(),
+    crate::harness::run_in(
+        &crate::harness::repo(),
         &["render", "--out", out.to_str().unwrap()],
     )
     .code(0)
@@ -118,7 +117,7 @@ fn every_shipped_torrc_passes_tor_verify_config_with_debian_instance_defaults() 
 
 #[test]
 fn torrc_carries_what_an_operator_expects() {
-    let run = support::run_in(&support::repo(), &["render", "--host", "marcuse"]);
+    let run = crate::harness::run_in(&crate::harness::repo(), &["render", "--host", "marcuse"]);
     run.code(0).out_has(&[
         "==> marcuse:/etc/tor/instances/marcuse1/torrc (644 root:root) <==",
         "Nickname marcuse1\n",
@@ -145,7 +144,7 @@ fn torrc_carries_what_an_operator_expects() {
 
 #[test]
 fn render_unknown_host_is_refused_with_suggestion() {
-    support::run_in(&support::repo(), &["render", "--host", "ekumn"])
+    crate::harness::run_in(&crate::harness::repo(), &["render", "--host", "ekumn"])
         .code(1)
         .err_has(&["--host ekumn matches no host", "did you mean `ekumen`?"]);
 }

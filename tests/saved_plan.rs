@@ -3,24 +3,13 @@
 //! it would (or edits the inputs after planning), and checks that apply refuses it and that nothing
 //! was written or run on the host.
 
-mod common;
-mod support;
+use crate::harness::lab::Lab;
+use crate::harness::{lab_of, oignon, sha, Fixture, LabFleet, Run};
 use base64::Engine as _;
-use common::lab::Lab;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use support::{lab_of, Fixture, Run};
 
 const TORRC: &str = "/etc/tor/instances/ekumen/torrc";
-
-fn oignon(f: &Fixture, lab: &Lab, args: &[&str]) -> Run {
-    f.run_over(&lab.ssh_config(), args)
-}
-
-fn sha(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
 
 /// `plan --host ekumen --out plan.json` over SSH; the path of the saved plan.
 fn save_plan(f: &Fixture, lab: &Lab) -> PathBuf {
@@ -88,10 +77,9 @@ fn assert_untouched(lab: &Lab) {
 
 #[test]
 fn a_handler_added_to_a_saved_plan_is_refused_and_never_runs() {
-    let Some(lab) = Lab::start_or_skip(1) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(1) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     tamper(&saved, |v| {
         v["hosts"][0]["handlers"]
@@ -110,10 +98,9 @@ fn a_handler_added_to_a_saved_plan_is_refused_and_never_runs() {
 
 #[test]
 fn a_create_of_root_authorized_keys_added_to_a_saved_plan_is_refused() {
-    let Some(lab) = Lab::start_or_skip(1) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(1) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let host = lab_of("ekumen");
     let before = lab.read(host, "/root/.ssh/authorized_keys");
     let saved = save_plan(&f, &lab);
@@ -140,10 +127,9 @@ fn a_create_of_root_authorized_keys_added_to_a_saved_plan_is_refused() {
 
 #[test]
 fn a_tampered_mode_or_owner_in_a_saved_plan_is_refused() {
-    let Some(lab) = Lab::start_or_skip(1) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(1) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     let pristine = std::fs::read(&saved).unwrap();
     tamper(&saved, |v| change(v, TORRC)["mode"] = json!(0o4777));
@@ -166,10 +152,9 @@ fn a_tampered_mode_or_owner_in_a_saved_plan_is_refused() {
 
 #[test]
 fn tampered_content_in_a_saved_plan_is_never_written() {
-    let Some(lab) = Lab::start_or_skip(1) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(1) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     let pristine = std::fs::read(&saved).unwrap();
     // An open exit, with a matching hash: the file is self-consistent, and still refused.
@@ -198,10 +183,9 @@ fn tampered_content_in_a_saved_plan_is_never_written() {
 
 #[test]
 fn a_change_removed_from_a_saved_plan_is_refused() {
-    let Some(lab) = Lab::start_or_skip(1) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(1) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     tamper(&saved, |v| {
         v["hosts"][0]["changes"]
@@ -217,10 +201,9 @@ fn a_change_removed_from_a_saved_plan_is_refused() {
 
 #[test]
 fn an_inventory_edited_after_the_plan_is_refused_naming_the_file() {
-    let Some(lab) = Lab::start_or_skip(1) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(1) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     f.edit(
         "inventory/gandi.toml",
@@ -245,10 +228,9 @@ fn an_inventory_edited_after_the_plan_is_refused_naming_the_file() {
 
 #[test]
 fn a_roles_edit_after_the_plan_is_refused_before_any_host_is_contacted() {
-    let Some(lab) = Lab::start_or_skip(1) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(1) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     let torrc_tera = f.path("roles/tor/templates/torrc.tera");
     let mut text = std::fs::read_to_string(&torrc_tera).unwrap();
@@ -270,10 +252,9 @@ fn a_roles_edit_after_the_plan_is_refused_before_any_host_is_contacted() {
 
 #[test]
 fn a_plan_made_with_local_is_applied_locally_never_over_ssh() {
-    let Some(lab) = Lab::start_or_skip(1) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(1) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let images = f.path("images");
     std::fs::create_dir_all(&images).unwrap();
     let saved = f.path("plan.json");
@@ -339,10 +320,9 @@ fn a_plan_made_with_local_is_applied_locally_never_over_ssh() {
 
 #[test]
 fn an_honest_saved_plan_applies_and_converges() {
-    let Some(lab) = Lab::start_or_skip(1) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(1) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     let saved = save_plan(&f, &lab);
     let text = std::fs::read_to_string(&saved).unwrap();
     assert!(text.contains("\"schema\": \"oignon.plan/2\""), "{text}");
@@ -373,10 +353,9 @@ fn an_honest_saved_plan_applies_and_converges() {
 
 #[test]
 fn stale_saved_plan_is_refused_naming_host_and_path() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     oignon(&f, &lab, &["apply", "--yes", "--brief"]).code(0);
     f.edit(
         "inventory/fleet.toml",

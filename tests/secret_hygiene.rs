@@ -1,13 +1,12 @@
 //! Decrypted relay keys never outlive the run that needed them: not in a scratch directory after
 //! a SIGKILL (the next start sweeps it) or a Ctrl-C (wiped before exit), not in a core file.
 
-mod support;
+use crate::harness::{age_keygen, Fixture, BIN};
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{age_keygen, Fixture, BIN};
 
 const RELAYS: &[&str] = &[
     "ekumen", "marcuse1", "marcuse2", "marylou1", "marylou2", "hygiene6",

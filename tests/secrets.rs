@@ -2,31 +2,15 @@
 //! a relay's private key never shows in any output channel or any file oignon writes on the
 //! controller.
 
-mod common;
-mod support;
-use common::lab::Lab;
+use crate::harness::{age_keygen, lab_of, oignon, Fixture, LabFleet};
 use std::process::Command;
-use support::{age_keygen, lab_of, Fixture, Run};
-
-fn oignon(f: &Fixture, lab: &Lab, args: &[&str]) -> Run {
-    f.run_over(&lab.ssh_config(), args)
-}
-
-/// A fixture whose store is encrypted to a fresh admin key (not the demo one).
-fn own_store(f: &Fixture) -> std::path::PathBuf {
-    let id = f.path("admin.key");
-    let pubkey = age_keygen(&id);
-    std::fs::remove_dir_all(f.path("secrets")).unwrap();
-    f.write("secrets/recipients.txt", &format!("# admin\n{pubkey}\n"));
-    id
-}
 
 #[test]
 fn files_interoperate_with_the_age_cli_both_ways() {
     let f = Fixture::shipped();
-    let id = own_store(&f);
+    let id = f.own_store();
     let idp = id.to_str().unwrap();
-    f.run(&["--identity", idp, "secrets", "keygen", "ekumen"])
+    f.run(&["secrets", "keygen", "ekumen"])
         .code(0)
         .out_has(&["ekumen "]);
     // oignon → age
@@ -51,7 +35,7 @@ fn files_interoperate_with_the_age_cli_both_ways() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{o:?}");
-    f.run(&["--identity", idp, "secrets", "rekey"])
+    f.run(&["secrets", "rekey"])
         .code(0)
         .out_has(&["re-encrypted 3 files"]);
     let o = Command::new("age")
@@ -65,15 +49,8 @@ fn files_interoperate_with_the_age_cli_both_ways() {
 #[test]
 fn rekey_to_a_new_admin_lets_them_decrypt_and_verify() {
     let f = Fixture::shipped();
-    let id = own_store(&f);
-    f.run(&[
-        "--identity",
-        id.to_str().unwrap(),
-        "secrets",
-        "keygen",
-        "marcuse1",
-    ])
-    .code(0);
+    f.own_store();
+    f.run(&["secrets", "keygen", "marcuse1"]).code(0);
     let newcomer = f.path("newcomer.key");
     let pubkey = age_keygen(&newcomer);
     f.run(&[
@@ -89,8 +66,7 @@ fn rekey_to_a_new_admin_lets_them_decrypt_and_verify() {
         "secrets/recipients.txt",
         &format!("{rec}# newcomer\n{pubkey}\n"),
     );
-    f.run(&["--identity", id.to_str().unwrap(), "secrets", "rekey"])
-        .code(0);
+    f.run(&["secrets", "rekey"]).code(0);
     f.run(&[
         "--identity",
         newcomer.to_str().unwrap(),
@@ -122,7 +98,7 @@ fn wrong_missing_and_tampered_identities_are_named() {
         .err_has(&["relays/ekumen/secret_id_key.age", "damaged"]);
     // No identity anywhere, and not the demo store: plan says where to put one.
     std::fs::remove_file(f.path("secrets/DEMO")).unwrap();
-    let out = Command::new(support::BIN)
+    let out = Command::new(crate::harness::BIN)
         .args(["plan", "--local", "x"])
         .current_dir(f.dir.path())
         .env("HOME", f.dir.path())
@@ -179,15 +155,11 @@ fn check_refuses_missing_shared_and_demo_identities_and_a_family_without_its_key
 
 #[test]
 fn keygen_deploy_and_tor_on_the_host_shows_the_same_fingerprint_then_import_round_trips() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
-    let id = own_store(&f);
-    let idp = id.to_str().unwrap();
+    let id = f.own_store();
     let keygen = f.run(&[
-        "--identity",
-        idp,
         "secrets",
         "keygen",
         "ekumen",
@@ -198,28 +170,16 @@ fn keygen_deploy_and_tor_on_the_host_shows_the_same_fingerprint_then_import_roun
         "AlGrothendieck",
     ]);
     keygen.code(0);
-    f.run(&["--identity", idp, "secrets", "family-keygen"])
+    f.run(&["secrets", "family-keygen"])
         .code(0)
         .out_has(&["FamilyId "]);
     let fp = std::fs::read_to_string(f.path("secrets/relays/ekumen/fingerprint"))
         .unwrap()
         .trim()
         .to_string();
-    oignon(
-        &f,
-        &lab,
-        &[
-            "--identity",
-            idp,
-            "apply",
-            "--yes",
-            "--brief",
-            "--host",
-            "ekumen",
-        ],
-    )
-    .code(0)
-    .out_has(&["wrote /var/lib/tor-instances/ekumen/keys/secret_id_key"]);
+    oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"])
+        .code(0)
+        .out_has(&["wrote /var/lib/tor-instances/ekumen/keys/secret_id_key"]);
     let perms = lab.exec(lab_of("ekumen"), "stat -c '%a %U' /var/lib/tor-instances/ekumen/keys /var/lib/tor-instances/ekumen/keys/secret_id_key");
     // 2700: the keys directory inherits the setgid bit of Debian's 02700 DataDirectory, as when tor
     // makes it; tor only checks that group and others have no access.
@@ -243,18 +203,15 @@ fn keygen_deploy_and_tor_on_the_host_shows_the_same_fingerprint_then_import_roun
         &format!("echo 'ekumen {fp}' > /var/lib/tor-instances/ekumen/fingerprint"),
     );
     let g = Fixture::shipped_on_lab();
+    g.use_identity(&id);
     std::fs::remove_dir_all(g.path("secrets")).unwrap();
     g.write(
         "secrets/recipients.txt",
         &std::fs::read_to_string(f.path("secrets/recipients.txt")).unwrap(),
     );
-    oignon(
-        &g,
-        &lab,
-        &["--identity", idp, "secrets", "import", "ekumen"],
-    )
-    .code(0)
-    .out_has(&[&format!("imported ekumen from ekumen: {fp}")]);
+    oignon(&g, &lab, &["secrets", "import", "ekumen"])
+        .code(0)
+        .out_has(&[&format!("imported ekumen from ekumen: {fp}")]);
     assert_eq!(
         std::fs::read_to_string(g.path("secrets/relays/ekumen/fingerprint"))
             .unwrap()
@@ -262,22 +219,18 @@ fn keygen_deploy_and_tor_on_the_host_shows_the_same_fingerprint_then_import_roun
         fp
     );
     // Importing the same relay again is no error: it is already there, with the same keys.
-    oignon(
-        &g,
-        &lab,
-        &["--identity", idp, "secrets", "import", "ekumen"],
-    )
-    .code(0)
-    .out_has(&[&format!(
-        "ekumen from ekumen: already imported, same fingerprint {fp}"
-    )]);
+    oignon(&g, &lab, &["secrets", "import", "ekumen"])
+        .code(0)
+        .out_has(&[&format!(
+            "ekumen from ekumen: already imported, same fingerprint {fp}"
+        )]);
     // A different identity in secrets/ is refused, naming both.
     std::fs::write(
         g.path("secrets/relays/ekumen/fingerprint"),
         "1111111111111111111111111111111111111111\n",
     )
     .unwrap();
-    oignon(&g, &lab, &["--identity", idp, "secrets", "import", "ekumen"])
+    oignon(&g, &lab, &["secrets", "import", "ekumen"])
         .code(1)
         .err_has(&[
             "holds a different identity for ekumen (1111111111111111111111111111111111111111) than the one on ekumen",
@@ -288,21 +241,19 @@ fn keygen_deploy_and_tor_on_the_host_shows_the_same_fingerprint_then_import_roun
         lab_of("ekumen"),
         "rm /var/lib/tor-instances/ekumen/fingerprint",
     );
-    oignon(
-        &g,
-        &lab,
-        &["--identity", idp, "secrets", "import", "ekumen"],
-    )
-    .code(0)
-    .err_has(&["ekumen on ekumen has no fingerprint file (tor has not run with these keys yet)"])
-    .out_has(&[&format!("imported ekumen from ekumen: {fp}")]);
+    oignon(&g, &lab, &["secrets", "import", "ekumen"])
+        .code(0)
+        .err_has(&[
+            "ekumen on ekumen has no fingerprint file (tor has not run with these keys yet)",
+        ])
+        .out_has(&[&format!("imported ekumen from ekumen: {fp}")]);
     // A host whose running relay reports another fingerprint is not imported.
     lab.exec(lab_of("ekumen"), "echo 'ekumen 0000000000000000000000000000000000000000' > /var/lib/tor-instances/ekumen/fingerprint");
     std::fs::remove_dir_all(g.path("secrets/relays")).unwrap();
     oignon(
         &g,
         &lab,
-        &["--identity", idp, "secrets", "import", "ekumen"],
+        &["secrets", "import", "ekumen"],
     )
     .code(1)
     .err_has(&[
@@ -312,10 +263,9 @@ fn keygen_deploy_and_tor_on_the_host_shows_the_same_fingerprint_then_import_roun
 
 #[test]
 fn a_different_identity_on_the_host_is_a_conflict_apply_refuses_without_replace_identity() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]).code(0);
     lab.write(
         lab_of("ekumen"),
@@ -361,10 +311,9 @@ fn a_different_identity_on_the_host_is_a_conflict_apply_refuses_without_replace_
 
 #[test]
 fn canary_private_key_never_leaks_to_any_output_or_controller_file() {
-    let Some(lab) = Lab::start_or_skip(4) else {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
         return;
     };
-    let f = Fixture::shipped_on_lab();
     // The canaries: pieces of the real plaintext keys, decrypted here with the age CLI.
     let mut canaries = vec![];
     for (file, min) in [("secret_id_key", 40), ("ed25519_master_id_secret_key", 24)] {

@@ -2,23 +2,13 @@
 //! keys, armored files, the identity search order, overwrite refusals, temp dirs, and tor's own
 //! view of the keys oignon stores. tests/secrets.rs has the lab round trips.
 
-mod support;
+use crate::harness::{age_keygen, Fixture, Run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{age_keygen, Fixture, Run};
 
 /// `Fixture::run` with extra environment (TMPDIR, OIGNON_IDENTITY; HOME is the fixture).
 fn run_env(f: &Fixture, args: &[&str], env: &[(&str, &Path)]) -> Run {
-    support::run_in_env(f.dir.path(), args, env)
-}
-
-/// Replaces the shipped demo store with an empty one encrypted to a fresh age admin key.
-fn own_store(f: &Fixture) -> PathBuf {
-    let id = f.path("admin.key");
-    let pubkey = age_keygen(&id);
-    std::fs::remove_dir_all(f.path("secrets")).unwrap();
-    f.write("secrets/recipients.txt", &format!("# admin\n{pubkey}\n"));
-    id
+    crate::harness::run_in_env(f.dir.path(), args, env)
 }
 
 fn age_decrypt(id: &Path, file: &Path) -> Vec<u8> {
@@ -98,7 +88,7 @@ fn an_ssh_ed25519_admin_key_works_as_recipient_and_identity_both_ways() {
 #[test]
 fn an_armored_file_made_by_the_age_cli_is_read_and_rekeyed() {
     let f = Fixture::shipped();
-    let id = own_store(&f);
+    let id = f.own_store();
     let plain = f.path("plain");
     std::fs::write(&plain, b"armored by the age CLI").unwrap();
     let o = Command::new("age")
@@ -111,7 +101,7 @@ fn an_armored_file_made_by_the_age_cli_is_read_and_rekeyed() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    f.run(&["--identity", id.to_str().unwrap(), "secrets", "rekey"])
+    f.run(&["secrets", "rekey"])
         .code(0)
         .out_has(&["re-encrypted 1 file to"]);
     assert_eq!(
@@ -123,14 +113,8 @@ fn an_armored_file_made_by_the_age_cli_is_read_and_rekeyed() {
 #[test]
 fn the_recorded_fingerprint_is_what_tor_prints_from_the_decrypted_keys() {
     let f = Fixture::shipped();
-    let id = own_store(&f);
-    let out = f.run(&[
-        "--identity",
-        id.to_str().unwrap(),
-        "secrets",
-        "keygen",
-        "marylou2",
-    ]);
+    let id = f.own_store();
+    let out = f.run(&["secrets", "keygen", "marylou2"]);
     out.code(0);
     let fp = read_trim(f.path("secrets/relays/marylou2/fingerprint"));
     let ed = read_trim(f.path("secrets/relays/marylou2/ed25519_id"));
@@ -248,31 +232,20 @@ fn keygen_refuses_a_relay_with_any_trace_of_an_identity() {
 #[test]
 fn a_bad_recipients_file_is_named_by_line_and_nothing_is_written() {
     let f = Fixture::shipped();
-    let id = own_store(&f);
+    f.own_store();
     let rec = std::fs::read_to_string(f.path("secrets/recipients.txt")).unwrap();
     f.write(
         "secrets/recipients.txt",
         &format!("{rec}# bob\nssh-dss AAAAB3NzaC1kc3M bob\n"),
     );
-    f.run(&[
-        "--identity",
-        id.to_str().unwrap(),
-        "secrets",
-        "keygen",
-        "ekumen",
-    ])
-    .code(1)
-    .err_has(&["secrets/recipients.txt:4: not an age (age1…) or ssh-ed25519 recipient"]);
+    f.run(&["secrets", "keygen", "ekumen"])
+        .code(1)
+        .err_has(&["secrets/recipients.txt:4: not an age (age1…) or ssh-ed25519 recipient"]);
     assert!(!f.path("secrets/relays/ekumen").exists());
     f.write("secrets/recipients.txt", "# nobody yet\n");
-    f.run(&[
-        "--identity",
-        id.to_str().unwrap(),
-        "secrets",
-        "family-keygen",
-    ])
-    .code(1)
-    .err_has(&["secrets/recipients.txt lists no recipient"]);
+    f.run(&["secrets", "family-keygen"])
+        .code(1)
+        .err_has(&["secrets/recipients.txt lists no recipient"]);
     assert!(!f.path("secrets/family.public_family_id").exists());
 }
 
@@ -376,21 +349,12 @@ fn temp_dirs_holding_plaintext_keys_are_gone_after_each_command() {
 #[test]
 fn no_key_shows_in_any_output_of_the_secrets_commands_even_at_trace_level() {
     let f = Fixture::shipped();
-    let id = own_store(&f);
-    let idp = id.to_str().unwrap();
+    let id = f.own_store();
     let mut runs = vec![
-        f.run(&[
-            "-vvv",
-            "--identity",
-            idp,
-            "secrets",
-            "keygen",
-            "ekumen",
-            "marcuse1",
-        ]),
-        f.run(&["-vvv", "--identity", idp, "secrets", "family-keygen"]),
-        f.run(&["-vvv", "--identity", idp, "secrets", "rekey"]),
-        f.run(&["-vvv", "--identity", idp, "secrets", "verify"]),
+        f.run(&["-vvv", "secrets", "keygen", "ekumen", "marcuse1"]),
+        f.run(&["-vvv", "secrets", "family-keygen"]),
+        f.run(&["-vvv", "secrets", "rekey"]),
+        f.run(&["-vvv", "secrets", "verify"]),
         f.run(&["-vvv", "fingerprints"]),
         f.run(&["-vvv", "fingerprints", "--rsa-fingerprint-txt"]),
     ];
@@ -426,8 +390,8 @@ fn no_key_shows_in_any_output_of_the_secrets_commands_even_at_trace_level() {
     let n = bytes.len();
     bytes[n - 3] ^= 0x01;
     std::fs::write(&victim, bytes).unwrap();
-    runs.push(f.run(&["-vvv", "--identity", idp, "secrets", "verify"]));
-    runs.push(f.run(&["-vvv", "--identity", idp, "secrets", "rekey"]));
+    runs.push(f.run(&["-vvv", "secrets", "verify"]));
+    runs.push(f.run(&["-vvv", "secrets", "rekey"]));
     runs.last()
         .unwrap()
         .code(1)

@@ -2,14 +2,12 @@
 //! oignon's, and a run within that time reuses them instead of a new handshake; an interrupted run
 //! says what each host was doing.
 
-mod common;
-mod support;
-use common::lab::Lab;
+use crate::harness::lab::Lab;
+use crate::harness::{Fixture, BIN};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{Fixture, BIN};
 
 /// A fleet on the lab with a runtime dir of its own (so the masters' directory is the test's),
 /// reached through a copy of the lab's ssh config (the masters' command lines name it: that is

@@ -2,12 +2,10 @@
 //! lab hosts: a wrong pin is refused (in ssh's words) even where the user's own known_hosts trusts
 //! the host, and the right one is accepted. And an `ssh` field can never become an option of ssh.
 
-mod common;
-mod support;
-use common::lab::Lab;
+use crate::harness::lab::Lab;
+use crate::harness::{Fixture, Run};
 use std::path::PathBuf;
 use std::process::Command;
-use support::{Fixture, Run};
 
 /// A lab host also reachable on `[::1]:port6`, and a client config that reaches it every way:
 /// the alias `lab1`, `127.0.0.1` and `::1` by their `Port` lines. The user's known_hosts trusts the

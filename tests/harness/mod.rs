@@ -1,5 +1,11 @@
-//! Drives the real `oignon` binary: a copy of an inventory to edit, arguments, and the outcome.
+//! The tests' one helper folder. Here: driving the real `oignon` binary (a copy of an inventory
+//! to edit, arguments, and the outcome) and `LabFleet`, the shipped fleet on lab hosts. The hosts
+//! themselves: `lab` (real sshd in mount namespaces) and `real` (Debian containers and a VM).
 #![allow(dead_code)]
+
+pub mod lab;
+pub mod real;
+mod script;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -171,7 +177,7 @@ impl Fixture {
 }
 
 impl Fixture {
-    /// The shipped fleet for real hosts (tests/common/real.rs). `scripts/lab-real` names each
+    /// The shipped fleet for real hosts (`real.rs`). `scripts/lab-real` names each
     /// host after the inventory, so `ssh` keeps its default (the host's name, an alias of the
     /// lab's ssh_config). One line is added to every torrc: `ShutdownWaitLength 0`. tor waits
     /// that long (30 s by default) after the SIGINT of every stop, restart and reboot; the
@@ -246,4 +252,96 @@ pub fn age_keygen(path: &Path) -> String {
         .expect("UTF-8 public key")
         .trim()
         .to_string()
+}
+
+/// Hosts that `oignon` reaches through an ssh_config of their own: the namespace lab and the
+/// real hosts.
+pub trait Hosts {
+    /// The `ssh -F` file naming every host.
+    fn ssh_config(&self) -> PathBuf;
+    /// The inventory hosts a run is limited to (`--host`), or none for the whole fleet: a real
+    /// lab runs only some of the shipped hosts, and the others are unreachable.
+    fn only(&self) -> Vec<String>;
+}
+
+impl Hosts for lab::Lab {
+    fn ssh_config(&self) -> PathBuf {
+        lab::Lab::ssh_config(self)
+    }
+    /// The namespace lab maps every shipped host (`LAB_MAP`).
+    fn only(&self) -> Vec<String> {
+        vec![]
+    }
+}
+
+impl Hosts for real::RealLab {
+    fn ssh_config(&self) -> PathBuf {
+        real::RealLab::ssh_config(self)
+    }
+    /// Real hosts are named after the inventory's.
+    fn only(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.name.clone()).collect()
+    }
+}
+
+/// Runs oignon in `f` against `hosts`: `--ssh-config` first, then `args`, then a `--host` per
+/// host when they are only part of the fleet.
+pub fn oignon(f: &Fixture, hosts: &impl Hosts, args: &[&str]) -> Run {
+    let only = hosts.only();
+    let mut all: Vec<&str> = args.to_vec();
+    for h in &only {
+        all.extend(["--host", h.as_str()]);
+    }
+    f.run_over(&hosts.ssh_config(), &all)
+}
+
+/// The shipped fleet on a namespace lab: `Fixture::shipped_on_lab()` and its lab hosts.
+pub struct LabFleet {
+    // Fields drop in order: the fixture goes before the lab, as the two locals this replaces did.
+    pub f: Fixture,
+    pub lab: lab::Lab,
+}
+
+impl LabFleet {
+    /// Starts `n` lab hosts (`lab1`..) under the shipped fleet; None, said on stderr, where the
+    /// lab cannot run because this is not root (`Lab::start_or_skip`).
+    pub fn start(n: usize) -> Option<LabFleet> {
+        let lab = lab::Lab::start_or_skip(n)?;
+        Some(LabFleet {
+            f: Fixture::shipped_on_lab(),
+            lab,
+        })
+    }
+}
+
+/// Where oignon looks for the admin identity when no `--identity` is given: every run's HOME is
+/// the fixture directory, so a key here is the fixture's identity for all its runs.
+pub const IDENTITY: &str = ".config/oignon/identity";
+
+impl Fixture {
+    /// Replaces the shipped demo store with an empty one encrypted to a fresh age admin key, the
+    /// fixture identity (`IDENTITY`): runs decrypt with it without `--identity`. Returns the key's
+    /// path, for the age CLI and for other fixtures (`use_identity`).
+    pub fn own_store(&self) -> PathBuf {
+        let id = self.path(IDENTITY);
+        std::fs::create_dir_all(id.parent().expect("parent")).expect("mkdir");
+        let pubkey = age_keygen(&id);
+        std::fs::remove_dir_all(self.path("secrets")).expect("remove the demo store");
+        self.write("secrets/recipients.txt", &format!("# admin\n{pubkey}\n"));
+        id
+    }
+
+    /// Makes `key` (another fixture's identity) this fixture's identity too.
+    pub fn use_identity(&self, key: &Path) -> &Self {
+        let id = self.path(IDENTITY);
+        std::fs::create_dir_all(id.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(key, id).expect("copy the identity");
+        self
+    }
+}
+
+/// The sha256 of `bytes`, in hex: how plans and apply's records name a file's content.
+pub fn sha(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -15,13 +15,11 @@
 //! is set: then it says so loudly and returns `None`. Dropping the lab (also while a test
 //! panics) stops every host; if the test process dies, a watchdog (`--owner`) does.
 
+use super::script::{self, describe, on_path, Script};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-/// Exit status `read` uses for "no such file" inside the host.
-const MISSING: i32 = 44;
 
 /// The environment variable that turns a missing real-host tier into a (loud) skip.
 pub const SKIP_ENV: &str = "OIGNON_TEST_SKIP_REAL_HOSTS";
@@ -55,25 +53,7 @@ pub fn script_path() -> PathBuf {
 }
 
 fn script() -> Command {
-    let mut cmd = Command::new("bash");
-    cmd.arg(script_path()).stdin(Stdio::null());
-    cmd
-}
-
-fn describe(what: &str, out: &Output) -> String {
-    format!(
-        "{what}: {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn on_path(program: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .any(|dir| dir.join(program).is_file())
+    script::command(&script_path())
 }
 
 /// Says, past the test harness's capture (straight to fd 2), that a real-host test did not run.
@@ -177,16 +157,8 @@ impl RealLab {
     }
 
     fn try_start_with(flags: &[&str], hosts: &[(String, Vec<String>)]) -> Result<RealLab, String> {
-        // tmpfs: the hosts' upper layers (what they write) stay in RAM and go fast.
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("oignon-real-");
-        let shm = Path::new("/dev/shm");
-        let tmp = if shm.is_dir() {
-            builder.tempdir_in(shm)
-        } else {
-            builder.tempdir()
-        }
-        .map_err(|e| format!("lab-real: temporary directory: {e}"))?;
+        let tmp = script::lab_dir("oignon-real-")
+            .map_err(|e| format!("lab-real: temporary directory: {e}"))?;
         let dir = tmp.path().to_path_buf();
         let mut cmd = script();
         cmd.arg("start").args(flags).arg(&dir);
@@ -268,13 +240,7 @@ impl RealLab {
     /// Runs `argv` inside the running host (its PID 1's namespaces and root; no ssh), as
     /// `scripts/lab-real exec` does; on a stopped host, chrooted into its files.
     pub fn exec_argv(&self, host: &str, argv: &[&str]) -> Output {
-        script()
-            .arg("exec")
-            .arg(&self.dir)
-            .arg(host)
-            .args(argv)
-            .output()
-            .unwrap_or_else(|e| panic!("lab-real exec {host}: {e}"))
+        self.script().exec_argv(host, argv)
     }
 
     /// Runs `sh -c cmd` inside the host (no ssh).
@@ -294,70 +260,21 @@ impl RealLab {
 
     /// Runs `cmd` on the host over ssh, with `ssh_config`.
     pub fn ssh(&self, host: &str, cmd: &str) -> Output {
-        Command::new("ssh")
-            .arg("-F")
-            .arg(self.ssh_config())
-            .arg(host)
-            .arg(cmd)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("ssh {host}: {e}"))
+        self.script().ssh(host, cmd)
     }
 
     /// A file as the host sees it; `None` if it does not exist there.
     pub fn read(&self, host: &str, path: &str) -> Option<Vec<u8>> {
-        let out = self.exec_argv(
-            host,
-            &[
-                "sh",
-                "-c",
-                &format!("[ -e \"$1\" ] || exit {MISSING}; exec cat -- \"$1\""),
-                "sh",
-                path,
-            ],
-        );
-        match out.status.code() {
-            Some(0) => Some(out.stdout),
-            Some(MISSING) => None,
-            _ => panic!(
-                "{}",
-                describe(&format!("lab-real: reading {path} on {host}"), &out)
-            ),
-        }
+        self.script().read(host, path)
     }
 
     pub fn read_string(&self, host: &str, path: &str) -> Option<String> {
-        self.read(host, path).map(|b| {
-            String::from_utf8(b).unwrap_or_else(|e| panic!("{host}:{path}: not UTF-8: {e}"))
-        })
+        self.script().read_string(host, path)
     }
 
     /// Writes a file as the host sees it (as root), creating its parent directories.
     pub fn write(&self, host: &str, path: &str, content: &[u8]) {
-        let mut child = script()
-            .arg("exec")
-            .arg(&self.dir)
-            .arg(host)
-            .args([
-                "sh",
-                "-c",
-                "mkdir -p -- \"$(dirname -- \"$1\")\" && cat >\"$1\"",
-                "sh",
-                path,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("lab-real exec {host}: {e}"));
-        let written = child.stdin.take().expect("stdin").write_all(content);
-        let out = child.wait_with_output().expect("lab-real exec");
-        if written.is_err() || !out.status.success() {
-            panic!(
-                "{}",
-                describe(&format!("lab-real: writing {path} on {host}"), &out)
-            );
-        }
+        self.script().write(host, path, content)
     }
 
     /// The unit's journal on the host, this boot, one message a line (`journalctl -o cat`).
@@ -435,14 +352,15 @@ impl RealLab {
     }
 
     fn verb(&self, verb: &str, host: &str) {
-        let out = script()
-            .arg(verb)
-            .arg(&self.dir)
-            .arg(host)
-            .output()
-            .unwrap_or_else(|e| panic!("lab-real {verb} {host}: {e}"));
-        if !out.status.success() {
-            panic!("{}", describe(&format!("lab-real {verb} {host}"), &out));
+        self.script().verb(verb, host)
+    }
+
+    /// This lab as its script sees it.
+    fn script(&self) -> Script<'_> {
+        Script {
+            name: "lab-real",
+            path: script_path(),
+            dir: &self.dir,
         }
     }
 
@@ -473,16 +391,7 @@ impl RealLab {
 
     /// Stops every host now (also done on drop).
     pub fn stop(&self) -> Result<(), String> {
-        let out = script()
-            .arg("stop")
-            .arg(&self.dir)
-            .output()
-            .map_err(|e| format!("lab-real stop: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(describe("lab-real stop", &out))
-        }
+        self.script().stop()
     }
 }
 

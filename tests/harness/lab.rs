@@ -16,8 +16,7 @@
 //! with `--owner` stops the lab within about a second.
 //!
 //! ```ignore
-//! mod common;
-//! use common::lab::Lab;
+//! use crate::harness::lab::Lab;
 //!
 //! let lab = Lab::start(2);
 //! let out = lab.ssh("lab1", "mkdir -p /etc/tor/x && echo hi >/etc/tor/x/f");
@@ -25,12 +24,9 @@
 //! assert_eq!(lab.read("lab1", "/etc/tor/x/f").as_deref(), Some(&b"hi\n"[..]));
 //! ```
 
-use std::io::Write;
+use super::script::{self, describe, on_path, Script};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-/// Exit status `read` uses for "no such file" inside the host.
-const MISSING: i32 = 44;
+use std::process::{Command, Output};
 
 pub struct Lab {
     /// The lab directory: `ssh_config`, `known_hosts`, `id_ed25519`,
@@ -69,18 +65,7 @@ pub fn script_path() -> PathBuf {
 }
 
 fn lab_command() -> Command {
-    let mut cmd = Command::new("bash");
-    cmd.arg(script_path()).stdin(Stdio::null());
-    cmd
-}
-
-fn describe(what: &str, out: &Output) -> String {
-    format!(
-        "{what}: {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    script::command(&script_path())
 }
 
 /// Whether this process runs as root.
@@ -89,13 +74,6 @@ pub fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn on_path(program: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .any(|dir| dir.join(program).is_file())
 }
 
 impl Lab {
@@ -147,17 +125,8 @@ impl Lab {
     }
 
     pub fn try_start(n: usize) -> Result<Lab, String> {
-        // tmpfs when there is one: creating and removing the lab's files is
-        // several times faster there than on this VM's ext4.
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("oignon-lab-");
-        let shm = Path::new("/dev/shm");
-        let tmp = if shm.is_dir() {
-            builder.tempdir_in(shm)
-        } else {
-            builder.tempdir()
-        }
-        .map_err(|e| format!("lab: temporary directory: {e}"))?;
+        let tmp =
+            script::lab_dir("oignon-lab-").map_err(|e| format!("lab: temporary directory: {e}"))?;
         let dir = tmp.path().to_path_buf();
         let out = lab_command()
             .arg("start")
@@ -236,13 +205,7 @@ impl Lab {
     /// Runs `argv` inside the host's namespaces (no ssh), as
     /// `scripts/lab exec` does.
     pub fn exec_argv(&self, host: &str, argv: &[&str]) -> Output {
-        lab_command()
-            .arg("exec")
-            .arg(&self.dir)
-            .arg(host)
-            .args(argv)
-            .output()
-            .unwrap_or_else(|e| panic!("lab exec {host}: {e}"))
+        self.script().exec_argv(host, argv)
     }
 
     /// Runs `sh -c cmd` inside the host's namespaces (no ssh).
@@ -252,70 +215,21 @@ impl Lab {
 
     /// Runs `cmd` on the host over ssh, with `ssh_config`.
     pub fn ssh(&self, host: &str, cmd: &str) -> Output {
-        Command::new("ssh")
-            .arg("-F")
-            .arg(self.ssh_config())
-            .arg(host)
-            .arg(cmd)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("ssh {host}: {e}"))
+        self.script().ssh(host, cmd)
     }
 
     /// A file as the host sees it; `None` if it does not exist there.
     pub fn read(&self, host: &str, path: &str) -> Option<Vec<u8>> {
-        let out = self.exec_argv(
-            host,
-            &[
-                "sh",
-                "-c",
-                &format!("[ -e \"$1\" ] || exit {MISSING}; exec cat -- \"$1\""),
-                "sh",
-                path,
-            ],
-        );
-        match out.status.code() {
-            Some(0) => Some(out.stdout),
-            Some(MISSING) => None,
-            _ => panic!(
-                "{}",
-                describe(&format!("lab: reading {path} on {host}"), &out)
-            ),
-        }
+        self.script().read(host, path)
     }
 
     pub fn read_string(&self, host: &str, path: &str) -> Option<String> {
-        self.read(host, path).map(|b| {
-            String::from_utf8(b).unwrap_or_else(|e| panic!("{host}:{path}: not UTF-8: {e}"))
-        })
+        self.script().read_string(host, path)
     }
 
     /// Writes a file as the host sees it, creating its parent directories.
     pub fn write(&self, host: &str, path: &str, content: &[u8]) {
-        let mut child = lab_command()
-            .arg("exec")
-            .arg(&self.dir)
-            .arg(host)
-            .args([
-                "sh",
-                "-c",
-                "mkdir -p -- \"$(dirname -- \"$1\")\" && cat >\"$1\"",
-                "sh",
-                path,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("lab exec {host}: {e}"));
-        let written = child.stdin.take().expect("stdin").write_all(content);
-        let out = child.wait_with_output().expect("lab exec");
-        if written.is_err() || !out.status.success() {
-            panic!(
-                "{}",
-                describe(&format!("lab: writing {path} on {host}"), &out)
-            );
-        }
+        self.script().write(host, path, content)
     }
 
     /// Lines of a stand-in's record in the host's `/var/lib/oignon-lab/`:
@@ -333,14 +247,15 @@ impl Lab {
     }
 
     fn lab_verb(&self, verb: &str, host: &str) {
-        let out = lab_command()
-            .arg(verb)
-            .arg(&self.dir)
-            .arg(host)
-            .output()
-            .unwrap_or_else(|e| panic!("lab {verb} {host}: {e}"));
-        if !out.status.success() {
-            panic!("{}", describe(&format!("lab {verb} {host}"), &out));
+        self.script().verb(verb, host)
+    }
+
+    /// This lab as its script sees it.
+    fn script(&self) -> Script<'_> {
+        Script {
+            name: "lab",
+            path: script_path(),
+            dir: &self.dir,
         }
     }
 
@@ -367,16 +282,7 @@ impl Lab {
 
     /// Stops every host now (also done on drop).
     pub fn stop(&self) -> Result<(), String> {
-        let out = lab_command()
-            .arg("stop")
-            .arg(&self.dir)
-            .output()
-            .map_err(|e| format!("lab stop: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(describe("lab stop", &out))
-        }
+        self.script().stop()
     }
 }
 
