@@ -538,6 +538,243 @@ impl Resolver<'_> {
         (rate, burst)
     }
 
+    /// The relay's nickname (tor's rules, unique fleet-wide in any case) and its ORPort. Clears
+    /// `ok` on an error.
+    fn name_and_orport(
+        &mut self,
+        r: &file::Relay,
+        at: &dyn Fn(&str) -> Origin,
+        nicknames: &mut HashMap<String, (String, Origin)>,
+        ok: &mut bool,
+    ) {
+        let nick_o = at("nickname");
+        if let Err(e) = check_nickname(&r.nickname) {
+            self.err(
+                &nick_o,
+                "relay.nickname",
+                format!("nickname {} {e}", q(&r.nickname)),
+                "tor accepts 1 to 19 letters and digits, e.g. `marcuse1`",
+            );
+            *ok = false;
+        } else if let Some((prev, prev_o)) = nicknames.insert(
+            r.nickname.to_lowercase(),
+            (r.nickname.clone(), nick_o.clone()),
+        ) {
+            let where_ = self.where_(&prev_o);
+            self.err(&nick_o, "relay.nickname",
+                format!("nickname `{}` is already used by `{prev}` (nicknames are unique fleet-wide, case-insensitively)", r.nickname),
+                format!("the other one is at {where_}; pick another nickname"));
+            *ok = false;
+        }
+        if r.orport == 0 {
+            self.err(
+                &at("orport"),
+                "relay.orport",
+                "ORPort 0 disables the relay".into(),
+                "use a port such as 443 or 9001",
+            );
+            *ok = false;
+        }
+    }
+
+    /// The relay's addresses: its own, else the host's. Clears `ok` on an error (the host's
+    /// address then stands in, so the port checks go on).
+    fn addresses(
+        &mut self,
+        r: &file::Relay,
+        at: &dyn Fn(&str) -> Origin,
+        host_v4: Ipv4Addr,
+        host_v6: Option<Ipv6Addr>,
+        ok: &mut bool,
+    ) -> (Ipv4Addr, Option<Ipv6Addr>) {
+        let ipv4 = match &r.ipv4 {
+            None => host_v4,
+            Some(s) => match s.parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.err(
+                        &at("ipv4"),
+                        "relay.ipv4",
+                        format!("{} is not an IPv4 address", q(s)),
+                        "write a dotted address such as 192.0.2.11",
+                    );
+                    *ok = false;
+                    host_v4
+                }
+            },
+        };
+        let ipv6 = match &r.ipv6 {
+            None => host_v6,
+            Some(s) => match s.parse() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.err(
+                        &at("ipv6"),
+                        "relay.ipv6",
+                        format!("{} is not an IPv6 address", q(s)),
+                        "write it without brackets, such as 2001:db8::11",
+                    );
+                    *ok = false;
+                    host_v6
+                }
+            },
+        };
+        (ipv4, ipv6)
+    }
+
+    /// Claims the relay's ORPort (on each address) and MetricsPort against the host's other
+    /// instances: one finding per clash. Clears `ok` on a clash.
+    fn claim_ports(
+        &mut self,
+        r: &file::Relay,
+        at: &dyn Fn(&str) -> Origin,
+        h: &file::Host,
+        (ipv4, ipv6, metrics_port): (Ipv4Addr, Option<Ipv6Addr>, Option<u16>),
+        ports: &mut HashMap<(String, u16), (String, Origin)>,
+        ok: &mut bool,
+    ) {
+        let mut claims = vec![(
+            ipv4.to_string(),
+            r.orport,
+            "ORPort".to_string(),
+            at("orport"),
+        )];
+        if let Some(v6) = ipv6 {
+            claims.push((format!("[{v6}]"), r.orport, "ORPort".into(), at("orport")));
+        }
+        if let Some(p) = metrics_port {
+            claims.push((
+                "127.0.0.1".into(),
+                p,
+                "MetricsPort".into(),
+                at("metrics_port"),
+            ));
+        }
+        let mut clashed: Vec<String> = vec![];
+        for (addr, port, what, o) in claims {
+            let who = format!("{what} of `{}`", r.nickname);
+            if let Some((prev, _)) = ports.get(&(addr.clone(), port)) {
+                // One finding per clash, not one per address family of the same port.
+                if !clashed.contains(&what) {
+                    self.err(
+                        &o,
+                        "relay.orport",
+                        format!("{addr}:{port} is already the {prev} on host `{}`", h.name),
+                        "give each instance its own port (or its own address)",
+                    );
+                    clashed.push(what);
+                }
+                *ok = false;
+            } else {
+                ports.insert((addr, port), (who, o));
+            }
+        }
+    }
+
+    /// The relay's exit policy: every level's prepended rules, then the named policy. Returns
+    /// the policy's name and its rules; clears `ok` on a rule or name that is wrong.
+    fn exit_policy(
+        &mut self,
+        r: &file::Relay,
+        origin: &Origin,
+        layers: &[Layer],
+        ok: &mut bool,
+    ) -> (String, Vec<exit_policy::Rule>) {
+        let (policy_name, policy_o) = last(layers, |s| s.exit_policy.clone())
+            .unwrap_or_else(|| ("reduced".into(), origin.clone()));
+        let mut rules = vec![];
+        for (s, o) in layers {
+            for (i, text) in s.exit_policy_prepend.iter().flatten().enumerate() {
+                let mut p = o.path.clone();
+                p.extend(path!["exit_policy_prepend", i]);
+                let ro = Origin {
+                    source: o.source,
+                    path: p,
+                };
+                match exit_policy::parse_rule(text) {
+                    Ok((rule, warnings)) => {
+                        for w in warnings {
+                            self.policy_finding(
+                                Diagnostic::warning(w.message),
+                                w.help,
+                                &ro,
+                                w.offset,
+                                w.len,
+                            );
+                        }
+                        rules.push(rule);
+                    }
+                    Err(e) => {
+                        self.policy_finding(
+                            Diagnostic::error(format!(
+                                "exit policy rule {}: {}",
+                                q(text),
+                                e.message
+                            )),
+                            e.help,
+                            &ro,
+                            e.offset,
+                            e.len,
+                        );
+                        *ok = false;
+                    }
+                }
+            }
+        }
+        match exit_policy::named(&policy_name) {
+            Some(named) => rules.extend(named),
+            None => {
+                let mut po = policy_o.clone();
+                if po.path != origin.path || r.exit_policy.is_some() {
+                    po.path.push(Seg::Key("exit_policy".into()));
+                }
+                let help = match suggest(&policy_name, exit_policy::NAMED.iter().copied()) {
+                    Some(s) => format!(
+                        "did you mean `{s}`? known policies: {}",
+                        exit_policy::NAMED.join(", ")
+                    ),
+                    None => format!("known policies: {}", exit_policy::NAMED.join(", ")),
+                };
+                self.err(
+                    &po,
+                    "exit_policy",
+                    format!("unknown exit policy {}", q(&policy_name)),
+                    help,
+                );
+                *ok = false;
+            }
+        }
+        (policy_name, rules)
+    }
+
+    /// dos_defense: a flag or auto/on/off, auto by default. Clears `ok` on another word.
+    fn dos_defense(&mut self, layers: &[Layer], ok: &mut bool) -> DosDefense {
+        match last(layers, |s| s.dos_defense.clone()) {
+            None => DosDefense::Auto,
+            Some((setting, o)) => match setting {
+                DosSetting::Flag(true) => DosDefense::On,
+                DosSetting::Flag(false) => DosDefense::Off,
+                DosSetting::Word(w) => match w.as_str() {
+                    "auto" => DosDefense::Auto,
+                    "on" => DosDefense::On,
+                    "off" => DosDefense::Off,
+                    _ => {
+                        let mut at = o.clone();
+                        at.path.push(Seg::Key("dos_defense".into()));
+                        self.err(
+                            &at,
+                            "dos_defense",
+                            format!("dos_defense {} is not auto, on or off", q(&w)),
+                            "auto (tor's default: the consensus decides), on (pinned on) or off",
+                        );
+                        *ok = false;
+                        DosDefense::Auto
+                    }
+                },
+            },
+        }
+    }
+
     /// One relay of a host: its layers, name, addresses and ports (claimed against the host's and
     /// the fleet's), bandwidth, exit policy and torrc lines.
     fn relay(
@@ -580,66 +817,8 @@ impl Resolver<'_> {
         layers.push((&own, origin.clone()));
 
         let mut ok = true;
-        let nick_o = at("nickname");
-        if let Err(e) = check_nickname(&r.nickname) {
-            self.err(
-                &nick_o,
-                "relay.nickname",
-                format!("nickname {} {e}", q(&r.nickname)),
-                "tor accepts 1 to 19 letters and digits, e.g. `marcuse1`",
-            );
-            ok = false;
-        } else if let Some((prev, prev_o)) = nicknames.insert(
-            r.nickname.to_lowercase(),
-            (r.nickname.clone(), nick_o.clone()),
-        ) {
-            let where_ = self.where_(&prev_o);
-            self.err(&nick_o, "relay.nickname",
-                format!("nickname `{}` is already used by `{prev}` (nicknames are unique fleet-wide, case-insensitively)", r.nickname),
-                format!("the other one is at {where_}; pick another nickname"));
-            ok = false;
-        }
-        if r.orport == 0 {
-            self.err(
-                &at("orport"),
-                "relay.orport",
-                "ORPort 0 disables the relay".into(),
-                "use a port such as 443 or 9001",
-            );
-            ok = false;
-        }
-        let ipv4 = match &r.ipv4 {
-            None => host_v4,
-            Some(s) => match s.parse() {
-                Ok(a) => a,
-                Err(_) => {
-                    self.err(
-                        &at("ipv4"),
-                        "relay.ipv4",
-                        format!("{} is not an IPv4 address", q(s)),
-                        "write a dotted address such as 192.0.2.11",
-                    );
-                    ok = false;
-                    host_v4
-                }
-            },
-        };
-        let ipv6 = match &r.ipv6 {
-            None => host_v6,
-            Some(s) => match s.parse() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    self.err(
-                        &at("ipv6"),
-                        "relay.ipv6",
-                        format!("{} is not an IPv6 address", q(s)),
-                        "write it without brackets, such as 2001:db8::11",
-                    );
-                    ok = false;
-                    host_v6
-                }
-            },
-        };
+        self.name_and_orport(r, &at, nicknames, &mut ok);
+        let (ipv4, ipv6) = self.addresses(r, &at, host_v4, host_v6, &mut ok);
         let metrics_port = last(&layers, |s| s.metrics_port).map(|(p, o)| {
             // A port set on the relay itself is used as is; an inherited one is a base for the host.
             if o.path == origin.path {
@@ -648,112 +827,14 @@ impl Resolver<'_> {
                 p.saturating_add(index as u16)
             }
         });
-        let mut claims = vec![(
-            ipv4.to_string(),
-            r.orport,
-            "ORPort".to_string(),
-            at("orport"),
-        )];
-        if let Some(v6) = ipv6 {
-            claims.push((format!("[{v6}]"), r.orport, "ORPort".into(), at("orport")));
-        }
-        if let Some(p) = metrics_port {
-            claims.push((
-                "127.0.0.1".into(),
-                p,
-                "MetricsPort".into(),
-                at("metrics_port"),
-            ));
-        }
-        let mut clashed: Vec<String> = vec![];
-        for (addr, port, what, o) in claims {
-            let who = format!("{what} of `{}`", r.nickname);
-            if let Some((prev, _)) = ports.get(&(addr.clone(), port)) {
-                // One finding per clash, not one per address family of the same port.
-                if !clashed.contains(&what) {
-                    self.err(
-                        &o,
-                        "relay.orport",
-                        format!("{addr}:{port} is already the {prev} on host `{}`", h.name),
-                        "give each instance its own port (or its own address)",
-                    );
-                    clashed.push(what);
-                }
-                ok = false;
-            } else {
-                ports.insert((addr, port), (who, o));
-            }
-        }
+        self.claim_ports(r, &at, h, (ipv4, ipv6, metrics_port), ports, &mut ok);
 
         let (rate, burst) = self.bandwidth(r, &at, &layers, uplink_bits, n_relays, &mut ok);
 
         // Exit policy: the named policy, after every level's prepended rules.
         let exit = last(&layers, |s| s.exit).is_none_or(|(v, _)| v);
         let ipv6_exit = last(&layers, |s| s.ipv6_exit).map_or(exit && ipv6.is_some(), |(v, _)| v);
-        let (policy_name, policy_o) = last(&layers, |s| s.exit_policy.clone())
-            .unwrap_or_else(|| ("reduced".into(), origin.clone()));
-        let mut rules = vec![];
-        for (s, o) in &layers {
-            for (i, text) in s.exit_policy_prepend.iter().flatten().enumerate() {
-                let mut p = o.path.clone();
-                p.extend(path!["exit_policy_prepend", i]);
-                let ro = Origin {
-                    source: o.source,
-                    path: p,
-                };
-                match exit_policy::parse_rule(text) {
-                    Ok((rule, warnings)) => {
-                        for w in warnings {
-                            self.policy_finding(
-                                Diagnostic::warning(w.message),
-                                w.help,
-                                &ro,
-                                w.offset,
-                                w.len,
-                            );
-                        }
-                        rules.push(rule);
-                    }
-                    Err(e) => {
-                        self.policy_finding(
-                            Diagnostic::error(format!(
-                                "exit policy rule {}: {}",
-                                q(text),
-                                e.message
-                            )),
-                            e.help,
-                            &ro,
-                            e.offset,
-                            e.len,
-                        );
-                        ok = false;
-                    }
-                }
-            }
-        }
-        match exit_policy::named(&policy_name) {
-            Some(named) => rules.extend(named),
-            None => {
-                let mut po = policy_o.clone();
-                if po.path != origin.path || r.exit_policy.is_some() {
-                    po.path.push(Seg::Key("exit_policy".into()));
-                }
-                let help = match suggest(&policy_name, exit_policy::NAMED.iter().copied()) {
-                    Some(s) => format!(
-                        "did you mean `{s}`? known policies: {}",
-                        exit_policy::NAMED.join(", ")
-                    ),
-                    None => format!("known policies: {}", exit_policy::NAMED.join(", ")),
-                };
-                self.err(
-                    &po,
-                    "exit_policy",
-                    format!("unknown exit policy {}", q(&policy_name)),
-                    help,
-                );
-                ok = false;
-            }
-        }
+        let (policy_name, rules) = self.exit_policy(r, &origin, &layers, &mut ok);
         if exit && !h_roles(host_layers).iter().any(|r| r == "exit-policy") {
             self.err(
                 &at("nickname"),
@@ -776,30 +857,7 @@ impl Resolver<'_> {
         let bool_of = |f: fn(&Settings) -> Option<bool>, dflt: bool| {
             last(&layers, f).map_or(dflt, |(v, _)| v)
         };
-        let dos_defense = match last(&layers, |s| s.dos_defense.clone()) {
-            None => DosDefense::Auto,
-            Some((setting, o)) => match setting {
-                DosSetting::Flag(true) => DosDefense::On,
-                DosSetting::Flag(false) => DosDefense::Off,
-                DosSetting::Word(w) => match w.as_str() {
-                    "auto" => DosDefense::Auto,
-                    "on" => DosDefense::On,
-                    "off" => DosDefense::Off,
-                    _ => {
-                        let mut at = o.clone();
-                        at.path.push(Seg::Key("dos_defense".into()));
-                        self.err(
-                            &at,
-                            "dos_defense",
-                            format!("dos_defense {} is not auto, on or off", q(&w)),
-                            "auto (tor's default: the consensus decides), on (pinned on) or off",
-                        );
-                        ok = false;
-                        DosDefense::Auto
-                    }
-                },
-            },
-        };
+        let dos_defense = self.dos_defense(&layers, &mut ok);
         if !ok {
             return None;
         }
