@@ -255,14 +255,7 @@ impl Resolver<'_> {
         layers: &[Layer],
         nicknames: &mut HashMap<String, (String, Origin)>,
     ) -> Option<HostSpec> {
-        let at = |leaf: &str| {
-            let mut p = origin.path.clone();
-            p.push(Seg::Key(leaf.into()));
-            Origin {
-                source: origin.source,
-                path: p,
-            }
-        };
+        let at = |leaf: &str| child(&origin, leaf);
         let mut ok = true;
         let ipv4 = match h.ipv4.parse::<Ipv4Addr>() {
             Ok(a) => Some(a),
@@ -794,14 +787,7 @@ impl Resolver<'_> {
             uplink_bits,
             n_relays,
         } = *cx;
-        let at = |leaf: &str| {
-            let mut p = origin.path.clone();
-            p.push(Seg::Key(leaf.into()));
-            Origin {
-                source: origin.source,
-                path: p,
-            }
-        };
+        let at = |leaf: &str| child(&origin, leaf);
         // The relay's own keys are the last, most specific layer.
         let own = Settings {
             exit: r.exit,
@@ -1044,6 +1030,16 @@ fn extra_line(l: &str) -> Result<(), (String, String)> {
         ));
     }
     Ok(())
+}
+
+/// The origin of key `leaf` inside the table at `origin`.
+fn child(origin: &Origin, leaf: &str) -> Origin {
+    let mut path = origin.path.clone();
+    path.push(Seg::Key(leaf.into()));
+    Origin {
+        source: origin.source,
+        path,
+    }
 }
 
 fn h_roles(layers: &[Layer]) -> Vec<String> {
