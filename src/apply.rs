@@ -1,13 +1,15 @@
-//! Applying one host's plan: the records fed to `src/remote/apply.sh` (one round trip), and what
-//! its answer means. The script takes the lock, refuses a host that moved since the plan, writes
-//! temp files (owner and mode before content), validates them all, then renames each over its
-//! target and runs the handlers, recorded as pending first so an interrupted apply never loses one.
+//! Applying plans: one host through `src/remote/apply.sh` (one round trip; its records and the
+//! reading of its answer are in `src/remote/apply.rs`), and the rollout over the fleet (batches,
+//! `--max-fail`, `--reboot`). The script takes the lock, refuses a host that moved since the plan,
+//! writes temp files (owner and mode before content), validates them all, then renames each over
+//! its target and runs the handlers, recorded as pending first so an interrupted apply never loses
+//! one.
 
 use crate::desired::DesiredHost;
+use crate::error::HostError;
 use crate::gather::{Gathered, Reach, Target};
-use crate::plan::{ChangeKind, HostPlan, Plan};
-use crate::remote::record::Records;
-use crate::role::ValidatorKind;
+use crate::plan::{HostPlan, Plan};
+use crate::remote::apply::{answer, payload};
 use crate::transport::Transport;
 use serde::Serialize;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// The embedded apply script, with the shared path functions.
 pub const SCRIPT: &str = crate::remote::APPLY;
+
+pub use crate::remote::apply::ScriptExit;
 
 /// How one host's apply ended.
 #[derive(Debug, Clone, Serialize)]
@@ -24,135 +28,8 @@ pub struct HostResult {
     /// What was done: paths written and removed, handlers run.
     pub done: Vec<String>,
     /// Why it failed, in the host's words where there are any.
-    pub error: Option<String>,
-}
-
-/// The records for apply.sh, through the one encoder ([`Records`]): a value holding a control
-/// character refuses the whole payload. Content travels base64-encoded on stdin, inside the SSH
-/// channel.
-///
-/// Content comes from the fresh render (`desired`) only, never from a saved plan's file.
-pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<u8>, String> {
-    use base64::Engine as _;
-    let mut out = Records::new();
-    let e = |e: crate::remote::record::RecordError| e.to_string();
-    out.push(&["L", who]).map_err(e)?;
-    for c in &plan.changes {
-        if matches!(
-            c.kind,
-            ChangeKind::CreateInstance | ChangeKind::RemoveInstance
-        ) {
-            continue;
-        }
-        let want = plan
-            .observed
-            .get(&c.target)
-            .cloned()
-            .flatten()
-            .unwrap_or_else(|| "0".into());
-        out.push(&["E", &c.target, &want]).map_err(e)?;
-    }
-    for c in plan
-        .changes
-        .iter()
-        .filter(|c| c.kind == ChangeKind::CreateInstance)
-    {
-        out.push(&["I", &c.target]).map_err(e)?;
-    }
-    for c in &plan.changes {
-        match c.kind {
-            ChangeKind::Create | ChangeKind::Update | ChangeKind::Metadata => {
-                let file = desired
-                    .files
-                    .iter()
-                    .find(|f| f.path == c.target)
-                    .ok_or_else(|| format!("no content for {}", c.target))?;
-                let bytes = file.content.bytes();
-                if let Some(want) = &c.new_sha256 {
-                    if file.sha256() != want {
-                        return Err(format!("the content of {} is not the one planned (the inventory or secrets changed since): plan again", c.target));
-                    }
-                }
-                let validate = c.validate.map_or("-", ValidatorKind::name);
-                out.push(&[
-                    "W",
-                    &c.target,
-                    c.owner.as_deref().unwrap_or("root"),
-                    c.group.as_deref().unwrap_or("root"),
-                    &format!("{:o}", c.mode.unwrap_or(0o644)),
-                    validate,
-                    c.instance.as_deref().unwrap_or("-"),
-                    &base64::engine::general_purpose::STANDARD.encode(bytes),
-                ])
-                .map_err(e)?;
-            }
-            ChangeKind::Remove => out.push(&["R", &c.target]).map_err(e)?,
-            ChangeKind::RemoveInstance => out.push(&["X", &c.target]).map_err(e)?,
-            ChangeKind::CreateInstance => {}
-        }
-    }
-    for f in &desired.files {
-        out.push(&["M", &f.path, f.sha256()]).map_err(e)?;
-    }
-    for h in &plan.handlers {
-        let mut fields = vec!["H"];
-        fields.extend(h.command.iter().map(String::as_str));
-        out.push(&fields).map_err(e)?;
-    }
-    let kernel_changed = plan.changes.iter().any(|c| {
-        desired
-            .files
-            .iter()
-            .any(|f| f.path == c.target && f.reboot_required)
-    });
-    if kernel_changed {
-        out.push(&["B"]).map_err(e)?;
-    }
-    Ok(out.into_bytes())
-}
-
-/// What apply.sh's exit status says (the script's header documents the same codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScriptExit {
-    /// 0: everything written and every handler run.
-    Done,
-    /// 3: another apply holds the host's lock (a `LOCKED` line says who).
-    Locked,
-    /// 4: the host changed since the plan (`STALE` lines); nothing written.
-    Stale,
-    /// 5: a validator refused a new file (`INVALID` lines); nothing written.
-    Invalid,
-    /// 6: a handler failed (`HANDLER-FAILED`); it stays pending.
-    HandlerFailed,
-    /// 7: a write failed (stderr says which).
-    WriteFailed,
-    /// 8: a record was refused or a backup failed (`REFUSED` / `BACKUP-FAILED`).
-    Refused,
-    /// 9: a new unit file made the first relay it restarted fail; every unit file of this apply
-    /// was put back (`ROLLED-BACK` lines) and that relay started again under the old ones.
-    RolledBack,
-    /// Any other code.
-    Other(i32),
-    /// No code: the remote shell was killed.
-    Killed,
-}
-
-impl ScriptExit {
-    /// The meaning of an exit status (None: killed by a signal).
-    pub fn of(status: Option<i32>) -> ScriptExit {
-        match status {
-            Some(0) => ScriptExit::Done,
-            Some(3) => ScriptExit::Locked,
-            Some(4) => ScriptExit::Stale,
-            Some(5) => ScriptExit::Invalid,
-            Some(6) => ScriptExit::HandlerFailed,
-            Some(7) => ScriptExit::WriteFailed,
-            Some(8) => ScriptExit::Refused,
-            Some(9) => ScriptExit::RolledBack,
-            Some(code) => ScriptExit::Other(code),
-            None => ScriptExit::Killed,
-        }
-    }
+    #[serde(serialize_with = "HostError::serialize_text")]
+    pub error: Option<HostError>,
 }
 
 /// Runs the apply on one host and reads its answer.
@@ -164,77 +41,23 @@ pub async fn apply_host(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> Hos
 }
 
 async fn apply_host_inner(t: &Transport, plan: &HostPlan, payload: Vec<u8>) -> HostResult {
-    let mut r = HostResult {
-        host: plan.host.clone(),
-        ok: false,
-        done: vec![],
-        error: None,
+    let host = plan.host.clone();
+    let (ok, done, error) = match t.run("apply", SCRIPT, &[], payload).await {
+        Ok(out) => answer(&host, out.status, &out.stdout, &out.stderr_text()),
+        Err(source) => (
+            false,
+            vec![],
+            Some(HostError::Lost {
+                host: host.clone(),
+                source,
+            }),
+        ),
     };
-    let out = match t.run("apply", SCRIPT, &[], payload).await {
-        Ok(o) => o,
-        Err(e) => {
-            r.error = Some(format!("{e} (files are each wholly old or wholly new; plan again to see where the host stands)"));
-            return r;
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = out.stderr_text();
-    let mut stale = vec![];
-    let mut invalid = vec![];
-    let mut rolled: Vec<(String, String)> = vec![];
-    for line in stdout.lines() {
-        let f: Vec<&str> = line.split('\t').collect();
-        match f.as_slice() {
-            ["WROTE", p] => r.done.push(format!("wrote {p}")),
-            ["REMOVED", p] => r.done.push(format!("removed {p} (archived in /var/backups/oignon)")),
-            ["RAN", c] => r.done.push(format!("ran `{c}`")),
-            ["NOTE", text] => r.done.push(format!("note: {text}")),
-            ["SKIPPED", c] => r.done.push(format!("skipped `{c}` (local image: runs at boot)")),
-            ["SKIPPED", c, why] => r.done.push(format!("skipped `{c}` (local image): {why}")),
-            ["OFFLINE", c] => r.done.push(format!("ran `{c}` (local image: enabled offline, starts at boot)")),
-            ["STALE-LOCK", who] => r.done.push(format!("took over a stale lock left by a dead apply ({who})")),
-            ["LOCKED", who] => r.error = Some(format!("another apply holds the lock on this host: {who}; wait for it, or if it died, run apply again (a dead holder's lock is taken over)")),
-            ["STALE", p, want, have] => stale.push(format!("{p} (planned sha256 {}, now {})", short(want), short(have))),
-            ["INVALID", p] => invalid.push(p.to_string()),
-            ["BACKUP-FAILED", p] => r.error = Some(format!("backing up {p} under /var/backups/oignon failed, nothing was replaced (the old files stay active): {stderr}; free space there, then apply again")),
-            ["REFUSED", why] => r.error = Some(format!("refused by the host script, nothing was changed: {why}")),
-            ["ROLLED-BACK", p, unit] => rolled.push((p.to_string(), unit.to_string())),
-            ["HANDLER-FAILED", c] => r.error = Some(format!("handler `{c}` failed: {stderr}; it stays pending and runs on the next apply")),
-            _ => {}
-        }
-    }
-    match ScriptExit::of(out.status) {
-        ScriptExit::Done => r.ok = true,
-        ScriptExit::Stale => r.error = Some(format!("the host changed since the plan, nothing was written: {}; plan again", stale.join(", "))),
-        ScriptExit::Invalid => {
-            r.error = Some(format!("validation failed for {}, nothing was written (the old files stay active):\n{stderr}", invalid.join(", ")))
-        }
-        ScriptExit::RolledBack => {
-            let paths: Vec<&str> = rolled.iter().map(|(p, _)| p.as_str()).collect();
-            let unit = rolled.first().map_or("the relay", |(_, u)| u.as_str());
-            r.error = Some(format!(
-                "refused by systemd at start: {unit} failed under the new {}, so {} rolled back and {unit} started again under the old one; nothing of it is left changed. Fix the drop-in (the role's template or the inventory), then apply again:\n{stderr}",
-                paths.join(", "),
-                if paths.len() == 1 { "it was" } else { "they were" }
-            ));
-        }
-        // Their answer line (LOCKED, HANDLER-FAILED, REFUSED, BACKUP-FAILED) said it already.
-        ScriptExit::Locked | ScriptExit::HandlerFailed | ScriptExit::Refused => {}
-        ScriptExit::WriteFailed | ScriptExit::Other(_) => {
-            if r.error.is_none() {
-                let code = out.status.unwrap_or(-1);
-                r.error = Some(format!("apply failed (exit {code}): {stderr}"));
-            }
-        }
-        ScriptExit::Killed => r.error = Some("the apply was interrupted (the remote shell was killed); files are each wholly old or wholly new: plan again".into()),
-    }
-    r
-}
-
-fn short(s: &str) -> &str {
-    match s {
-        "0" => "absent",
-        s => s.get(..12).unwrap_or(s),
+    HostResult {
+        host,
+        ok,
+        done,
+        error,
     }
 }
 
@@ -338,16 +161,21 @@ pub fn rollout(
                         host: hp.host.clone(),
                         ok: false,
                         done: vec![],
-                        error: Some("not connected".into()),
+                        error: Some(HostError::NotConnected {
+                            host: hp.host.clone(),
+                        }),
                     };
                 };
                 let mut r = match payload(&hp, desired, &who) {
                     Ok(b) => apply_host(t, &hp, b).await,
-                    Err(e) => HostResult {
+                    Err(why) => HostResult {
                         host: hp.host.clone(),
                         ok: false,
                         done: vec![],
-                        error: Some(e),
+                        error: Some(HostError::Payload {
+                            host: hp.host.clone(),
+                            why,
+                        }),
                     },
                 };
                 if r.ok
@@ -363,11 +191,21 @@ pub fn rollout(
                         (Transport::Local(_), _) => r.done.push(
                             "not rebooted: a local image runs its new kernel command line when it boots (--reboot is for hosts reached over SSH)".into(),
                         ),
-                        (_, None) => r.error = Some("reboot skipped: no SSH destination for this host (internal error)".into()),
+                        (_, None) => {
+                            r.error = Some(HostError::Internal {
+                                host: hp.host.clone(),
+                                why: "reboot skipped: no SSH destination for this host (internal error)".into(),
+                            })
+                        }
                         (Transport::Ssh(_), Some(target)) => {
                             match reboot_and_wait(t, &reach, &target, reboot_timeout).await {
                                 Ok(done) => r.done.push(done),
-                                Err(e) => r.error = Some(e),
+                                Err(why) => {
+                                    r.error = Some(HostError::Reboot {
+                                        host: hp.host.clone(),
+                                        why,
+                                    })
+                                }
                             }
                         }
                     }
@@ -380,7 +218,10 @@ pub fn rollout(
                 host: "?".into(),
                 ok: false,
                 done: vec![],
-                error: Some(format!("internal error: {e}")),
+                error: Some(HostError::Internal {
+                    host: "?".into(),
+                    why: format!("internal error: {e}"),
+                }),
             });
             if !r.ok || r.error.is_some() {
                 out.failures += 1;
@@ -477,99 +318,4 @@ async fn reboot_and_wait(
 
 fn short_id(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::desired::DesiredFile;
-    use crate::plan::{Change, HandlerRun};
-
-    #[test]
-    fn payload_locks_expects_writes_and_lists_handlers_in_order() {
-        let f = DesiredFile {
-            validate: Some(crate::role::ValidatorKind::Sysctl),
-            ..DesiredFile::for_test("/etc/x", b"hi\n")
-        };
-        let d = DesiredHost {
-            name: "h".into(),
-            files: vec![f.clone()],
-            instances: vec![],
-            kernel_params: None,
-            notices: vec![],
-        };
-        let change: Change = serde_json::from_value(serde_json::json!({
-            "kind": "update", "target": "/etc/x", "reason": "r", "drift": false, "secret": false,
-            "old_sha256": "aa", "new_sha256": f.sha256(), "owner": "root", "group": "root", "mode": 420,
-            "diff": null, "content_base64": null, "validate": "sysctl", "instance": null
-        }))
-        .unwrap();
-        let plan = HostPlan {
-            host: "h".into(),
-            transport: "t".into(),
-            error: None,
-            changes: vec![change],
-            handlers: vec![HandlerRun {
-                command: vec!["sysctl".into(), "--system".into()],
-                reason: "x".into(),
-            }],
-            notices: vec![],
-            observed: [("/etc/x".to_string(), Some("aa".to_string()))].into(),
-        };
-        let p = String::from_utf8(payload(&plan, &d, "me@ctl").unwrap()).unwrap();
-        assert_eq!(
-            p,
-            format!("L\tme@ctl\nE\t/etc/x\taa\nW\t/etc/x\troot\troot\t644\tsysctl\t-\taGkK\nM\t/etc/x\t{}\nH\tsysctl\t--system\n", f.sha256())
-        );
-    }
-
-    #[test]
-    fn payload_refuses_a_value_that_would_add_a_record() {
-        let f = DesiredFile::for_test("/etc/x", b"hi\n");
-        let d = DesiredHost {
-            name: "h".into(),
-            files: vec![f.clone()],
-            instances: vec![],
-            kernel_params: None,
-            notices: vec![],
-        };
-        let change = |owner: &str, target: &str| -> Change {
-            serde_json::from_value(serde_json::json!({
-                "kind": "create", "target": target, "reason": "r", "drift": false, "secret": false,
-                "old_sha256": null, "new_sha256": f.sha256(), "owner": owner, "group": "root", "mode": 420,
-                "diff": null, "content_base64": null, "validate": null, "instance": null
-            }))
-            .unwrap()
-        };
-        for (owner, target) in [
-            ("root\t\nH\ttouch /root/PWNED", "/etc/x"),
-            ("root", "/etc/x\nH\ttouch /root/PWNED"),
-            ("root\r", "/etc/x"),
-        ] {
-            let plan = HostPlan {
-                host: "h".into(),
-                transport: "t".into(),
-                error: None,
-                changes: vec![change(owner, target)],
-                handlers: vec![],
-                notices: vec![],
-                observed: Default::default(),
-            };
-            let e = payload(&plan, &d, "me").unwrap_err();
-            assert!(e.contains("control character"), "{e}");
-        }
-        let plan = HostPlan {
-            host: "h".into(),
-            transport: "t".into(),
-            error: None,
-            changes: vec![],
-            handlers: vec![HandlerRun {
-                command: vec!["systemctl".into(), "reload\nH\ttouch".into()],
-                reason: "x".into(),
-            }],
-            notices: vec![],
-            observed: Default::default(),
-        };
-        assert!(payload(&plan, &d, "me").is_err());
-    }
 }

@@ -283,7 +283,7 @@ pub fn plan(
         .iter()
         .map(|(d, gh)| match &gh.observed {
             Ok(o) => crate::plan::plan_host(d, o, &gh.transport_name),
-            Err(e) => HostPlan::failed(&gh.name, &gh.transport_name, e.clone()),
+            Err(e) => HostPlan::failed(&gh.transport_name, e.clone()),
         })
         .collect();
     Ok(Some(Planned {

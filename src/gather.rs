@@ -2,6 +2,7 @@
 //! connection and one round trip per host. One host's failure never stops the others.
 
 use crate::desired::DesiredHost;
+use crate::error::HostError;
 use crate::inventory::HostSpec;
 use crate::observed::Observed;
 use crate::transport::{local::LocalHost, ssh::SshSetup, Transport};
@@ -87,12 +88,13 @@ pub struct Gathered {
     pub name: String,
     pub transport_name: String,
     pub transport: Option<Transport>,
-    pub observed: Result<Observed, String>,
+    /// What was found, or why the host could not be reached or gathered.
+    pub observed: Result<Observed, HostError>,
 }
 
 /// Gathers one host over an open transport: a single round trip.
 pub async fn gather(t: &Transport, desired: &DesiredHost) -> Result<Observed, String> {
-    let requests = crate::remote::gather_requests(desired).map_err(|e| e.to_string())?;
+    let requests = crate::remote::gather::requests(desired).map_err(|e| e.to_string())?;
     let out = t
         .run("gather", crate::remote::GATHER, &[], requests)
         .await
@@ -104,7 +106,7 @@ pub async fn gather(t: &Transport, desired: &DesiredHost) -> Result<Observed, St
             out.stderr_text()
         ));
     }
-    crate::observed::parse(&out.stdout)
+    crate::remote::gather::parse(&out.stdout)
 }
 
 /// Connects to and gathers every host in parallel; results come back in input order.
@@ -125,10 +127,21 @@ pub async fn gather_all(
             let _permit = sem.acquire_owned().await;
             let started = Instant::now();
             let (transport, observed) = match reach.open(&target).await {
-                Err(e) => (None, Err(e)),
+                Err(why) => (
+                    None,
+                    Err(HostError::Unreachable {
+                        host: target.name.clone(),
+                        why,
+                    }),
+                ),
                 Ok(t) => {
                     bar.set("gathering");
-                    let o = gather(&t, &desired).await;
+                    let o = gather(&t, &desired)
+                        .await
+                        .map_err(|why| HostError::GatherFailed {
+                            host: target.name.clone(),
+                            why,
+                        });
                     (Some(t), o)
                 }
             };
@@ -144,7 +157,7 @@ pub async fn gather_all(
                     "gathered in {:.2}s ({connection} connection, 1 round trip)",
                     elapsed.as_secs_f64()
                 )),
-                Err(e) => bar.fail(e),
+                Err(e) => bar.fail(&e.to_string()),
             }
             tracing::info!(
                 host = target.name,

@@ -10,6 +10,7 @@ mod architecture;
 pub mod desired;
 pub mod diagnostic;
 pub mod diff;
+pub mod error;
 pub mod exit_policy;
 pub mod fleet;
 pub mod gather;

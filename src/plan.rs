@@ -3,6 +3,7 @@
 //! (`--json`, schema [`SCHEMA`]) and saved by `plan --out` for `apply FILE`.
 
 use crate::desired::{DesiredFile, DesiredHost, Handler};
+use crate::error::HostError;
 use crate::observed::{Observed, ObservedFile};
 use crate::role::{HandlerKind, ValidatorKind};
 use serde::{Deserialize, Serialize};
@@ -30,8 +31,13 @@ pub struct HostPlan {
     pub host: String,
     /// `ssh DEST` or `local DIR`.
     pub transport: String,
-    /// Set when the host could not be planned (unreachable, refused key, gather failed).
-    pub error: Option<String>,
+    /// Set when the host could not be planned (unreachable, refused key, gather failed). Saved
+    /// as its text, so the JSON shape of schema `oignon.plan/2` stays a string or null.
+    #[serde(
+        serialize_with = "HostError::serialize_text",
+        deserialize_with = "HostError::deserialize_text"
+    )]
+    pub error: Option<HostError>,
     pub changes: Vec<Change>,
     pub handlers: Vec<HandlerRun>,
     /// Things to know that are not changes: reboot required, lock held, unmanaged instances.
@@ -41,9 +47,10 @@ pub struct HostPlan {
 }
 
 impl HostPlan {
-    pub fn failed(host: &str, transport: &str, error: String) -> HostPlan {
+    /// The plan of a host that could not be planned.
+    pub fn failed(transport: &str, error: HostError) -> HostPlan {
         HostPlan {
-            host: host.into(),
+            host: error.host().to_string(),
             transport: transport.into(),
             error: Some(error),
             changes: vec![],
@@ -85,11 +92,10 @@ pub fn refuse_identity_changes(plan: &mut Plan, replace: &[String]) {
             .into_iter()
             .collect();
         if !refused.is_empty() {
-            h.error = Some(format!(
-                "refused: the identity of {} on this host differs from secrets/; nothing was written. If secrets/ is right, apply with {}",
-                refused.join(", "),
-                refused.iter().map(|n| format!("--replace-identity {n}")).collect::<Vec<_>>().join(" ")
-            ));
+            h.error = Some(HostError::IdentityConflict {
+                host: h.host.clone(),
+                instances: refused,
+            });
         }
     }
 }
@@ -265,7 +271,11 @@ fn file_changes<'a>(
         };
         match obs {
             ObservedFile::Other(kind) => {
-                p.error = Some(format!("{} is a {kind} on the host, where oignon manages a file: move it away by hand, then plan again", f.path));
+                p.error = Some(HostError::NotAFile {
+                    host: p.host.clone(),
+                    path: f.path.clone(),
+                    kind: kind.clone(),
+                });
             }
             ObservedFile::Absent => {
                 let diff = (!f.content.is_secret())

@@ -92,6 +92,123 @@ pub struct Role {
     pub files: Vec<FileSpec>,
 }
 
+/// Reads one role's manifest (`d/role.toml`) and checks its files; None (with the finding in
+/// `diags`) when it cannot be read or parsed.
+fn read_manifest(d: &Path, name: &str, diags: &mut Vec<Diagnostic>) -> Option<Role> {
+    let manifest = d.join("role.toml");
+    let text = match std::fs::read_to_string(&manifest) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.push(
+                Diagnostic::error(format!("cannot read {}: {e}", manifest.display()))
+                    .in_file(&manifest)
+                    .help("every directory under roles/ is a role and needs a role.toml"),
+            );
+            return None;
+        }
+    };
+    match toml::from_str::<Role>(&text) {
+        Ok(mut role) => {
+            role.name = name.to_string();
+            diags.extend(check_files(&role, &manifest));
+            Some(role)
+        }
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            diags.push(
+                Diagnostic::error(format!("bad role manifest: {}", e.message().trim()))
+                    .help("see README.md, \"Roles\"")
+                    .at(&manifest, &text, span),
+            );
+            None
+        }
+    }
+}
+
+/// A role's template files (`d/templates/*`, sorted) with their Tera names, `ROLE/FILE`.
+fn template_files(d: &Path, name: &str) -> Vec<(PathBuf, String)> {
+    let mut out = vec![];
+    if let Ok(entries) = std::fs::read_dir(d.join("templates")) {
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for f in files {
+            if let Some(fname) = f.file_name().map(|n| n.to_string_lossy().into_owned()) {
+                out.push((f, format!("{name}/{fname}")));
+            }
+        }
+    }
+    out
+}
+
+/// Reads a template file into `tera` as `tname`; a file that cannot be read, is not UTF-8 (said
+/// where) or does not parse is a finding in `diags`.
+fn add_template(tera: &mut tera::Tera, file: &Path, tname: &str, diags: &mut Vec<Diagnostic>) {
+    match std::fs::read(file) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => {
+                if let Err(e) = tera.add_raw_template(tname, &text) {
+                    diags.push(template_error(&e, file, tname));
+                }
+            }
+            Err(e) => {
+                // Where the text stops being UTF-8: line and column of the first bad byte.
+                let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+                let col =
+                    good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+                diags.push(
+                    Diagnostic::error(format!(
+                        "template `{tname}` is not UTF-8: invalid byte at {}:{line}:{col}",
+                        file.display()
+                    ))
+                    .in_file(file)
+                    .help("save the template as UTF-8"),
+                );
+            }
+        },
+        Err(e) => diags.push(
+            Diagnostic::error(format!("cannot read template {}: {e}", file.display()))
+                .in_file(file),
+        ),
+    }
+}
+
+/// A finding for each file of a role whose template is not among `templates`.
+fn missing_templates(
+    dir: &Path,
+    roles: &[Role],
+    templates: &[(PathBuf, String)],
+) -> Vec<Diagnostic> {
+    let mut diags = vec![];
+    for role in roles {
+        for (i, f) in role.files.iter().enumerate() {
+            let tname = format!("{}/{}", role.name, f.template);
+            if !templates.iter().any(|(_, n)| n == &tname) {
+                let manifest = dir.join(&role.name).join("role.toml");
+                diags.push(
+                    locate_key(
+                        Diagnostic::error(format!(
+                            "role `{}` names template `{}`, which does not exist",
+                            role.name, f.template
+                        ))
+                        .field(format!("file.{i}.template")),
+                        &manifest,
+                        i,
+                        "template",
+                    )
+                    .help(format!(
+                        "add {}/{}/templates/{}",
+                        dir.display(),
+                        role.name,
+                        f.template
+                    )),
+                );
+            }
+        }
+    }
+    diags
+}
+
 /// Every role of a roles directory, with its templates loaded into one Tera instance.
 pub struct Roles {
     pub dir: PathBuf,
@@ -124,44 +241,10 @@ impl Roles {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let manifest = d.join("role.toml");
-            let text = match std::fs::read_to_string(&manifest) {
-                Ok(t) => t,
-                Err(e) => {
-                    diags.push(
-                        Diagnostic::error(format!("cannot read {}: {e}", manifest.display()))
-                            .in_file(&manifest)
-                            .help("every directory under roles/ is a role and needs a role.toml"),
-                    );
-                    continue;
-                }
-            };
-            match toml::from_str::<Role>(&text) {
-                Ok(mut role) => {
-                    role.name = name.clone();
-                    diags.extend(check_files(&role, &manifest));
-                    roles.push(role);
-                }
-                Err(e) => {
-                    let span = e.span().unwrap_or(0..0);
-                    diags.push(
-                        Diagnostic::error(format!("bad role manifest: {}", e.message().trim()))
-                            .help("see README.md, \"Roles\"")
-                            .at(&manifest, &text, span),
-                    );
-                }
+            if let Some(role) = read_manifest(&d, &name, &mut diags) {
+                roles.push(role);
             }
-            let tdir = d.join("templates");
-            if let Ok(entries) = std::fs::read_dir(&tdir) {
-                let mut files: Vec<PathBuf> =
-                    entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-                files.sort();
-                for f in files {
-                    if let Some(fname) = f.file_name().map(|n| n.to_string_lossy().into_owned()) {
-                        templates.push((f, format!("{name}/{fname}")));
-                    }
-                }
-            }
+            templates.extend(template_files(&d, &name));
         }
         // File paths are templates too; parsed once here, not per rendered file.
         for role in &roles {
@@ -175,62 +258,9 @@ impl Roles {
             }
         }
         for (file, tname) in &templates {
-            match std::fs::read(file) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => {
-                        if let Err(e) = tera.add_raw_template(tname, &text) {
-                            diags.push(template_error(&e, file, tname));
-                        }
-                    }
-                    Err(e) => {
-                        // Where the text stops being UTF-8: line and column of the first bad byte.
-                        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-                        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
-                        let col = good.len()
-                            - good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
-                            + 1;
-                        diags.push(
-                            Diagnostic::error(format!(
-                                "template `{tname}` is not UTF-8: invalid byte at {}:{line}:{col}",
-                                file.display()
-                            ))
-                            .in_file(file)
-                            .help("save the template as UTF-8"),
-                        );
-                    }
-                },
-                Err(e) => diags.push(
-                    Diagnostic::error(format!("cannot read template {}: {e}", file.display()))
-                        .in_file(file),
-                ),
-            }
+            add_template(&mut tera, file, tname, &mut diags);
         }
-        for role in &roles {
-            for (i, f) in role.files.iter().enumerate() {
-                let tname = format!("{}/{}", role.name, f.template);
-                if !templates.iter().any(|(_, n)| n == &tname) {
-                    let manifest = dir.join(&role.name).join("role.toml");
-                    diags.push(
-                        locate_key(
-                            Diagnostic::error(format!(
-                                "role `{}` names template `{}`, which does not exist",
-                                role.name, f.template
-                            ))
-                            .field(format!("file.{i}.template")),
-                            &manifest,
-                            i,
-                            "template",
-                        )
-                        .help(format!(
-                            "add {}/{}/templates/{}",
-                            dir.display(),
-                            role.name,
-                            f.template
-                        )),
-                    );
-                }
-            }
-        }
+        diags.extend(missing_templates(dir, &roles, &templates));
         if diags.is_empty() {
             Ok(Roles {
                 dir: dir.to_path_buf(),

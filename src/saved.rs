@@ -9,6 +9,7 @@
 //!
 //! A saved plan holds hashes and non-secret content only.
 
+use crate::error::HostError;
 use crate::fleet::{HostFilter, Paths, PlanOptions};
 use crate::inventory::Fleet;
 use crate::plan::{Change, ChangeKind, HostPlan, Plan, SCHEMA};
@@ -72,7 +73,14 @@ pub fn load(path: &Path) -> anyhow::Result<Plan> {
         ),
         None => return Err(not_a_plan(&"no `schema` field")),
     }
-    serde_json::from_value(value).map_err(|e| not_a_plan(&e))
+    let mut plan: Plan = serde_json::from_value(value).map_err(|e| not_a_plan(&e))?;
+    // An error's JSON is its text; the host it belongs to is the one beside it.
+    for h in &mut plan.hosts {
+        if let Some(e) = &mut h.error {
+            e.owned_by(&h.host);
+        }
+    }
+    Ok(plan)
 }
 
 /// The digests of what a plan was made from: the inventory, the roles and the secrets store.
@@ -764,25 +772,32 @@ pub fn check(paths: &Paths, path: &Path, saved: &Plan, plan: &mut Plan) -> Resul
     for fresh in plan.hosts.iter_mut() {
         let Some(old) = saved.hosts.iter().find(|h| h.host == fresh.host) else {
             // The selection is checked before gathering; a host the file does not plan never runs.
-            fresh.error = Some("not in the saved plan; plan it again".into());
+            fresh.error = Some(HostError::NotInSavedPlan {
+                host: fresh.host.clone(),
+            });
             continue;
         };
         if fresh.error.is_some() {
             continue;
         }
         if let Some(e) = &old.error {
-            fresh.error = Some(format!(
-                "not applied: this host could not be planned when the plan was saved ({}); plan again",
-                clean(e, 300)
-            ));
+            fresh.error = Some(HostError::UnplannedWhenSaved {
+                host: fresh.host.clone(),
+                saved: clean(&e.to_string(), 300),
+            });
             continue;
         }
         let paths = moved(old, fresh);
         if !paths.is_empty() {
-            fresh.error = Some(format!(
-                "stale plan: {} changed on the host since the plan was saved; plan again",
-                first(&paths, 6).replace("; ", ", ")
-            ));
+            let mut shown: Vec<String> = paths.iter().take(6).cloned().collect();
+            if paths.len() > 6 {
+                shown.push(format!("and {} more", paths.len() - 6));
+            }
+            fresh.error = Some(HostError::Stale {
+                host: fresh.host.clone(),
+                paths: shown,
+                by_script: false,
+            });
             continue;
         }
         let d = differences(old, fresh);

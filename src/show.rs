@@ -24,7 +24,7 @@ fn host_text(out: &mut String, h: &HostPlan, show_content: bool) {
             out,
             "  {} {}",
             style("error:").red().bold(),
-            e.replace('\n', "\n    ")
+            e.to_string().replace('\n', "\n    ")
         );
         let _ = writeln!(out);
         return;
@@ -133,7 +133,11 @@ pub fn rollout_text(r: &crate::apply::Rollout, max_fail: usize, failed_before: u
             let _ = writeln!(out, "    {d}");
         }
         if let Some(e) = &h.error {
-            let _ = writeln!(out, "    error: {}", e.replace('\n', "\n      "));
+            let _ = writeln!(
+                out,
+                "    error: {}",
+                e.to_string().replace('\n', "\n      ")
+            );
         }
     }
     if let Some(skipped) = &r.skipped {

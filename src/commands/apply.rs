@@ -5,6 +5,7 @@
 use super::plan::Targets;
 use crate::cli::Global;
 use oignon::apply::RolloutOptions;
+use oignon::error::{exit_code, Outcome};
 use oignon::fleet::{close_all, HostFilter, Planned};
 use oignon::text::plural;
 use std::io::{IsTerminal, Write};
@@ -86,7 +87,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     if todo.is_empty() {
         close_all(&rt, hosts);
         println!("Nothing to apply.");
-        return Ok(ExitCode::from(if failed_before > 0 { 1 } else { 0 }));
+        let errors = plan.hosts.iter().filter_map(|h| h.error.as_ref());
+        return Ok(ExitCode::from(exit_code(errors, Outcome::Clean)));
     }
     if !a.yes && !confirm(todo.len())? {
         close_all(&rt, hosts);
@@ -105,8 +107,18 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         "{}",
         oignon::show::rollout_text(&done, a.max_fail, failed_before)
     );
-    let failed = done.failures > 0 || failed_before > 0 || done.skipped.is_some();
-    Ok(ExitCode::from(if failed { 1 } else { 0 }))
+    // A host that failed without a typed error (an undocumented exit) still fails the run.
+    let outcome = if done.failures > 0 || done.skipped.is_some() {
+        Outcome::Failed
+    } else {
+        Outcome::Clean
+    };
+    let errors = plan
+        .hosts
+        .iter()
+        .filter_map(|h| h.error.as_ref())
+        .chain(done.results.iter().filter_map(|r| r.error.as_ref()));
+    Ok(ExitCode::from(exit_code(errors, outcome)))
 }
 
 /// Asks on the terminal; without one, refuses (automation passes --yes).

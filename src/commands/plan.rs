@@ -2,6 +2,7 @@
 //! and show what `apply` would change.
 
 use crate::cli::Global;
+use oignon::error::{exit_code, Outcome};
 use oignon::fleet::{close_all, PlanOptions, Planned};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,13 +77,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             path.display()
         );
     }
-    let failed = plan.hosts.iter().any(|h| h.error.is_some());
     let changes = plan.hosts.iter().any(|h| h.has_changes());
-    Ok(ExitCode::from(
-        match (failed, changes, a.detailed_exitcode) {
-            (true, _, _) => 1,
-            (false, true, true) => 2,
-            _ => 0,
-        },
-    ))
+    let outcome = if changes && a.detailed_exitcode {
+        Outcome::Changes
+    } else {
+        Outcome::Clean
+    };
+    let errors = plan.hosts.iter().filter_map(|h| h.error.as_ref());
+    Ok(ExitCode::from(exit_code(errors, outcome)))
 }

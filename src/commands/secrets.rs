@@ -256,7 +256,6 @@ fn import(
     host: &str,
     targets: super::plan::Targets,
 ) -> anyhow::Result<ExitCode> {
-    use base64::Engine as _;
     let Some(loaded) = oignon::fleet::load(&g.paths(), false) else {
         return Ok(ExitCode::from(1));
     };
@@ -294,23 +293,11 @@ fn import(
     let text = String::from_utf8_lossy(&out.stdout);
     let mut failed = 0;
     for n in &nicks {
-        let mut files = vec![];
-        let mut running = None;
-        let mut missing = vec![];
-        for line in text.lines() {
-            let f: Vec<&str> = line.split('\t').collect();
-            match f.as_slice() {
-                ["K", nn, name, b64] if nn == n => {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .map_err(|_| anyhow::anyhow!("{host}: damaged key data for {n}"))?;
-                    files.push((name.to_string(), oignon::secret::Secret::new(bytes)));
-                }
-                ["N", nn, name] if nn == n => missing.push(name.to_string()),
-                ["F", nn, fp] if nn == n => running = Some(fp.to_string()),
-                _ => {}
-            }
-        }
+        let oignon::remote::import::Found {
+            files,
+            missing,
+            running,
+        } = oignon::remote::import::relay(&text, n).map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
         if !missing.is_empty() {
             eprintln!("error: {n} on {host} has no keys/{} (both identity files are needed, or the relay gets a new ed25519 identity)", missing.join(", keys/"));
             failed += 1;

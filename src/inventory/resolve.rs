@@ -255,14 +255,7 @@ impl Resolver<'_> {
         layers: &[Layer],
         nicknames: &mut HashMap<String, (String, Origin)>,
     ) -> Option<HostSpec> {
-        let at = |leaf: &str| {
-            let mut p = origin.path.clone();
-            p.push(Seg::Key(leaf.into()));
-            Origin {
-                source: origin.source,
-                path: p,
-            }
-        };
+        let at = |leaf: &str| child(&origin, leaf);
         let mut ok = true;
         let ipv4 = match h.ipv4.parse::<Ipv4Addr>() {
             Ok(a) => Some(a),
@@ -538,48 +531,15 @@ impl Resolver<'_> {
         (rate, burst)
     }
 
-    /// One relay of a host: its layers, name, addresses and ports (claimed against the host's and
-    /// the fleet's), bandwidth, exit policy and torrc lines.
-    fn relay(
+    /// The relay's nickname (tor's rules, unique fleet-wide in any case) and its ORPort. Clears
+    /// `ok` on an error.
+    fn name_and_orport(
         &mut self,
-        cx: &HostCx,
-        index: usize,
         r: &file::Relay,
-        origin: Origin,
+        at: &dyn Fn(&str) -> Origin,
         nicknames: &mut HashMap<String, (String, Origin)>,
-        ports: &mut HashMap<(String, u16), (String, Origin)>,
-    ) -> Option<RelaySpec> {
-        let HostCx {
-            host: h,
-            layers: host_layers,
-            ipv4: host_v4,
-            ipv6: host_v6,
-            uplink_bits,
-            n_relays,
-        } = *cx;
-        let at = |leaf: &str| {
-            let mut p = origin.path.clone();
-            p.push(Seg::Key(leaf.into()));
-            Origin {
-                source: origin.source,
-                path: p,
-            }
-        };
-        // The relay's own keys are the last, most specific layer.
-        let own = Settings {
-            exit: r.exit,
-            exit_policy: r.exit_policy.clone(),
-            exit_policy_prepend: r.exit_policy_prepend.clone(),
-            ipv6_exit: r.ipv6_exit,
-            metrics_port: r.metrics_port,
-            torrc_extra: r.torrc_extra.clone(),
-            offline_master_key: r.offline_master_key,
-            ..Settings::default()
-        };
-        let mut layers: Vec<Layer> = host_layers.to_vec();
-        layers.push((&own, origin.clone()));
-
-        let mut ok = true;
+        ok: &mut bool,
+    ) {
         let nick_o = at("nickname");
         if let Err(e) = check_nickname(&r.nickname) {
             self.err(
@@ -588,7 +548,7 @@ impl Resolver<'_> {
                 format!("nickname {} {e}", q(&r.nickname)),
                 "tor accepts 1 to 19 letters and digits, e.g. `marcuse1`",
             );
-            ok = false;
+            *ok = false;
         } else if let Some((prev, prev_o)) = nicknames.insert(
             r.nickname.to_lowercase(),
             (r.nickname.clone(), nick_o.clone()),
@@ -597,7 +557,7 @@ impl Resolver<'_> {
             self.err(&nick_o, "relay.nickname",
                 format!("nickname `{}` is already used by `{prev}` (nicknames are unique fleet-wide, case-insensitively)", r.nickname),
                 format!("the other one is at {where_}; pick another nickname"));
-            ok = false;
+            *ok = false;
         }
         if r.orport == 0 {
             self.err(
@@ -606,8 +566,20 @@ impl Resolver<'_> {
                 "ORPort 0 disables the relay".into(),
                 "use a port such as 443 or 9001",
             );
-            ok = false;
+            *ok = false;
         }
+    }
+
+    /// The relay's addresses: its own, else the host's. Clears `ok` on an error (the host's
+    /// address then stands in, so the port checks go on).
+    fn addresses(
+        &mut self,
+        r: &file::Relay,
+        at: &dyn Fn(&str) -> Origin,
+        host_v4: Ipv4Addr,
+        host_v6: Option<Ipv6Addr>,
+        ok: &mut bool,
+    ) -> (Ipv4Addr, Option<Ipv6Addr>) {
         let ipv4 = match &r.ipv4 {
             None => host_v4,
             Some(s) => match s.parse() {
@@ -619,7 +591,7 @@ impl Resolver<'_> {
                         format!("{} is not an IPv4 address", q(s)),
                         "write a dotted address such as 192.0.2.11",
                     );
-                    ok = false;
+                    *ok = false;
                     host_v4
                 }
             },
@@ -635,19 +607,25 @@ impl Resolver<'_> {
                         format!("{} is not an IPv6 address", q(s)),
                         "write it without brackets, such as 2001:db8::11",
                     );
-                    ok = false;
+                    *ok = false;
                     host_v6
                 }
             },
         };
-        let metrics_port = last(&layers, |s| s.metrics_port).map(|(p, o)| {
-            // A port set on the relay itself is used as is; an inherited one is a base for the host.
-            if o.path == origin.path {
-                p
-            } else {
-                p.saturating_add(index as u16)
-            }
-        });
+        (ipv4, ipv6)
+    }
+
+    /// Claims the relay's ORPort (on each address) and MetricsPort against the host's other
+    /// instances: one finding per clash. Clears `ok` on a clash.
+    fn claim_ports(
+        &mut self,
+        r: &file::Relay,
+        at: &dyn Fn(&str) -> Origin,
+        h: &file::Host,
+        (ipv4, ipv6, metrics_port): (Ipv4Addr, Option<Ipv6Addr>, Option<u16>),
+        ports: &mut HashMap<(String, u16), (String, Origin)>,
+        ok: &mut bool,
+    ) {
         let mut claims = vec![(
             ipv4.to_string(),
             r.orport,
@@ -679,21 +657,26 @@ impl Resolver<'_> {
                     );
                     clashed.push(what);
                 }
-                ok = false;
+                *ok = false;
             } else {
                 ports.insert((addr, port), (who, o));
             }
         }
+    }
 
-        let (rate, burst) = self.bandwidth(r, &at, &layers, uplink_bits, n_relays, &mut ok);
-
-        // Exit policy: the named policy, after every level's prepended rules.
-        let exit = last(&layers, |s| s.exit).is_none_or(|(v, _)| v);
-        let ipv6_exit = last(&layers, |s| s.ipv6_exit).map_or(exit && ipv6.is_some(), |(v, _)| v);
-        let (policy_name, policy_o) = last(&layers, |s| s.exit_policy.clone())
+    /// The relay's exit policy: every level's prepended rules, then the named policy. Returns
+    /// the policy's name and its rules; clears `ok` on a rule or name that is wrong.
+    fn exit_policy(
+        &mut self,
+        r: &file::Relay,
+        origin: &Origin,
+        layers: &[Layer],
+        ok: &mut bool,
+    ) -> (String, Vec<exit_policy::Rule>) {
+        let (policy_name, policy_o) = last(layers, |s| s.exit_policy.clone())
             .unwrap_or_else(|| ("reduced".into(), origin.clone()));
         let mut rules = vec![];
-        for (s, o) in &layers {
+        for (s, o) in layers {
             for (i, text) in s.exit_policy_prepend.iter().flatten().enumerate() {
                 let mut p = o.path.clone();
                 p.extend(path!["exit_policy_prepend", i]);
@@ -726,7 +709,7 @@ impl Resolver<'_> {
                             e.offset,
                             e.len,
                         );
-                        ok = false;
+                        *ok = false;
                     }
                 }
             }
@@ -751,9 +734,93 @@ impl Resolver<'_> {
                     format!("unknown exit policy {}", q(&policy_name)),
                     help,
                 );
-                ok = false;
+                *ok = false;
             }
         }
+        (policy_name, rules)
+    }
+
+    /// dos_defense: a flag or auto/on/off, auto by default. Clears `ok` on another word.
+    fn dos_defense(&mut self, layers: &[Layer], ok: &mut bool) -> DosDefense {
+        match last(layers, |s| s.dos_defense.clone()) {
+            None => DosDefense::Auto,
+            Some((setting, o)) => match setting {
+                DosSetting::Flag(true) => DosDefense::On,
+                DosSetting::Flag(false) => DosDefense::Off,
+                DosSetting::Word(w) => match w.as_str() {
+                    "auto" => DosDefense::Auto,
+                    "on" => DosDefense::On,
+                    "off" => DosDefense::Off,
+                    _ => {
+                        let mut at = o.clone();
+                        at.path.push(Seg::Key("dos_defense".into()));
+                        self.err(
+                            &at,
+                            "dos_defense",
+                            format!("dos_defense {} is not auto, on or off", q(&w)),
+                            "auto (tor's default: the consensus decides), on (pinned on) or off",
+                        );
+                        *ok = false;
+                        DosDefense::Auto
+                    }
+                },
+            },
+        }
+    }
+
+    /// One relay of a host: its layers, name, addresses and ports (claimed against the host's and
+    /// the fleet's), bandwidth, exit policy and torrc lines.
+    fn relay(
+        &mut self,
+        cx: &HostCx,
+        index: usize,
+        r: &file::Relay,
+        origin: Origin,
+        nicknames: &mut HashMap<String, (String, Origin)>,
+        ports: &mut HashMap<(String, u16), (String, Origin)>,
+    ) -> Option<RelaySpec> {
+        let HostCx {
+            host: h,
+            layers: host_layers,
+            ipv4: host_v4,
+            ipv6: host_v6,
+            uplink_bits,
+            n_relays,
+        } = *cx;
+        let at = |leaf: &str| child(&origin, leaf);
+        // The relay's own keys are the last, most specific layer.
+        let own = Settings {
+            exit: r.exit,
+            exit_policy: r.exit_policy.clone(),
+            exit_policy_prepend: r.exit_policy_prepend.clone(),
+            ipv6_exit: r.ipv6_exit,
+            metrics_port: r.metrics_port,
+            torrc_extra: r.torrc_extra.clone(),
+            offline_master_key: r.offline_master_key,
+            ..Settings::default()
+        };
+        let mut layers: Vec<Layer> = host_layers.to_vec();
+        layers.push((&own, origin.clone()));
+
+        let mut ok = true;
+        self.name_and_orport(r, &at, nicknames, &mut ok);
+        let (ipv4, ipv6) = self.addresses(r, &at, host_v4, host_v6, &mut ok);
+        let metrics_port = last(&layers, |s| s.metrics_port).map(|(p, o)| {
+            // A port set on the relay itself is used as is; an inherited one is a base for the host.
+            if o.path == origin.path {
+                p
+            } else {
+                p.saturating_add(index as u16)
+            }
+        });
+        self.claim_ports(r, &at, h, (ipv4, ipv6, metrics_port), ports, &mut ok);
+
+        let (rate, burst) = self.bandwidth(r, &at, &layers, uplink_bits, n_relays, &mut ok);
+
+        // Exit policy: the named policy, after every level's prepended rules.
+        let exit = last(&layers, |s| s.exit).is_none_or(|(v, _)| v);
+        let ipv6_exit = last(&layers, |s| s.ipv6_exit).map_or(exit && ipv6.is_some(), |(v, _)| v);
+        let (policy_name, rules) = self.exit_policy(r, &origin, &layers, &mut ok);
         if exit && !h_roles(host_layers).iter().any(|r| r == "exit-policy") {
             self.err(
                 &at("nickname"),
@@ -776,30 +843,7 @@ impl Resolver<'_> {
         let bool_of = |f: fn(&Settings) -> Option<bool>, dflt: bool| {
             last(&layers, f).map_or(dflt, |(v, _)| v)
         };
-        let dos_defense = match last(&layers, |s| s.dos_defense.clone()) {
-            None => DosDefense::Auto,
-            Some((setting, o)) => match setting {
-                DosSetting::Flag(true) => DosDefense::On,
-                DosSetting::Flag(false) => DosDefense::Off,
-                DosSetting::Word(w) => match w.as_str() {
-                    "auto" => DosDefense::Auto,
-                    "on" => DosDefense::On,
-                    "off" => DosDefense::Off,
-                    _ => {
-                        let mut at = o.clone();
-                        at.path.push(Seg::Key("dos_defense".into()));
-                        self.err(
-                            &at,
-                            "dos_defense",
-                            format!("dos_defense {} is not auto, on or off", q(&w)),
-                            "auto (tor's default: the consensus decides), on (pinned on) or off",
-                        );
-                        ok = false;
-                        DosDefense::Auto
-                    }
-                },
-            },
-        };
+        let dos_defense = self.dos_defense(&layers, &mut ok);
         if !ok {
             return None;
         }
@@ -986,6 +1030,16 @@ fn extra_line(l: &str) -> Result<(), (String, String)> {
         ));
     }
     Ok(())
+}
+
+/// The origin of key `leaf` inside the table at `origin`.
+fn child(origin: &Origin, leaf: &str) -> Origin {
+    let mut path = origin.path.clone();
+    path.push(Seg::Key(leaf.into()));
+    Origin {
+        source: origin.source,
+        path,
+    }
 }
 
 fn h_roles(layers: &[Layer]) -> Vec<String> {

@@ -28,7 +28,7 @@ impl Output {
 }
 
 /// A failure to reach a host or to run a command there, with the underlying tool's own words.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{what}: {detail}")]
 pub struct TransportError {
     pub what: String,
