@@ -252,17 +252,58 @@ fn the_apply_script_refuses_records_oignon_never_sends() {
     let host = "lab1";
     let b64 = base64_of(b"x\n");
     let cases: &[(&str, &str)] = &[
-        ("L\tme\nH\ttouch\t/root/PWNED\n", "handler \"touch /root/PWNED\" is not one oignon runs"),
-        ("L\tme\nH\tsystemctl\treload\ttor@x;touch\n", "is not a relay nickname"),
-        ("L\tme\nH\tsystemctl\treload\ttor@x\t/root/PWNED\n", "is not a relay nickname"),
-        ("L\tme\nH\tsh\t-c\ttouch /root/PWNED\n", "is not one oignon runs"),
-        (&format!("L\tme\nW\t/root/PWNED\troot;touch\troot\t644\t-\t-\t{b64}\n"), "\"root;touch\" is not a user or group name"),
-        (&format!("L\tme\nW\t/etc/../root/PWNED\troot\troot\t644\t-\t-\t{b64}\n"), "holds characters or components oignon never sends"),
-        (&format!("L\tme\nW\t/root/PWNED\troot\troot\t4755\t-\t-\t{b64}\nW\t/root/PWNED 2\troot\troot\t644\t-\t-\t{b64}\n"), "holds characters or components"),
-        (&format!("L\tme\nW\t/root/PWNED\troot\troot\t644\tsh\t-\t{b64}\n"), "validator \"sh\" is unknown"),
-        ("L\tme\nW\t/root/PWNED\troot\troot\t644\t-\t-\t$(touch /root/PWNED)\n", "the content is not base64"),
-        (&format!("L\tme\nW\t/var/lib/tor-instances/x/keys/k\troot\troot\t600\t-\tx\t{b64}\n"), "must belong to _tor-x"),
-        ("L\tme\nR\t/var/lib/tor-instances/x/keys/secret_id_key\n", "never removes anything from a DataDirectory"),
+        (
+            "L\tme\nH\ttouch\t/root/PWNED\n",
+            "handler \"touch /root/PWNED\" is not one oignon runs",
+        ),
+        (
+            "L\tme\nH\tsystemctl\treload\ttor@x;touch\n",
+            "is not a relay nickname",
+        ),
+        (
+            "L\tme\nH\tsystemctl\treload\ttor@x\t/root/PWNED\n",
+            "is not a relay nickname",
+        ),
+        (
+            "L\tme\nH\tsh\t-c\ttouch /root/PWNED\n",
+            "is not one oignon runs",
+        ),
+        (
+            &format!("L\tme\nW\t/root/PWNED\troot;touch\troot\t644\t-\t-\t{b64}\n"),
+            "\"root;touch\" is not a user or group name",
+        ),
+        (
+            &format!("L\tme\nW\t/etc/../root/PWNED\troot\troot\t644\t-\t-\t{b64}\n"),
+            "holds characters or components oignon never sends",
+        ),
+        (
+            &format!("L\tme\nW\t/root/PWNED\troot\troot\t4755\t-\t-\t{b64}\n"),
+            "mode \"4755\" is not an octal mode without special bits",
+        ),
+        (
+            &format!("L\tme\nW\t/root/PWNED\troot\troot\t0666\t-\t-\t{b64}\n"),
+            "mode \"0666\" makes the file writable by every user",
+        ),
+        (
+            &format!("L\tme\nW\t/root/PWNED 2\troot\troot\t644\t-\t-\t{b64}\n"),
+            "holds characters or components",
+        ),
+        (
+            &format!("L\tme\nW\t/root/PWNED\troot\troot\t644\tsh\t-\t{b64}\n"),
+            "validator \"sh\" is unknown",
+        ),
+        (
+            "L\tme\nW\t/root/PWNED\troot\troot\t644\t-\t-\t$(touch /root/PWNED)\n",
+            "the content is not base64",
+        ),
+        (
+            &format!("L\tme\nW\t/var/lib/tor-instances/x/keys/k\troot\troot\t600\t-\tx\t{b64}\n"),
+            "must belong to _tor-x",
+        ),
+        (
+            "L\tme\nR\t/var/lib/tor-instances/x/keys/secret_id_key\n",
+            "never removes anything from a DataDirectory",
+        ),
         ("L\tme\nI\tx/../../root\n", "is not a relay nickname"),
         ("L\tme\nX\t../../root\n", "is not a relay nickname"),
         ("L\tme\nQ\tanything\n", "unknown record kind \"Q\""),

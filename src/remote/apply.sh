@@ -76,8 +76,12 @@ check_account() {
 }
 check_mode() {
   case $1 in
-  [0-7][0-7][0-7] | [0-7][0-7][0-7][0-7]) ;;
-  *) refuse "record $2: mode \"$1\" is not an octal mode" ;;
+  [0-7][0-7][0-7] | 0[0-7][0-7][0-7]) ;;
+  *) refuse "record $2: mode \"$1\" is not an octal mode without special bits" ;;
+  esac
+  # As role.toml's loader: a file written as root is never writable by every user.
+  case $1 in
+  *[2367]) refuse "record $2: mode \"$1\" makes the file writable by every user" ;;
   esac
 }
 check_sha() {
