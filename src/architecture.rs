@@ -175,3 +175,45 @@ fn the_rule_checker_sees_every_way_of_naming_a_module() {
     assert!(!names(&code(&f)).iter().any(|u| u == "transport"));
     std::fs::remove_file(&f).unwrap();
 }
+
+/// The exit statuses a piece of code picks itself: an `ExitCode::from(N)` or `ExitCode::SUCCESS`
+/// that does not go through `exit_code(…)`.
+fn own_exit_codes(code: &str) -> Vec<String> {
+    let mut out = vec![];
+    for (at, _) in code.match_indices("ExitCode::") {
+        let rest = &code[at + "ExitCode::".len()..];
+        if rest.starts_with("SUCCESS") || rest.starts_with("FAILURE") {
+            out.push(rest.chars().take(7).collect());
+        } else if let Some(arg) = rest.strip_prefix("from(") {
+            if !arg.trim_start().starts_with("exit_code(")
+                && !arg.trim_start().starts_with("oignon::error::exit_code(")
+            {
+                out.push(format!("from({}", arg.chars().take(20).collect::<String>()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_command_takes_its_exit_code_from_one_place() {
+    let mut bad = vec![];
+    for f in files("commands").into_iter().chain(files("main")) {
+        for c in own_exit_codes(&code(&f)) {
+            bad.push(format!("{}: ExitCode::{c}", f.display()));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "exit codes are decided by error::exit_code from an Outcome or host errors, so that \
+         every command maps a failure to the same number; these pick their own:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_exit_code_checker_sees_a_number_picked_by_hand() {
+    assert_eq!(own_exit_codes("Ok(ExitCode::from(1))").len(), 1);
+    assert_eq!(own_exit_codes("ExitCode::SUCCESS").len(), 1);
+    assert!(own_exit_codes("ExitCode::from(exit_code([], o))").is_empty());
+}

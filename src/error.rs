@@ -216,6 +216,18 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// `Failed` when `failed`, else `Clean`: for the commands whose failures are counted, not
+    /// host errors (check, render, secrets, fingerprints).
+    pub fn failed_if(failed: bool) -> Outcome {
+        if failed {
+            Outcome::Failed
+        } else {
+            Outcome::Clean
+        }
+    }
+}
+
 /// The exit status of a run, decided from its host errors and its outcome: the one place that
 /// maps them to numbers. A host error wins; then a failed run is 1, changes (when asked) 2.
 pub fn exit_code<'a>(errors: impl IntoIterator<Item = &'a HostError>, outcome: Outcome) -> u8 {
@@ -262,6 +274,12 @@ mod tests {
         assert_eq!(e.to_string(), p.error.unwrap().to_string());
         let none: P = serde_json::from_str(r#"{"error":null}"#).unwrap();
         assert!(none.error.is_none());
+    }
+
+    #[test]
+    fn a_counted_failure_exits_1_and_a_clean_run_0() {
+        assert_eq!(exit_code([], Outcome::failed_if(true)), 1);
+        assert_eq!(exit_code([], Outcome::failed_if(false)), 0);
     }
 
     #[test]

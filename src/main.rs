@@ -16,7 +16,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            let failed = oignon::error::Outcome::Failed;
+            ExitCode::from(oignon::error::exit_code([], failed))
         }
     }
 }

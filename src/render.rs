@@ -203,6 +203,77 @@ fn host_files(
     policy_text: &mut PolicyText,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<DesiredFile> {
+    let cx = contexts(fleet, fleet_view, store, all_nicks, host, policy_text);
+    // Made on first use, per relay: most relays never need one (see `shadow_context`).
+    let mut shadows: Vec<Option<Option<Shadow>>> = vec![None; host.relays.len()];
+    let mut files = vec![];
+    for (ri, role_name) in host.roles.iter().enumerate() {
+        let Some(role) = roles.get(role_name) else {
+            diags.push(unknown_role(inv, roles, host, ri, role_name));
+            continue;
+        };
+        if role_name == "kernel" && host.boot == Boot::None {
+            continue;
+        }
+        for (fi, spec) in role.files.iter().enumerate() {
+            let targets: Vec<(Option<(usize, &RelaySpec)>, &tera::Context)> = match spec.each {
+                Each::Host => vec![(None, &cx.host)],
+                Each::Relay => host
+                    .relays
+                    .iter()
+                    .enumerate()
+                    .zip(&cx.relays)
+                    .map(|(r, c)| (Some(r), c))
+                    .collect(),
+            };
+            for (relay_at, ctx) in targets {
+                let relay = relay_at.map(|(_, r)| r);
+                let Some((path, content)) = render_file(roles, role, fi, ctx, host, relay, diags)
+                else {
+                    continue;
+                };
+                if let (Some(ValidatorKind::Torrc), Some((ri, r))) = (spec.validate, relay_at) {
+                    let shadow =
+                        shadows[ri].get_or_insert_with(|| shadow_context(ctx, cx.outer_clean));
+                    let tname = format!("{}/{}", role.name, spec.template);
+                    let shadow_text = match shadow {
+                        None => None,
+                        Some(sh) => roles.tera.render(&tname, &sh.ctx).ok(),
+                    };
+                    diags.extend(check_torrc(
+                        &content,
+                        shadow_text.as_deref(),
+                        &cx.intents[ri],
+                        shadow.as_ref().map_or(&[][..], |sh| &sh.suspects[..]),
+                        &format!("relay `{}` on host `{}` ({path})", r.nickname, host.name),
+                    ));
+                }
+                files.push(desired_file(role, spec, path, content, relay));
+            }
+        }
+    }
+    files
+}
+
+/// A host's template contexts: its own, and one per relay with what its torrc is meant to say.
+struct Contexts {
+    host: tera::Context,
+    /// Whether the fleet's and the host's strings are free of torrc syntax.
+    outer_clean: bool,
+    relays: Vec<tera::Context>,
+    intents: Vec<Intent>,
+}
+
+/// Contexts are built once per host and per relay: serialising them per file dominated the
+/// render time of large fleets.
+fn contexts(
+    fleet: &Fleet,
+    fleet_view: &FleetView,
+    store: &crate::secrets::Store,
+    all_nicks: &[&str],
+    host: &HostSpec,
+    policy_text: &mut PolicyText,
+) -> Contexts {
     let has_exit_policy_role = host.roles.iter().any(|r| r == "exit-policy");
     let host_view = HostView {
         spec: host,
@@ -210,8 +281,6 @@ fn host_files(
         has_exit_policy_role,
         instances: host.relays.iter().map(|r| r.nickname.as_str()).collect(),
     };
-    // Contexts are built once per host and per relay: serialising them per file dominated the
-    // render time of large fleets.
     let mut host_ctx = tera::Context::new();
     host_ctx.insert("fleet", fleet_view);
     host_ctx.insert("host", &host_view);
@@ -220,7 +289,7 @@ fn host_files(
     let outer_clean = ["fleet", "host"]
         .iter()
         .all(|k| host_ctx.get(k).is_none_or(|v| !has_syntax(v, false)));
-    let mut relay_ctxs: Vec<tera::Context> = Vec::with_capacity(host.relays.len());
+    let mut relays: Vec<tera::Context> = Vec::with_capacity(host.relays.len());
     let mut intents: Vec<Intent> = Vec::with_capacity(host.relays.len());
     for r in &host.relays {
         let mut c = host_ctx.clone();
@@ -229,120 +298,123 @@ fn host_files(
             view.family_lines = crate::secrets::family_lines(store, all_nicks, &r.nickname);
         }
         c.insert("relay", &view);
-        relay_ctxs.push(c);
+        relays.push(c);
         intents.push(Intent::of(&view));
     }
-    // Made on first use, per relay: most relays never need one (see `shadow_context`).
-    let mut shadows: Vec<Option<Option<Shadow>>> = vec![None; host.relays.len()];
-    let mut files = vec![];
-    for (ri, role_name) in host.roles.iter().enumerate() {
-        let Some(role) = roles.get(role_name) else {
-            let d = roles.unknown(role_name).field("roles");
-            diags.push(match &host.roles_origin {
-                Some(o) => {
-                    let mut o = o.clone();
-                    o.path.push(crate::inventory::source::Seg::Index(ri));
-                    inv.locate(d, &o, false)
-                }
-                None => d,
-            });
-            continue;
-        };
-        if role_name == "kernel" && host.boot == Boot::None {
-            continue;
-        }
-        for (fi, spec) in role.files.iter().enumerate() {
-            let targets: Vec<(Option<(usize, &RelaySpec)>, &tera::Context)> = match spec.each {
-                Each::Host => vec![(None, &host_ctx)],
-                Each::Relay => host
-                    .relays
-                    .iter()
-                    .enumerate()
-                    .zip(&relay_ctxs)
-                    .map(|(r, c)| (Some(r), c))
-                    .collect(),
-            };
-            for (relay_at, ctx) in targets {
-                let relay = relay_at.map(|(_, r)| r);
-                let tname = format!("{}/{}", role.name, spec.template);
-                let file = roles
-                    .dir
-                    .join(&role.name)
-                    .join("templates")
-                    .join(&spec.template);
-                let content = match roles.tera.render(&tname, ctx) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        diags.push(crate::role::template_error(&e, &file, &tname).help(format!(
-                                "rendering it for host `{}`{}",
-                                host.name,
-                                relay
-                                    .map(|r| format!(", relay `{}`", r.nickname))
-                                    .unwrap_or_default()
-                            )));
-                        continue;
-                    }
-                };
-                let path = match roles
-                    .tera
-                    .render(&crate::role::path_template(&role.name, fi), ctx)
-                {
-                    Ok(p) => p,
-                    Err(e) => {
-                        diags.push(crate::role::template_error(
-                            &e,
-                            &roles.dir.join(&role.name).join("role.toml"),
-                            &spec.path,
-                        ));
-                        continue;
-                    }
-                };
-                // Paths travel as whitespace-separated fields to the host scripts.
-                if !path.starts_with('/')
-                    || path.contains("..")
-                    || path.chars().any(|c| c.is_whitespace() || c.is_control())
-                {
-                    diags.push(
-                        Diagnostic::error(format!("role `{}` renders the path {path:?}, which is not a plain absolute path", role.name))
-                            .in_file(&roles.dir.join(&role.name).join("role.toml"))
-                            .help("paths must be absolute, without `..`, spaces or control characters"),
-                    );
-                    continue;
-                }
-                if let (Some(ValidatorKind::Torrc), Some((ri, r))) = (spec.validate, relay_at) {
-                    let shadow =
-                        shadows[ri].get_or_insert_with(|| shadow_context(ctx, outer_clean));
-                    let shadow_text = match shadow {
-                        None => None,
-                        Some(sh) => roles.tera.render(&tname, &sh.ctx).ok(),
-                    };
-                    diags.extend(check_torrc(
-                        &content,
-                        shadow_text.as_deref(),
-                        &intents[ri],
-                        shadow.as_ref().map_or(&[][..], |sh| &sh.suspects[..]),
-                        &format!("relay `{}` on host `{}` ({path})", r.nickname, host.name),
-                    ));
-                }
-                files.push(DesiredFile {
-                    path,
-                    content: Content::plain(content.into_bytes()),
-                    owner: spec.owner.clone(),
-                    group: spec.group.clone(),
-                    mode: u32::from_str_radix(&spec.mode, 8).unwrap_or(0o644),
-                    role: role.name.clone(),
-                    handler: spec.handler.clone().map(|kind| Handler {
-                        kind,
-                        instance: relay.map(|r| r.nickname.clone()),
-                    }),
-                    validate: spec.validate,
-                    reboot_required: spec.reboot_required,
-                    instance: relay.map(|r| r.nickname.clone()),
-                });
-            }
-        }
+    Contexts {
+        host: host_ctx,
+        outer_clean,
+        relays,
+        intents,
     }
-    files
+}
+
+/// The finding for a host's role that the roles directory does not have, at its place in the
+/// host's `roles` list when the inventory knows it.
+fn unknown_role(
+    inv: &Inventory,
+    roles: &Roles,
+    host: &HostSpec,
+    ri: usize,
+    role_name: &str,
+) -> Diagnostic {
+    let d = roles.unknown(role_name).field("roles");
+    match &host.roles_origin {
+        Some(o) => {
+            let mut o = o.clone();
+            o.path.push(crate::inventory::source::Seg::Index(ri));
+            inv.locate(d, &o, false)
+        }
+        None => d,
+    }
+}
+
+/// One file of a role rendered for a host (or one of its relays): its path and its text, or
+/// None with the finding in `diags` (a template error, or a path that is not plain).
+fn render_file(
+    roles: &Roles,
+    role: &crate::role::Role,
+    fi: usize,
+    ctx: &tera::Context,
+    host: &HostSpec,
+    relay: Option<&RelaySpec>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(String, String)> {
+    let spec = &role.files[fi];
+    let tname = format!("{}/{}", role.name, spec.template);
+    let file = roles
+        .dir
+        .join(&role.name)
+        .join("templates")
+        .join(&spec.template);
+    let content = match roles.tera.render(&tname, ctx) {
+        Ok(c) => c,
+        Err(e) => {
+            diags.push(crate::role::template_error(&e, &file, &tname).help(format!(
+                    "rendering it for host `{}`{}",
+                    host.name,
+                    relay
+                        .map(|r| format!(", relay `{}`", r.nickname))
+                        .unwrap_or_default()
+                )));
+            return None;
+        }
+    };
+    let path = match roles
+        .tera
+        .render(&crate::role::path_template(&role.name, fi), ctx)
+    {
+        Ok(p) => p,
+        Err(e) => {
+            diags.push(crate::role::template_error(
+                &e,
+                &roles.dir.join(&role.name).join("role.toml"),
+                &spec.path,
+            ));
+            return None;
+        }
+    };
+    // Paths travel as whitespace-separated fields to the host scripts.
+    if !path.starts_with('/')
+        || path.contains("..")
+        || path.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        diags.push(
+            Diagnostic::error(format!(
+                "role `{}` renders the path {path:?}, which is not a plain absolute path",
+                role.name
+            ))
+            .in_file(&roles.dir.join(&role.name).join("role.toml"))
+            .help("paths must be absolute, without `..`, spaces or control characters"),
+        );
+        return None;
+    }
+    Some((path, content))
+}
+
+/// The desired file a role's file spec makes from its rendered path and text.
+fn desired_file(
+    role: &crate::role::Role,
+    spec: &crate::role::FileSpec,
+    path: String,
+    content: String,
+    relay: Option<&RelaySpec>,
+) -> DesiredFile {
+    DesiredFile {
+        path,
+        content: Content::plain(content.into_bytes()),
+        owner: spec.owner.clone(),
+        group: spec.group.clone(),
+        mode: u32::from_str_radix(&spec.mode, 8).unwrap_or(0o644),
+        role: role.name.clone(),
+        handler: spec.handler.clone().map(|kind| Handler {
+            kind,
+            instance: relay.map(|r| r.nickname.clone()),
+        }),
+        validate: spec.validate,
+        reboot_required: spec.reboot_required,
+        instance: relay.map(|r| r.nickname.clone()),
+    }
 }
 
 /// `f` over `items` on every core, results in input order; each thread has its own cache.
@@ -681,13 +753,10 @@ fn check_torrc(
     suspects: &[(String, String)],
     who: &str,
 ) -> Vec<Diagnostic> {
-    let err = |msg: String, field: &str, help: String| {
-        Diagnostic::error(msg).field(field.to_string()).help(help)
-    };
     let parsed = match torrc::parse(real) {
         Ok(t) => t,
         Err(e) => {
-            return vec![err(
+            return vec![torrc_err(
                 format!("tor cannot read the torrc of {who}: {e}"),
                 "torrc",
                 format!("fix the value it came from, {}", blame(suspects)),
@@ -696,7 +765,7 @@ fn check_torrc(
     };
     let mut out = vec![];
     if let Some(line) = parsed.nul_at_line {
-        out.push(err(
+        out.push(torrc_err(
             format!("the torrc of {who} holds a NUL byte at line {line}: tor ignores the rest of the file"),
             "torrc",
             format!("fix the value it came from, {}", blame(suspects)),
@@ -704,50 +773,7 @@ fn check_torrc(
     }
     // 1. Entries the template does not write.
     if let Some(Ok(meant)) = shadow.map(torrc::parse) {
-        let show = |e: &torrc::Entry| {
-            let magic = match e.magic {
-                Magic::Normal => "",
-                Magic::Append => "+",
-                Magic::Clear => "/",
-            };
-            shown(&format!("{magic}{} {}", e.key, e.value))
-        };
-        let first_diff = (0..parsed.entries.len().max(meant.entries.len())).find(|&i| {
-            parsed.entries.get(i).map(|e| (&e.key, e.magic, &e.value))
-                != meant.entries.get(i).map(|e| (&e.key, e.magic, &e.value))
-        });
-        if let Some(i) = first_diff {
-            let msg = match (parsed.entries.get(i), meant.entries.get(i)) {
-                (Some(e), Some(m)) if e.key == m.key && e.magic == m.magic => {
-                    let (got, meant) = around_difference(&e.value, &m.value);
-                    format!(
-                        "tor would read `{}` at line {} of the torrc of {who} as {}, where the template writes {}",
-                        e.key,
-                        e.line,
-                        shown(&got),
-                        shown(&meant)
-                    )
-                }
-                (Some(e), _) => format!(
-                    "the torrc of {who} has {} at line {}, which its template does not write",
-                    show(e),
-                    e.line
-                ),
-                (None, Some(m)) => format!(
-                    "the torrc of {who} lacks {}, which its template writes: tor reads it as part of an earlier line",
-                    show(m)
-                ),
-                (None, None) => format!("the torrc of {who} differs from what its template writes"),
-            };
-            out.push(err(
-                msg,
-                "torrc",
-                format!(
-                    "an inventory value holds a line break, `#`, `\\` or `\"`, which a torrc reads as syntax: {}; fix that value",
-                    blame(suspects)
-                ),
-            ));
-        }
+        out.extend(unmeant_entry(&parsed, &meant, who, suspects));
     }
     // 2. Managed options, by the name tor resolves, must hold oignon's values exactly. Each key
     // is resolved once: a torrc has a hundred lines and oignon manages some thirty options.
@@ -760,15 +786,91 @@ fn check_torrc(
                 .flatten()
         })
         .collect();
-    for (e, r) in parsed.entries.iter().zip(&resolved) {
+    out.extend(unchecked_names(&parsed, &resolved, who, suspects));
+    let names: Vec<Option<&'static str>> = resolved.iter().map(|r| r.map(|r| r.name)).collect();
+    for (name, meant) in &intent.values {
+        out.extend(managed_value(&parsed, &names, name, meant, who, suspects));
+    }
+    out
+}
+
+/// A finding of the rendered-torrc check, on `field`.
+fn torrc_err(msg: String, field: &str, help: String) -> Diagnostic {
+    Diagnostic::error(msg).field(field.to_string()).help(help)
+}
+
+/// How a torrc entry's magic prefix is written (`+Key`, `/Key`).
+fn magic_prefix(m: Magic) -> &'static str {
+    match m {
+        Magic::Normal => "",
+        Magic::Append => "+",
+        Magic::Clear => "/",
+    }
+}
+
+/// The first entry where the torrc differs from its shadow rendering (what the template means):
+/// an inventory string changed the file's lines.
+fn unmeant_entry(
+    parsed: &torrc::Torrc,
+    meant: &torrc::Torrc,
+    who: &str,
+    suspects: &[(String, String)],
+) -> Option<Diagnostic> {
+    let show = |e: &torrc::Entry| shown(&format!("{}{} {}", magic_prefix(e.magic), e.key, e.value));
+    let i = (0..parsed.entries.len().max(meant.entries.len())).find(|&i| {
+        parsed.entries.get(i).map(|e| (&e.key, e.magic, &e.value))
+            != meant.entries.get(i).map(|e| (&e.key, e.magic, &e.value))
+    })?;
+    let msg = match (parsed.entries.get(i), meant.entries.get(i)) {
+        (Some(e), Some(m)) if e.key == m.key && e.magic == m.magic => {
+            let (got, meant) = around_difference(&e.value, &m.value);
+            format!(
+                "tor would read `{}` at line {} of the torrc of {who} as {}, where the template writes {}",
+                e.key,
+                e.line,
+                shown(&got),
+                shown(&meant)
+            )
+        }
+        (Some(e), _) => format!(
+            "the torrc of {who} has {} at line {}, which its template does not write",
+            show(e),
+            e.line
+        ),
+        (None, Some(m)) => format!(
+            "the torrc of {who} lacks {}, which its template writes: tor reads it as part of an earlier line",
+            show(m)
+        ),
+        (None, None) => format!("the torrc of {who} differs from what its template writes"),
+    };
+    Some(torrc_err(
+        msg,
+        "torrc",
+        format!(
+            "an inventory value holds a line break, `#`, `\\` or `\"`, which a torrc reads as syntax: {}; fix that value",
+            blame(suspects)
+        ),
+    ))
+}
+
+/// Entries whose option oignon cannot check by name: an `%include` of another file, or an
+/// abbreviated name tor expands to an option.
+fn unchecked_names(
+    parsed: &torrc::Torrc,
+    resolved: &[Option<torrc::Resolved>],
+    who: &str,
+    suspects: &[(String, String)],
+) -> Vec<Diagnostic> {
+    let mut out = vec![];
+    for (e, r) in parsed.entries.iter().zip(resolved) {
         if e.is_include() {
-            out.push(err(
+            out.push(torrc_err(
                 format!("the torrc of {who} has `%include` at line {}: tor would read another file oignon does not check", e.line),
                 "torrc",
                 format!("remove it from the role's template ({})", blame(suspects)),
             ));
         } else if let Some(r) = r.filter(|r| r.via != torrc::Via::Exact) {
-            out.push(err(
+            out.push(torrc_err(
                 format!(
                     "the torrc of {who} writes {} at line {}, which tor reads as `{}`",
                     shown(&e.key),
@@ -783,62 +885,67 @@ fn check_torrc(
             ));
         }
     }
-    let names: Vec<Option<&'static str>> = resolved.iter().map(|r| r.map(|r| r.name)).collect();
-    for (name, meant) in &intent.values {
-        let got: Vec<&torrc::Entry> = parsed
-            .entries
-            .iter()
-            .zip(&names)
-            .filter(|(_, n)| **n == Some(*name))
-            .map(|(e, _)| e)
-            .collect();
-        let same = got.len() == meant.len()
-            && got
-                .iter()
-                .zip(meant)
-                .all(|(e, m)| e.magic == Magic::Normal && e.value == *m);
-        if !same {
-            let k = (0..got.len().max(meant.len()))
-                .find(|&i| {
-                    got.get(i).map(|e| (e.magic, e.value.as_str()))
-                        != meant.get(i).map(|m| (Magic::Normal, m.as_str()))
-                })
-                .unwrap_or(0);
-            let entry = |e: &torrc::Entry| {
-                let magic = match e.magic {
-                    Magic::Normal => "",
-                    Magic::Append => "+",
-                    Magic::Clear => "/",
-                };
-                format!(
-                    "{} (line {})",
-                    shown(&format!("{magic}{name} {}", e.value)),
-                    e.line
-                )
-            };
-            let detail = match (got.get(k), meant.get(k)) {
-                (Some(e), Some(m)) => format!("{} where oignon means {}", entry(e), shown(m)),
-                (Some(e), None) => format!(
-                    "{} beyond oignon's {} value{}",
-                    entry(e),
-                    meant.len(),
-                    if meant.len() == 1 { "" } else { "s" }
-                ),
-                (None, Some(m)) => format!("no {} although oignon means it", shown(m)),
-                (None, None) => "its values differ".into(),
-            };
-            let field = torrc::managed(name).unwrap_or("the role's template");
-            out.push(err(
-                format!("the torrc of {who} sets `{name}` otherwise than oignon means: {detail}"),
-                name,
-                format!(
-                    "`{name}` comes from {field}; the role's template must write it as oignon renders it, and nothing else may set it ({})",
-                    blame(suspects)
-                ),
-            ));
-        }
-    }
     out
+}
+
+/// A managed option (`name`, canonical) whose entries in the torrc are not exactly oignon's
+/// values `meant`, in order and without magic: the first difference.
+fn managed_value(
+    parsed: &torrc::Torrc,
+    names: &[Option<&'static str>],
+    name: &str,
+    meant: &[String],
+    who: &str,
+    suspects: &[(String, String)],
+) -> Option<Diagnostic> {
+    let got: Vec<&torrc::Entry> = parsed
+        .entries
+        .iter()
+        .zip(names)
+        .filter(|(_, n)| **n == Some(name))
+        .map(|(e, _)| e)
+        .collect();
+    let same = got.len() == meant.len()
+        && got
+            .iter()
+            .zip(meant)
+            .all(|(e, m)| e.magic == Magic::Normal && e.value == *m);
+    if same {
+        return None;
+    }
+    let k = (0..got.len().max(meant.len()))
+        .find(|&i| {
+            got.get(i).map(|e| (e.magic, e.value.as_str()))
+                != meant.get(i).map(|m| (Magic::Normal, m.as_str()))
+        })
+        .unwrap_or(0);
+    let entry = |e: &torrc::Entry| {
+        format!(
+            "{} (line {})",
+            shown(&format!("{}{name} {}", magic_prefix(e.magic), e.value)),
+            e.line
+        )
+    };
+    let detail = match (got.get(k), meant.get(k)) {
+        (Some(e), Some(m)) => format!("{} where oignon means {}", entry(e), shown(m)),
+        (Some(e), None) => format!(
+            "{} beyond oignon's {} value{}",
+            entry(e),
+            meant.len(),
+            if meant.len() == 1 { "" } else { "s" }
+        ),
+        (None, Some(m)) => format!("no {} although oignon means it", shown(m)),
+        (None, None) => "its values differ".into(),
+    };
+    let field = torrc::managed(name).unwrap_or("the role's template");
+    Some(torrc_err(
+        format!("the torrc of {who} sets `{name}` otherwise than oignon means: {detail}"),
+        name,
+        format!(
+            "`{name}` comes from {field}; the role's template must write it as oignon renders it, and nothing else may set it ({})",
+            blame(suspects)
+        ),
+    ))
 }
 
 #[cfg(test)]

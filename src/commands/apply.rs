@@ -70,14 +70,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         targets,
     }) = oignon::fleet::plan(&options, &rt, &before_gather)?
     else {
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(exit_code([], Outcome::Failed)));
     };
     // A saved plan is applied only as the fresh plan it must equal: what runs below is `plan`.
     if let Some((path, s)) = &saved {
         if let Err(msg) = oignon::saved::check(&options.paths, path, s, &mut plan) {
             close_all(&rt, hosts);
             eprintln!("error: {msg}");
-            return Ok(ExitCode::from(1));
+            return Ok(ExitCode::from(exit_code([], Outcome::Failed)));
         }
     }
     oignon::plan::refuse_identity_changes(&mut plan, &a.replace_identity);
@@ -92,7 +92,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     }
     if !a.yes && !confirm(todo.len())? {
         close_all(&rt, hosts);
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(exit_code([], Outcome::Failed)));
     }
     let rollout = RolloutOptions {
         serial: a.serial,

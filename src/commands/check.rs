@@ -2,10 +2,10 @@
 //! verdict on each rendered torrc. `--explain NICKNAME` shows what a relay's exit policy accepts.
 
 use crate::cli::Global;
+use oignon::error::Outcome;
 use oignon::exit_policy;
 use oignon::role::ValidatorKind;
 use oignon::text::plural;
-use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,9 +17,9 @@ pub struct Args {
     pub no_tor: bool,
 }
 
-pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
     let Some(loaded) = oignon::fleet::load(&g.paths(), true) else {
-        return Ok(ExitCode::from(1));
+        return Ok(Outcome::Failed);
     };
     let fleet = loaded.fleet();
     for role in &loaded.roles.roles {
@@ -31,7 +31,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let Some(desired) = loaded.render(|_| true, &loaded.public_keys()) else {
-        return Ok(ExitCode::from(1));
+        return Ok(Outcome::Failed);
     };
     if let Some(nick) = &a.explain {
         return explain(fleet, &desired, nick);
@@ -43,7 +43,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     } else if !oignon::tor::available() {
         // A check that did not run tor must not look like one that did.
         eprintln!("error: tor is not installed here, so the rendered torrc files cannot be verified by tor\n  = help: apt-get install tor, or run `oignon check --no-tor` to check without tor's verdict");
-        return Ok(ExitCode::from(1));
+        return Ok(Outcome::Failed);
     } else {
         for h in &desired.hosts {
             for f in h
@@ -63,7 +63,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let warnings = loaded.inventory.diagnostics.len();
     if failed > 0 {
         eprintln!("{failed} torrc file{} rejected by tor", plural(failed));
-        return Ok(ExitCode::from(1));
+        return Ok(Outcome::Failed);
     }
     let relays: usize = fleet.hosts.iter().map(|h| h.relays.len()).sum();
     let files: usize = desired.hosts.iter().map(|h| h.files.len()).sum();
@@ -84,7 +84,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             String::new()
         }
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Clean)
 }
 
 /// The exit policy of one relay as tor would enforce it, read from the relay's rendered torrc
@@ -93,7 +93,7 @@ fn explain(
     fleet: &oignon::inventory::Fleet,
     desired: &oignon::desired::Desired,
     nick: &str,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Outcome> {
     let found = fleet
         .hosts
         .iter()
@@ -113,7 +113,7 @@ fn explain(
             oignon::inventory::text::escaped_cut(nick),
             names.join(", ")
         );
-        return Ok(ExitCode::from(1));
+        return Ok(Outcome::Failed);
     };
     let file = desired
         .hosts
@@ -129,14 +129,14 @@ fn explain(
             "error: `{}` on host `{}` has no rendered torrc (is the tor role in the host's roles?)",
             relay.nickname, host.name
         );
-        return Ok(ExitCode::from(1));
+        return Ok(Outcome::Failed);
     };
     let text = String::from_utf8_lossy(file.content.bytes());
     let torrc = match oignon::torrc::parse(&text) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: tor cannot read {}: {e}", file.path);
-            return Ok(ExitCode::from(1));
+            return Ok(Outcome::Failed);
         }
     };
     // The last value of a singleton option wins in tor; a list option keeps every line in order.
@@ -163,14 +163,14 @@ fn explain(
                 Ok((rule, _)) => rules.push(rule),
                 Err(e) => {
                     eprintln!("error: ExitPolicy `{part}` in {}: {}", file.path, e.message);
-                    return Ok(ExitCode::from(1));
+                    return Ok(Outcome::Failed);
                 }
             }
         }
     }
     if !flag("ExitRelay", true) {
         println!("not an exit: ExitRelay 0 (tor exits nowhere, whatever its ExitPolicy)");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Outcome::Clean);
     }
     let effective = exit_policy::effective(&rules, flag("ExitPolicyRejectPrivate", true));
     println!("\neffective policy (first match wins):");
@@ -199,5 +199,5 @@ fn explain(
     } else {
         println!("IPv6 exit: off");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Clean)
 }

@@ -2,7 +2,7 @@
 
 use crate::cli::Cli;
 use clap::CommandFactory;
-use std::process::ExitCode;
+use oignon::error::Outcome;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -10,13 +10,13 @@ pub struct Args {
     pub shell: clap_complete::Shell,
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(a: Args) -> anyhow::Result<Outcome> {
     let mut cmd = Cli::command();
     clap_complete::generate(a.shell, &mut cmd, "oignon", &mut std::io::stdout());
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Clean)
 }
 
-pub fn man() -> anyhow::Result<ExitCode> {
+pub fn man() -> anyhow::Result<Outcome> {
     clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Clean)
 }

@@ -9,6 +9,7 @@ pub mod render;
 pub mod secrets;
 
 use crate::cli::{Cli, ColorChoice, Command, Global};
+use oignon::error::{exit_code, Outcome};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -40,15 +41,19 @@ pub fn init_output(g: &Global) {
         .try_init();
 }
 
+/// Runs the command and turns how it ended into its exit status. plan and apply decide theirs
+/// from their host errors; the others end `Clean` or `Failed`, which [`exit_code`] maps the same
+/// way for every command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ended = |o: anyhow::Result<Outcome>| o.map(|o| ExitCode::from(exit_code([], o)));
     match cli.command {
-        Command::Check(a) => check::run(&cli.global, a),
-        Command::Render(a) => render::run(&cli.global, a),
+        Command::Check(a) => ended(check::run(&cli.global, a)),
+        Command::Render(a) => ended(render::run(&cli.global, a)),
         Command::Plan(a) => plan::run(&cli.global, a),
         Command::Apply(a) => apply::run(&cli.global, a),
-        Command::Secrets(a) => secrets::run(&cli.global, a),
-        Command::Fingerprints(a) => secrets::fingerprints(&cli.global, a),
-        Command::Completions(a) => completions::run(a),
-        Command::Man => completions::man(),
+        Command::Secrets(a) => ended(secrets::run(&cli.global, a)),
+        Command::Fingerprints(a) => ended(secrets::fingerprints(&cli.global, a)),
+        Command::Completions(a) => ended(completions::run(a)),
+        Command::Man => ended(completions::man()),
     }
 }

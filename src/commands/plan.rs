@@ -60,7 +60,7 @@ impl Targets {
 pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     let Some(planned) = oignon::fleet::plan(&a.targets.options(g), &rt, &|_| Ok(()))? else {
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(exit_code([], Outcome::Failed)));
     };
     let Planned { plan, hosts, .. } = planned;
     close_all(&rt, hosts);

@@ -1,9 +1,9 @@
 //! `oignon render`: each host's desired files, to stdout or under `--out DIR/HOST/<path>`.
 
 use crate::cli::Global;
+use oignon::error::Outcome;
 use oignon::text::plural;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,18 +15,18 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
-pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
     let Some(loaded) = oignon::fleet::load(&g.paths(), true) else {
-        return Ok(ExitCode::from(1));
+        return Ok(Outcome::Failed);
     };
     let fleet = loaded.fleet();
     let filter = oignon::fleet::HostFilter::new(&a.hosts, &[]);
     if let Err(msg) = filter.check(fleet) {
         eprintln!("error: {msg}");
-        return Ok(ExitCode::from(1));
+        return Ok(Outcome::Failed);
     }
     let Some(desired) = loaded.render(|h| filter.matches(h), &loaded.public_keys()) else {
-        return Ok(ExitCode::from(1));
+        return Ok(Outcome::Failed);
     };
     match a.out {
         Some(dir) => {
@@ -70,5 +70,5 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Clean)
 }

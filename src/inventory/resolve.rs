@@ -311,25 +311,7 @@ impl Resolver<'_> {
                 Boot::Grub
             }
         };
-        if let Some(d) = &h.ssh {
-            // ssh reads a leading `-` as an option (`-oProxyCommand=…` runs a command).
-            if d.is_empty() || d.starts_with('-') || d.chars().any(char::is_whitespace) {
-                self.err(
-                    &at("ssh"),
-                    "host.ssh",
-                    format!("ssh destination {} is not a destination ssh can take safely", q(d)),
-                    "write `host`, `user@host` or `ssh://user@host:port`: not empty, no leading `-`, no spaces",
-                );
-                ok = false;
-            }
-        }
-        if let Some(k) = &h.host_key {
-            let parts: Vec<&str> = k.split_whitespace().collect();
-            if parts.len() < 2 || !parts[0].starts_with("ssh-") && !parts[0].starts_with("ecdsa-") {
-                self.err(&at("host_key"), "host.host_key", "host_key is not an SSH public key".into(),
-                    "paste the host's key as `ssh-ed25519 AAAA…` (from /etc/ssh/ssh_host_ed25519_key.pub)");
-            }
-        }
+        ok &= self.ssh_access(h, &at);
         let (roles, roles_origin) = match last(layers, |s| s.roles.clone()) {
             Some((v, mut o)) => {
                 o.path.push(Seg::Key("roles".into()));
@@ -337,60 +319,8 @@ impl Resolver<'_> {
             }
             None => (DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(), None),
         };
-        let mut kernel_params = last(layers, |s| s.kernel_params.clone())
-            .map(|(v, _)| v)
-            .unwrap_or_else(|| {
-                DEFAULT_KERNEL_PARAMS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            });
-        for (s, o) in layers {
-            for (i, p) in s.kernel_params.iter().flatten().enumerate() {
-                if p.is_empty()
-                    || p.chars()
-                        .any(|c| c.is_whitespace() || "\"'`$\\".contains(c))
-                {
-                    let mut o = o.clone();
-                    o.path.extend(path!["kernel_params", i]);
-                    self.err(
-                        &o,
-                        "kernel_params",
-                        format!("kernel parameter {} cannot be put on a command line", q(p)),
-                        "one parameter per string, without spaces, quotes, `$` or backslashes",
-                    );
-                }
-            }
-        }
-        let removes: Vec<String> = layers
-            .iter()
-            .flat_map(|(s, _)| s.kernel_params_remove.clone().unwrap_or_default())
-            .collect();
-        kernel_params.retain(|p| {
-            let key = p.split('=').next().unwrap_or(p);
-            !removes.iter().any(|r| r == p || r == key)
-        });
-        let mut sysctl = default_sysctl();
-        for (s, o) in layers {
-            for (k, v) in s.sysctl.iter().flatten() {
-                let v = v.to_string();
-                if !valid_sysctl_key(k) || v.contains('\n') || v.trim().is_empty() {
-                    let mut o = o.clone();
-                    o.path.extend(path!["sysctl", k.as_str()]);
-                    self.err(
-                        &o,
-                        "sysctl",
-                        format!("sysctl {} is not a valid setting", q(&format!("{k} = {v}"))),
-                        "keys are dotted names like kernel.kptr_restrict, values a single line",
-                    );
-                }
-                sysctl.insert(k.clone(), v);
-            }
-            // A kernel without a feature (e.g. no Yama LSM) has no key for it: drop it by name.
-            for k in s.sysctl_remove.iter().flatten() {
-                sysctl.remove(k);
-            }
-        }
+        let kernel_params = self.kernel_params(layers);
+        let sysctl = self.sysctl(layers);
         let ipv4 = ipv4?;
         let n = h.relay.len().max(1) as f64;
         let mut relays = vec![];
@@ -434,6 +364,97 @@ impl Resolver<'_> {
             relays,
             origin,
         })
+    }
+
+    /// The ssh destination and pinned host key of a host: whether the destination is safe to hand
+    /// to ssh (a bad host key is reported but does not stop the host from resolving).
+    fn ssh_access(&mut self, h: &file::Host, at: &dyn Fn(&str) -> Origin) -> bool {
+        let mut ok = true;
+        if let Some(d) = &h.ssh {
+            // ssh reads a leading `-` as an option (`-oProxyCommand=…` runs a command).
+            if d.is_empty() || d.starts_with('-') || d.chars().any(char::is_whitespace) {
+                self.err(
+                &at("ssh"),
+                "host.ssh",
+                format!("ssh destination {} is not a destination ssh can take safely", q(d)),
+                "write `host`, `user@host` or `ssh://user@host:port`: not empty, no leading `-`, no spaces",
+            );
+                ok = false;
+            }
+        }
+        if let Some(k) = &h.host_key {
+            let parts: Vec<&str> = k.split_whitespace().collect();
+            if parts.len() < 2 || !parts[0].starts_with("ssh-") && !parts[0].starts_with("ecdsa-") {
+                self.err(&at("host_key"), "host.host_key", "host_key is not an SSH public key".into(),
+                "paste the host's key as `ssh-ed25519 AAAA…` (from /etc/ssh/ssh_host_ed25519_key.pub)");
+            }
+        }
+        ok
+    }
+
+    /// The kernel command line: the last layer's list (or the defaults), each parameter checked
+    /// for what a command line cannot hold, minus every layer's `kernel_params_remove`.
+    fn kernel_params(&mut self, layers: &[Layer]) -> Vec<String> {
+        let mut kernel_params = last(layers, |s| s.kernel_params.clone())
+            .map(|(v, _)| v)
+            .unwrap_or_else(|| {
+                DEFAULT_KERNEL_PARAMS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
+        for (s, o) in layers {
+            for (i, p) in s.kernel_params.iter().flatten().enumerate() {
+                if p.is_empty()
+                    || p.chars()
+                        .any(|c| c.is_whitespace() || "\"'`$\\".contains(c))
+                {
+                    let mut o = o.clone();
+                    o.path.extend(path!["kernel_params", i]);
+                    self.err(
+                        &o,
+                        "kernel_params",
+                        format!("kernel parameter {} cannot be put on a command line", q(p)),
+                        "one parameter per string, without spaces, quotes, `$` or backslashes",
+                    );
+                }
+            }
+        }
+        let removes: Vec<String> = layers
+            .iter()
+            .flat_map(|(s, _)| s.kernel_params_remove.clone().unwrap_or_default())
+            .collect();
+        kernel_params.retain(|p| {
+            let key = p.split('=').next().unwrap_or(p);
+            !removes.iter().any(|r| r == p || r == key)
+        });
+        kernel_params
+    }
+
+    /// The sysctl settings: the defaults, then each layer's settings (checked) and removals.
+    fn sysctl(&mut self, layers: &[Layer]) -> BTreeMap<String, String> {
+        let mut sysctl = default_sysctl();
+        for (s, o) in layers {
+            for (k, v) in s.sysctl.iter().flatten() {
+                let v = v.to_string();
+                if !valid_sysctl_key(k) || v.contains('\n') || v.trim().is_empty() {
+                    let mut o = o.clone();
+                    o.path.extend(path!["sysctl", k.as_str()]);
+                    self.err(
+                        &o,
+                        "sysctl",
+                        format!("sysctl {} is not a valid setting", q(&format!("{k} = {v}"))),
+                        "keys are dotted names like kernel.kptr_restrict, values a single line",
+                    );
+                }
+                sysctl.insert(k.clone(), v);
+            }
+            // A kernel without a feature (e.g. no Yama LSM) has no key for it: drop it by name.
+            for k in s.sysctl_remove.iter().flatten() {
+                sysctl.remove(k);
+            }
+        }
+        sysctl
     }
 
     /// A relay's RelayBandwidthRate and Burst in bytes/s: an explicit rate wins, else its share of

@@ -12,6 +12,7 @@
 //! Plaintext only ever lives in [`Secret`] (redacted Debug/Display, zeroed on drop), and only
 //! leaves memory into a host's key file (through the apply script's stdin, inside SSH).
 
+pub mod admin;
 pub mod check;
 pub mod demo;
 pub mod tor_keys;
