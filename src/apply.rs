@@ -243,7 +243,12 @@ fn holder() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
+    // Only a name to show (the lock, `plan`'s notice): an environment's stray control character
+    // is shown as `?` rather than refused by the record encoder with a cryptic field number.
     format!("{user}@{host} (oignon apply)")
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// The kernel's id of the running boot: a new one after every reboot (nspawn gives each boot of

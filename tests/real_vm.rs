@@ -6,18 +6,9 @@ use crate::harness::real::RealLab;
 use crate::harness::{oignon, Fixture};
 use std::time::Duration;
 
-/// The kernel role's parameters, as the inventory renders them (fleet defaults).
-const PARAMS: &[&str] = &[
-    "slab_nomerge",
-    "init_on_alloc=1",
-    "init_on_free=1",
-    "page_alloc.shuffle=1",
-    "randomize_kstack_offset=on",
-    "pti=on",
-    "vsyscall=none",
-    "mitigations=auto,nosmt",
-    "debugfs=off",
-];
+/// The kernel role's parameters, as the inventory renders them (the shipped fleet keeps the
+/// defaults).
+const PARAMS: &[&str] = oignon::inventory::DEFAULT_KERNEL_PARAMS;
 
 #[test]
 fn kernel_role_update_grub_and_apply_reboot_put_the_parameters_in_proc_cmdline() {
