@@ -294,7 +294,7 @@ async fn reboot_and_wait(
         let last;
         tokio::time::sleep(REBOOT_POLL).await;
         match reach.open(target).await {
-            Err(e) => last = e,
+            Err(e) => last = e.to_string(),
             Ok(again) => {
                 let id = boot_id(&again).await;
                 again.close().await;

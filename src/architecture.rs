@@ -128,6 +128,11 @@ fn the_library_never_knows_the_command_line() {
         &["clap", "cli", "commands"],
         "the pipeline takes typed options (fleet::Paths, fleet::PlanOptions), not flags",
     );
+    never(
+        &lib,
+        &["anyhow"],
+        "the library's errors are typed (HostError, GatherError, SavedError, AdminError...): only the binary turns them into a message",
+    );
 }
 
 #[test]

@@ -11,11 +11,19 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HostError {
     /// No connection could be opened (SSH handshake, host key, missing local image...).
-    #[error("{why}")]
-    Unreachable { host: String, why: String },
+    #[error("{source}")]
+    Unreachable {
+        host: String,
+        #[source]
+        source: TransportError,
+    },
     /// Connected, but gather.sh failed or answered something unreadable.
-    #[error("{why}")]
-    GatherFailed { host: String, why: String },
+    #[error("{source}")]
+    GatherFailed {
+        host: String,
+        #[source]
+        source: crate::gather::GatherError,
+    },
     /// A path oignon manages is a directory, a symlink... on the host: never touched.
     #[error("{path} is a {kind} on the host, where oignon manages a file: move it away by hand, then plan again")]
     NotAFile {

@@ -216,22 +216,36 @@ pub struct Planned {
     pub targets: Vec<crate::gather::Target>,
 }
 
+/// Why a plan could not start, once the inventory loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The inputs' digest (inventory, roles, secrets' public parts) could not be read.
+    #[error("{0}")]
+    Inputs(String),
+    /// `--local` / `--ssh-config` do not name a usable transport.
+    #[error("{0}")]
+    Transport(String),
+    /// The SSH setup (config, pinned host keys, master directory) failed.
+    #[error(transparent)]
+    Reach(#[from] crate::transport::TransportError),
+}
+
 /// Loads, renders and gathers the selected hosts; None when the inventory had errors (reported).
 /// `before_gather` sees the loaded fleet first and may refuse the run (its message is printed).
 pub fn plan(
     o: &PlanOptions,
     rt: &tokio::runtime::Runtime,
     before_gather: &dyn Fn(&Fleet) -> Result<(), String>,
-) -> anyhow::Result<Option<Planned>> {
+) -> Result<Option<Planned>, PlanError> {
     let Some(loaded) = load(&o.paths, true) else {
         return Ok(None);
     };
     // Digested after loading succeeded (its errors say it better), from the same files.
     let inputs = crate::saved::Inputs::read(&o.paths.inventory, &o.paths.roles, &o.paths.secrets)
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(PlanError::Inputs)?;
     let run_transport =
         crate::saved::RunTransport::new(o.local.as_deref(), o.ssh_config.as_deref())
-            .map_err(|e| anyhow::anyhow!(e))?;
+            .map_err(PlanError::Transport)?;
     let fleet = loaded.fleet();
     if let Err(msg) = before_gather(fleet) {
         eprintln!("error: {msg}");
@@ -268,8 +282,7 @@ pub fn plan(
         run_transport.ssh_config.as_deref(),
         &specs,
         o.parallel,
-    )
-    .map_err(|e| anyhow::anyhow!(e))?;
+    )?;
     let progress = crate::progress::Progress::new(false);
     let targets = specs
         .iter()

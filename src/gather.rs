@@ -5,7 +5,8 @@ use crate::desired::DesiredHost;
 use crate::error::HostError;
 use crate::inventory::HostSpec;
 use crate::observed::Observed;
-use crate::transport::{local::LocalHost, ssh::SshSetup, Transport};
+use crate::remote::record::RecordError;
+use crate::transport::{local::LocalHost, ssh::SshSetup, Transport, TransportError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +25,7 @@ impl Reach {
         ssh_config: Option<&std::path::Path>,
         hosts: &[&HostSpec],
         parallel: usize,
-    ) -> Result<Reach, String> {
+    ) -> Result<Reach, TransportError> {
         let ssh = match &local {
             Some(_) => None,
             None => {
@@ -32,7 +33,7 @@ impl Reach {
                     .iter()
                     .filter_map(|h| h.host_key.clone().map(|k| (h.ssh.clone(), k)))
                     .collect();
-                Some(SshSetup::new(ssh_config, &pins).map_err(|e| e.to_string())?)
+                Some(SshSetup::new(ssh_config, &pins)?)
             }
         };
         Ok(Reach {
@@ -43,18 +44,16 @@ impl Reach {
     }
 
     /// Opens one host's transport (for SSH: the handshake).
-    pub async fn open(&self, host: &Target) -> Result<Transport, String> {
+    pub async fn open(&self, host: &Target) -> Result<Transport, TransportError> {
         match (&self.local, &self.ssh) {
             (Some(dir), _) => LocalHost::open(dir.join(&host.name))
                 .await
-                .map(Transport::Local)
-                .map_err(|e| e.to_string()),
-            (None, Some(ssh)) => ssh
-                .connect(&host.name, &host.ssh)
-                .await
-                .map(Transport::Ssh)
-                .map_err(|e| e.to_string()),
-            (None, None) => Err("no transport configured".into()),
+                .map(Transport::Local),
+            (None, Some(ssh)) => ssh.connect(&host.name, &host.ssh).await.map(Transport::Ssh),
+            (None, None) => Err(TransportError {
+                what: host.name.clone(),
+                detail: "no transport configured".into(),
+            }),
         }
     }
 
@@ -92,21 +91,36 @@ pub struct Gathered {
     pub observed: Result<Observed, HostError>,
 }
 
+/// Why one host's gather failed after it was reached.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatherError {
+    /// A request could not be encoded (a value holding a control character); nothing was sent.
+    #[error(transparent)]
+    Request(#[from] RecordError),
+    /// The connection failed while gathering.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// gather.sh failed; `status` is its exit code (`None`: killed by a signal).
+    #[error("gathering state failed (exit {}): {words}", .status.map_or("signal".into(), |c| c.to_string()))]
+    Script { status: Option<i32>, words: String },
+    /// gather.sh's answer is not what it documents; the parser's words.
+    #[error("{0}")]
+    Answer(String),
+}
+
 /// Gathers one host over an open transport: a single round trip.
-pub async fn gather(t: &Transport, desired: &DesiredHost) -> Result<Observed, String> {
-    let requests = crate::remote::gather::requests(desired).map_err(|e| e.to_string())?;
+pub async fn gather(t: &Transport, desired: &DesiredHost) -> Result<Observed, GatherError> {
+    let requests = crate::remote::gather::requests(desired)?;
     let out = t
         .run("gather", crate::remote::GATHER, &[], requests)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if !out.success() {
-        return Err(format!(
-            "gathering state failed (exit {}): {}",
-            out.status.map_or("signal".into(), |c| c.to_string()),
-            out.stderr_text()
-        ));
+        return Err(GatherError::Script {
+            status: out.status,
+            words: out.stderr_text(),
+        });
     }
-    crate::remote::gather::parse(&out.stdout)
+    crate::remote::gather::parse(&out.stdout).map_err(GatherError::Answer)
 }
 
 /// Connects to and gathers every host in parallel; results come back in input order.
@@ -127,20 +141,20 @@ pub async fn gather_all(
             let _permit = sem.acquire_owned().await;
             let started = Instant::now();
             let (transport, observed) = match reach.open(&target).await {
-                Err(why) => (
+                Err(source) => (
                     None,
                     Err(HostError::Unreachable {
                         host: target.name.clone(),
-                        why,
+                        source,
                     }),
                 ),
                 Ok(t) => {
                     bar.set("gathering");
                     let o = gather(&t, &desired)
                         .await
-                        .map_err(|why| HostError::GatherFailed {
+                        .map_err(|source| HostError::GatherFailed {
                             host: target.name.clone(),
-                            why,
+                            source,
                         });
                     (Some(t), o)
                 }

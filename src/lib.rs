@@ -12,6 +12,7 @@ pub mod diagnostic;
 pub mod diff;
 pub mod error;
 pub mod exit_policy;
+pub mod explain;
 pub mod fleet;
 pub mod gather;
 pub mod hardening;

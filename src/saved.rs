@@ -18,19 +18,68 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Why a plan could not be saved or read back. Each names the file and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SavedError {
+    /// Writing the plan failed; the old file (if any) is untouched.
+    #[error("cannot save the plan to {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The plan could not be turned into JSON (a bug).
+    #[error("cannot encode the plan for {}: {source}", .path.display())]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file could not be read.
+    #[error("cannot read the saved plan {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Larger than any plan oignon writes.
+    #[error("{} is larger than {} MiB: not a saved oignon plan; make one with `oignon plan --out FILE`", .path.display(), MAX_PLAN_BYTES >> 20)]
+    TooLarge { path: PathBuf },
+    /// Not JSON, no schema, or fields that do not fit.
+    #[error("{} is not a saved oignon plan ({why}); make one with `oignon plan --out FILE`", .path.display())]
+    NotAPlan { path: PathBuf, why: String },
+    /// A plan that plans no host.
+    #[error("{} plans no host; nothing to apply", .path.display())]
+    Empty { path: PathBuf },
+    /// The plan's transport contradicts this run's options.
+    #[error("{}: {why}", .path.display())]
+    Transport { path: PathBuf, why: String },
+    /// The inputs changed since the plan was saved, or cannot be read now.
+    #[error("{0}")]
+    Inputs(String),
+    /// A plan of another schema version.
+    #[error("{} is a plan of schema `{schema}`, this oignon reads `{SCHEMA}` (saved plans now record their inputs and transport, and are checked against a fresh plan); plan again with this version: `oignon plan --out FILE`", .path.display())]
+    OtherSchema { path: PathBuf, schema: String },
+}
+
 /// Writes the plan to `path` (temp file + rename: a crash never leaves half a plan).
-pub fn save(plan: &Plan, path: &Path) -> anyhow::Result<()> {
-    let json = serde_json::to_vec_pretty(plan)?;
+pub fn save(plan: &Plan, path: &Path) -> Result<(), SavedError> {
+    let write = |source| SavedError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let json = serde_json::to_vec_pretty(plan).map_err(|source| SavedError::Encode {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| anyhow::anyhow!("cannot write the plan in {}: {e}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, &json)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .map_err(|e| anyhow::anyhow!("cannot save the plan to {}: {e}", path.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write)?;
+    std::io::Write::write_all(&mut tmp, &json).map_err(write)?;
+    tmp.as_file().sync_all().map_err(write)?;
+    tmp.persist(path).map_err(|e| write(e.error))?;
     Ok(())
 }
 
@@ -38,10 +87,12 @@ pub fn save(plan: &Plan, path: &Path) -> anyhow::Result<()> {
 const MAX_PLAN_BYTES: u64 = 256 << 20;
 
 /// Reads a saved plan; a wrong schema or a damaged file is refused with what to do.
-pub fn load(path: &Path) -> anyhow::Result<Plan> {
+pub fn load(path: &Path) -> Result<Plan, SavedError> {
     use std::io::Read as _;
-    let cannot =
-        |e: std::io::Error| anyhow::anyhow!("cannot read the saved plan {}: {e}", path.display());
+    let cannot = |source| SavedError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut text = vec![];
     // Bounded: a plan of a thousand hosts is tens of MB; /dev/zero is not a plan.
     std::fs::File::open(path)
@@ -50,27 +101,24 @@ pub fn load(path: &Path) -> anyhow::Result<Plan> {
         .read_to_end(&mut text)
         .map_err(cannot)?;
     if text.len() as u64 > MAX_PLAN_BYTES {
-        anyhow::bail!(
-            "{} is larger than {} MiB: not a saved oignon plan; make one with `oignon plan --out FILE`",
-            path.display(),
-            MAX_PLAN_BYTES >> 20
-        );
+        return Err(SavedError::TooLarge {
+            path: path.to_path_buf(),
+        });
     }
-    let not_a_plan = |e: &dyn std::fmt::Display| {
-        anyhow::anyhow!(
-            "{} is not a saved oignon plan ({e}); make one with `oignon plan --out FILE`",
-            path.display()
-        )
+    let not_a_plan = |e: &dyn std::fmt::Display| SavedError::NotAPlan {
+        path: path.to_path_buf(),
+        why: e.to_string(),
     };
     // The schema first, on its own: an older plan gets "plan again", not a missing-field error.
     let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| not_a_plan(&e))?;
     match value.get("schema").and_then(|s| s.as_str()) {
         Some(SCHEMA) => {}
-        Some(other) => anyhow::bail!(
-            "{} is a plan of schema `{}`, this oignon reads `{SCHEMA}` (saved plans now record their inputs and transport, and are checked against a fresh plan); plan again with this version: `oignon plan --out FILE`",
-            path.display(),
-            clean(other, 40)
-        ),
+        Some(other) => {
+            return Err(SavedError::OtherSchema {
+                path: path.to_path_buf(),
+                schema: clean(other, 40),
+            })
+        }
         None => return Err(not_a_plan(&"no `schema` field")),
     }
     let mut plan: Plan = serde_json::from_value(value).map_err(|e| not_a_plan(&e))?;
@@ -666,18 +714,23 @@ pub fn first(items: &[String], n: usize) -> String {
 /// went (an apply option contradicting it is refused) and its inputs (a change to the inventory,
 /// roles or secrets since is refused, naming the files). Returns the options to plan afresh with,
 /// and the saved plan to compare the fresh one with ([`check`]).
-pub fn prepare(o: &PlanOptions, path: &Path) -> anyhow::Result<(PlanOptions, Plan)> {
+pub fn prepare(o: &PlanOptions, path: &Path) -> Result<(PlanOptions, Plan), SavedError> {
     let saved = load(path)?;
     if saved.hosts.is_empty() {
-        anyhow::bail!("{} plans no host; nothing to apply", path.display());
+        return Err(SavedError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     let transport = saved
         .transport
         .resolve(o.local.as_deref(), o.ssh_config.as_deref())
-        .map_err(|msg| anyhow::anyhow!("{}: {msg}", path.display()))?;
+        .map_err(|why| SavedError::Transport {
+            path: path.to_path_buf(),
+            why,
+        })?;
     let now = Inputs::read(&o.paths.inventory, &o.paths.roles, &o.paths.secrets)
-        .map_err(|e| anyhow::anyhow!(e))?;
-    inputs_unchanged(&o.paths, path, &saved, &now).map_err(|msg| anyhow::anyhow!(msg))?;
+        .map_err(SavedError::Inputs)?;
+    inputs_unchanged(&o.paths, path, &saved, &now).map_err(SavedError::Inputs)?;
     let mut fresh = o.clone();
     fresh.ssh_config = transport.ssh_config.clone();
     fresh.local = transport.local.clone();

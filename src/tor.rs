@@ -1,7 +1,28 @@
 //! Running the real `tor` binary: `--verify-config` of rendered torrc files on the controller.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Why a torrc could not be verified on the controller: tor refused it, or tor could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum TorError {
+    /// tor read the file and refused it; its `[warn]`/`[err]` lines.
+    #[error("{0}")]
+    Rejected(String),
+    /// Debian's instance defaults are missing: the tor package is not installed here.
+    #[error("cannot read {}: {source} (is the tor package installed?)", .path.display())]
+    Defaults {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The scratch directory for the check could not be made or written.
+    #[error("cannot prepare the check in a temp dir: {0}")]
+    Scratch(#[source] std::io::Error),
+    /// The `tor` program could not be started.
+    #[error("cannot run tor: {0} (install the tor package)")]
+    Spawn(#[source] std::io::Error),
+}
 
 /// Debian's per-instance defaults, expanded by tor@.service with the instance name.
 pub const DEBIAN_INSTANCE_DEFAULTS: &str = "/usr/share/tor/tor-service-defaults-torrc-instances";
@@ -24,10 +45,11 @@ pub fn instance_defaults(name: &str) -> std::io::Result<String> {
 /// tor fails with a `User` line naming an absent user and chmods an existing DataDirectory, so here
 /// the defaults lose their `User` line and point at a DataDirectory that does not exist. Returns
 /// tor's own complaint on failure.
-pub fn verify_config_local(name: &str, torrc: &[u8]) -> Result<(), String> {
-    let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?;
-    let defaults = instance_defaults(name).map_err(|e| {
-        format!("cannot read {DEBIAN_INSTANCE_DEFAULTS}: {e} (is the tor package installed?)")
+pub fn verify_config_local(name: &str, torrc: &[u8]) -> Result<(), TorError> {
+    let dir = tempfile::tempdir().map_err(TorError::Scratch)?;
+    let defaults = instance_defaults(name).map_err(|source| TorError::Defaults {
+        path: DEBIAN_INSTANCE_DEFAULTS.into(),
+        source,
     })?;
     let data_dir = dir.path().join("no-such-datadir");
     let defaults: String = defaults
@@ -44,12 +66,12 @@ pub fn verify_config_local(name: &str, torrc: &[u8]) -> Result<(), String> {
         .collect();
     let dpath = dir.path().join("defaults");
     let tpath = dir.path().join("torrc");
-    std::fs::write(&dpath, defaults).map_err(|e| e.to_string())?;
-    std::fs::write(&tpath, torrc).map_err(|e| e.to_string())?;
+    std::fs::write(&dpath, defaults).map_err(TorError::Scratch)?;
+    std::fs::write(&tpath, torrc).map_err(TorError::Scratch)?;
     run_verify(&dpath, &tpath)
 }
 
-fn run_verify(defaults: &Path, torrc: &Path) -> Result<(), String> {
+fn run_verify(defaults: &Path, torrc: &Path) -> Result<(), TorError> {
     let out = Command::new("tor")
         .arg("--defaults-torrc")
         .arg(defaults)
@@ -58,11 +80,13 @@ fn run_verify(defaults: &Path, torrc: &Path) -> Result<(), String> {
         .arg("--verify-config")
         .arg("--hush")
         .output()
-        .map_err(|e| format!("cannot run tor: {e} (install the tor package)"))?;
+        .map_err(TorError::Spawn)?;
     if out.status.success() {
         return Ok(());
     }
-    Err(tor_complaint(&String::from_utf8_lossy(&out.stdout)))
+    Err(TorError::Rejected(tor_complaint(&String::from_utf8_lossy(
+        &out.stdout,
+    ))))
 }
 
 /// tor's `[warn]`/`[err]` lines, without timestamps: the part an operator needs to read.

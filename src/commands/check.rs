@@ -3,7 +3,6 @@
 
 use crate::cli::Global;
 use oignon::error::Outcome;
-use oignon::exit_policy;
 use oignon::role::ValidatorKind;
 use oignon::text::plural;
 
@@ -34,7 +33,16 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Failed);
     };
     if let Some(nick) = &a.explain {
-        return explain(fleet, &desired, nick);
+        return Ok(match oignon::explain::explain(fleet, &desired, nick) {
+            Ok(e) => {
+                print!("{e}");
+                Outcome::Clean
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Outcome::Failed
+            }
+        });
     }
     let mut failed = 0;
     let mut verified = 0;
@@ -53,9 +61,16 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
             {
                 let name = f.instance.as_deref().unwrap_or("tor");
                 verified += 1;
-                if let Err(msg) = oignon::tor::verify_config_local(name, f.content.bytes()) {
-                    failed += 1;
-                    eprintln!("error: tor rejects the torrc of `{name}` on host `{}` ({})\n  {}\n  = help: fix the inventory value that produced it (often torrc_extra)\n", h.name, f.path, msg.replace('\n', "\n  "));
+                match oignon::tor::verify_config_local(name, f.content.bytes()) {
+                    Ok(()) => {}
+                    Err(oignon::tor::TorError::Rejected(msg)) => {
+                        failed += 1;
+                        eprintln!("error: tor rejects the torrc of `{name}` on host `{}` ({})\n  {}\n  = help: fix the inventory value that produced it (often torrc_extra)\n", h.name, f.path, msg.replace('\n', "\n  "));
+                    }
+                    Err(e) => {
+                        eprintln!("error: the torrc of `{name}` on host `{}` ({}) could not be verified: {e}", h.name, f.path);
+                        return Ok(Outcome::Failed);
+                    }
                 }
             }
         }
@@ -84,120 +99,5 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
             String::new()
         }
     );
-    Ok(Outcome::Clean)
-}
-
-/// The exit policy of one relay as tor would enforce it, read from the relay's rendered torrc
-/// (not from the inventory): what the relay would really do is what the file says.
-fn explain(
-    fleet: &oignon::inventory::Fleet,
-    desired: &oignon::desired::Desired,
-    nick: &str,
-) -> anyhow::Result<Outcome> {
-    let found = fleet
-        .hosts
-        .iter()
-        .flat_map(|h| h.relays.iter().map(move |r| (h, r)))
-        .find(|(_, r)| r.nickname.eq_ignore_ascii_case(nick));
-    let Some((host, relay)) = found else {
-        let names: Vec<&str> = fleet
-            .hosts
-            .iter()
-            .flat_map(|h| h.relays.iter().map(|r| r.nickname.as_str()))
-            .collect();
-        let hint = oignon::diagnostic::suggest(nick, names.iter().copied())
-            .map(|s| format!(" (did you mean `{s}`?)"))
-            .unwrap_or_default();
-        eprintln!(
-            "error: no relay is nicknamed `{}`{hint}; relays: {}",
-            oignon::inventory::text::escaped_cut(nick),
-            names.join(", ")
-        );
-        return Ok(Outcome::Failed);
-    };
-    let file = desired
-        .hosts
-        .iter()
-        .filter(|h| h.name == host.name)
-        .flat_map(|h| h.files.iter())
-        .find(|f| {
-            f.validate == Some(ValidatorKind::Torrc)
-                && f.instance.as_deref() == Some(relay.nickname.as_str())
-        });
-    let Some(file) = file else {
-        eprintln!(
-            "error: `{}` on host `{}` has no rendered torrc (is the tor role in the host's roles?)",
-            relay.nickname, host.name
-        );
-        return Ok(Outcome::Failed);
-    };
-    let text = String::from_utf8_lossy(file.content.bytes());
-    let torrc = match oignon::torrc::parse(&text) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: tor cannot read {}: {e}", file.path);
-            return Ok(Outcome::Failed);
-        }
-    };
-    // The last value of a singleton option wins in tor; a list option keeps every line in order.
-    let values = |name: &str| -> Vec<&str> {
-        torrc
-            .entries
-            .iter()
-            .filter(|e| {
-                oignon::torrc::canonical(&e.key).is_some_and(|r| r.name.eq_ignore_ascii_case(name))
-            })
-            .map(|e| e.value.as_str())
-            .collect()
-    };
-    let flag = |name: &str, default: bool| values(name).last().map_or(default, |v| v.trim() == "1");
-    println!(
-        "{} on {} ({}), exit policy `{}`, as tor reads {}",
-        relay.nickname, host.name, host.hoster, relay.exit_policy_name, file.path
-    );
-    let mut rules = vec![];
-    for v in values("ExitPolicy") {
-        // One ExitPolicy value may hold several rules, comma-separated.
-        for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            match exit_policy::parse_rule(part) {
-                Ok((rule, _)) => rules.push(rule),
-                Err(e) => {
-                    eprintln!("error: ExitPolicy `{part}` in {}: {}", file.path, e.message);
-                    return Ok(Outcome::Failed);
-                }
-            }
-        }
-    }
-    if !flag("ExitRelay", true) {
-        println!("not an exit: ExitRelay 0 (tor exits nowhere, whatever its ExitPolicy)");
-        return Ok(Outcome::Clean);
-    }
-    let effective = exit_policy::effective(&rules, flag("ExitPolicyRejectPrivate", true));
-    println!("\neffective policy (first match wins):");
-    for r in &effective {
-        println!("  {r}");
-    }
-    let v4 = exit_policy::accepted_ports(&effective, exit_policy::Family::V4);
-    println!(
-        "\naccepted ports, IPv4: {}",
-        if v4.is_empty() {
-            "none".into()
-        } else {
-            exit_policy::format_ports(&v4)
-        }
-    );
-    if flag("IPv6Exit", false) {
-        let v6 = exit_policy::accepted_ports(&effective, exit_policy::Family::V6);
-        println!(
-            "accepted ports, IPv6: {}",
-            if v6.is_empty() {
-                "none".into()
-            } else {
-                exit_policy::format_ports(&v6)
-            }
-        );
-    } else {
-        println!("IPv6 exit: off");
-    }
     Ok(Outcome::Clean)
 }

@@ -59,7 +59,7 @@ pub struct FingerprintsArgs {
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
     let store = Store::open(&g.secrets);
     let identity = g.identity.as_deref();
-    match a.command {
+    let done = match a.command {
         Sub::Keygen { nicknames, force } => admin::keygen(&store, &nicknames, force),
         Sub::FamilyKeygen { force } => admin::family_keygen(&store, force),
         Sub::Import { host, targets } => admin::import(
@@ -77,9 +77,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
             lifetime,
         } => admin::renew_signing(&g.paths(), identity, &store, &nicknames, &lifetime),
         Sub::Verify => admin::verify(&store, identity),
-    }
+    };
+    Ok(done?)
 }
 
 pub fn fingerprints(g: &Global, a: FingerprintsArgs) -> anyhow::Result<Outcome> {
-    admin::fingerprints(&g.paths(), a.rsa_fingerprint_txt)
+    Ok(admin::fingerprints(&g.paths(), a.rsa_fingerprint_txt)?)
 }

@@ -3,11 +3,56 @@
 //! made or found (never a secret) and returns the run's [`Outcome`]; the exit code follows from it
 //! in [`crate::error::exit_code`].
 
-use super::{encrypt, tor_keys, write_atomic, Identity, Store, IDENTITY_FILES};
+use super::{encrypt, tor_keys, write_atomic, Identity, SecretsError, Store, IDENTITY_FILES};
 use crate::error::Outcome;
 use crate::fleet::Paths;
 use crate::text::plural;
+use crate::transport::TransportError;
 use std::path::{Path, PathBuf};
+
+/// Why a secrets task stopped before finishing. Each says what to do; none holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Reading, decrypting, encrypting or writing the store, or running tor on keys.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// A nickname tor would refuse.
+    #[error("nickname `{nick}` {why}: tor accepts 1 to 19 letters and digits")]
+    BadNickname { nick: String, why: String },
+    /// keygen without `--force` over an identity the store already holds.
+    #[error("{} already holds an identity for {nick}; replacing it loses the relay's reputation: pass --force if that is what you want", .dir.display())]
+    IdentityExists { nick: String, dir: PathBuf },
+    /// family-keygen without `--force` over the family key the store already holds.
+    #[error("{} already holds the family key; a new one means every relay's FamilyId changes: pass --force if that is what you want", .dir.display())]
+    FamilyKeyExists { dir: PathBuf },
+    /// renew-signing of a relay the inventory does not name.
+    #[error("no relay `{nick}` in the inventory: nothing to renew")]
+    UnknownRelay { nick: String },
+    /// renew-signing of a relay whose master key is on its host.
+    #[error("{nick} does not use OfflineMasterKey: its ed25519 master key is on its host and tor renews the signing key itself; set offline_master_key = true for {nick} in the inventory first if that is what you want")]
+    NotOffline { nick: String },
+    /// renew-signing of a relay without an identity in the store.
+    #[error("{nick} has no identity in {}: oignon secrets keygen {nick} first", .dir.display())]
+    NoIdentity { nick: String, dir: PathBuf },
+    /// import from a host the inventory does not name.
+    #[error("no host `{host}` in the inventory; hosts: {}", .hosts.join(", "))]
+    UnknownHost { host: String, hosts: Vec<String> },
+    /// The host could not be reached, or the connection failed.
+    #[error("{host}: {source}")]
+    Unreachable {
+        host: String,
+        #[source]
+        source: TransportError,
+    },
+    /// The host's import script failed, or answered something unreadable.
+    #[error("{host}: reading the relays' keys failed: {words}")]
+    Import { host: String, words: String },
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, AdminError>;
 
 /// Where `secrets import` reads the running relays' keys from.
 pub struct ImportOptions<'a> {
@@ -23,12 +68,15 @@ pub struct ImportOptions<'a> {
 
 /// `secrets keygen`: new relay identities made by tor, encrypted to recipients.txt; refuses to
 /// replace one without `force` (the old relay's reputation would be lost).
-pub fn keygen(store: &Store, nicks: &[String], force: bool) -> anyhow::Result<Outcome> {
+pub fn keygen(store: &Store, nicks: &[String], force: bool) -> Result<Outcome> {
     // Fail on recipients.txt before tor makes any key.
     store.recipients()?;
     for n in nicks {
-        if let Err(e) = crate::inventory::check_nickname(n) {
-            anyhow::bail!("nickname `{n}` {e}: tor accepts 1 to 19 letters and digits");
+        if let Err(why) = crate::inventory::check_nickname(n) {
+            return Err(AdminError::BadNickname {
+                nick: n.clone(),
+                why,
+            });
         }
         // Any trace counts: a store missing one key file still records this relay's identity.
         let dir = store.relay_dir(n);
@@ -38,7 +86,10 @@ pub fn keygen(store: &Store, nicks: &[String], force: bool) -> anyhow::Result<Ou
             .chain(["fingerprint".to_string()])
             .any(|f| dir.join(f).exists());
         if traces && !force {
-            anyhow::bail!("{} already holds an identity for {n}; replacing it loses the relay's reputation: pass --force if that is what you want", store.relay_dir(n).display());
+            return Err(AdminError::IdentityExists {
+                nick: n.clone(),
+                dir,
+            });
         }
     }
     for n in nicks {
@@ -50,7 +101,7 @@ pub fn keygen(store: &Store, nicks: &[String], force: bool) -> anyhow::Result<Ou
 }
 
 /// Encrypts a relay's identity files into the store, with its public fingerprints in clear.
-fn save_relay(store: &Store, n: &str, keys: &tor_keys::RelayKeys) -> anyhow::Result<()> {
+fn save_relay(store: &Store, n: &str, keys: &tor_keys::RelayKeys) -> Result<()> {
     let dir = store.relay_dir(n);
     for (name, secret) in &keys.files {
         write_atomic(
@@ -70,9 +121,11 @@ fn save_relay(store: &Store, n: &str, keys: &tor_keys::RelayKeys) -> anyhow::Res
 }
 
 /// `secrets family-keygen`: the family key from `tor --keygen-family`, and its FamilyId.
-pub fn family_keygen(store: &Store, force: bool) -> anyhow::Result<Outcome> {
+pub fn family_keygen(store: &Store, force: bool) -> Result<Outcome> {
     if store.has_family_key() && !force {
-        anyhow::bail!("{} already holds the family key; a new one means every relay's FamilyId changes: pass --force if that is what you want", store.dir.display());
+        return Err(AdminError::FamilyKeyExists {
+            dir: store.dir.clone(),
+        });
     }
     store.recipients()?;
     let (secret, id) = tor_keys::family_keygen()?;
@@ -90,7 +143,7 @@ pub fn family_keygen(store: &Store, force: bool) -> anyhow::Result<Outcome> {
 
 /// `secrets rekey`: every secret re-encrypted to the current recipients.txt, all decrypted first
 /// so that an unreadable one changes nothing.
-pub fn rekey(store: &Store, identity: Option<&Path>) -> anyhow::Result<Outcome> {
+pub fn rekey(store: &Store, identity: Option<&Path>) -> Result<Outcome> {
     let id = Identity::find(identity, store)?;
     let files = store.age_files();
     // Decrypt everything first: a key that cannot be read stops the rekey before anything changes.
@@ -118,7 +171,7 @@ pub fn renew_signing(
     store: &Store,
     nicks: &[String],
     lifetime: &str,
-) -> anyhow::Result<Outcome> {
+) -> Result<Outcome> {
     // Only a relay whose master key stays offline has a signing key to renew by hand: any other
     // relay's tor renews its own, from the master key on its host.
     let Some(loaded) = crate::fleet::load(paths, false) else {
@@ -132,20 +185,20 @@ pub fn renew_signing(
             .flat_map(|h| h.relays.iter())
             .find(|r| r.nickname == *n);
         match relay {
-            None => anyhow::bail!("no relay `{n}` in the inventory: nothing to renew"),
-            Some(r) if !r.offline_master_key => anyhow::bail!(
-                "{n} does not use OfflineMasterKey: its ed25519 master key is on its host and tor renews the signing key itself; set offline_master_key = true for {n} in the inventory first if that is what you want"
-            ),
+            None => return Err(AdminError::UnknownRelay { nick: n.clone() }),
+            Some(r) if !r.offline_master_key => {
+                return Err(AdminError::NotOffline { nick: n.clone() })
+            }
             Some(_) => {}
         }
     }
     let id = Identity::find(identity, store)?;
     for n in nicks {
         if !store.has_identity(n) {
-            anyhow::bail!(
-                "{n} has no identity in {}: oignon secrets keygen {n} first",
-                store.relay_dir(n).display()
-            );
+            return Err(AdminError::NoIdentity {
+                nick: n.clone(),
+                dir: store.relay_dir(n),
+            });
         }
         let mut identity = vec![];
         for f in IDENTITY_FILES {
@@ -174,7 +227,7 @@ pub fn renew_signing(
 
 /// `secrets verify`: tor recomputes each relay's fingerprints from its decrypted keys, which must
 /// match the recorded ones.
-pub fn verify(store: &Store, identity: Option<&Path>) -> anyhow::Result<Outcome> {
+pub fn verify(store: &Store, identity: Option<&Path>) -> Result<Outcome> {
     let id = Identity::find(identity, store)?;
     let mut bad = 0;
     let mut nicks: Vec<String> = std::fs::read_dir(store.dir.join("relays"))
@@ -213,40 +266,43 @@ pub fn verify(store: &Store, identity: Option<&Path>) -> anyhow::Result<Outcome>
 
 /// `secrets import`: adopts the identities of the relays running on `host` (one round trip),
 /// each checked against the fingerprint the running relay reports.
-pub fn import(store: &Store, o: &ImportOptions<'_>) -> anyhow::Result<Outcome> {
+pub fn import(store: &Store, o: &ImportOptions<'_>) -> Result<Outcome> {
     let host = o.host;
     let Some(loaded) = crate::fleet::load(o.paths, false) else {
         return Ok(Outcome::Failed);
     };
     let fleet = loaded.fleet();
     let Some(spec) = fleet.hosts.iter().find(|h| h.name == host) else {
-        let names: Vec<&str> = fleet.hosts.iter().map(|h| h.name.as_str()).collect();
-        anyhow::bail!(
-            "no host `{host}` in the inventory; hosts: {}",
-            names.join(", ")
-        );
+        return Err(AdminError::UnknownHost {
+            host: host.to_string(),
+            hosts: fleet.hosts.iter().map(|h| h.name.clone()).collect(),
+        });
     };
     let nicks: Vec<String> = spec.relays.iter().map(|r| r.nickname.clone()).collect();
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = tokio::runtime::Runtime::new().map_err(AdminError::Runtime)?;
+    let unreachable = |source| AdminError::Unreachable {
+        host: host.to_string(),
+        source,
+    };
     let reach = crate::gather::Reach::new(o.local.clone(), o.ssh_config, &[spec], 1)
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(unreachable)?;
     let out = rt.block_on(async {
         let t = reach
             .open(&crate::gather::Target::from(spec))
             .await
-            .map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
+            .map_err(unreachable)?;
         let o = t
             .run("import", crate::remote::IMPORT, &nicks, vec![])
             .await
-            .map_err(|e| anyhow::anyhow!("{host}: {e}"));
+            .map_err(unreachable);
         t.close().await;
         o
     })?;
     if !out.success() {
-        anyhow::bail!(
-            "{host}: reading the relays' keys failed: {}",
-            out.stderr_text()
-        );
+        return Err(AdminError::Import {
+            host: host.to_string(),
+            words: out.stderr_text(),
+        });
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut failed = 0;
@@ -255,7 +311,10 @@ pub fn import(store: &Store, o: &ImportOptions<'_>) -> anyhow::Result<Outcome> {
             files,
             missing,
             running,
-        } = crate::remote::import::relay(&text, n).map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
+        } = crate::remote::import::relay(&text, n).map_err(|words| AdminError::Import {
+            host: host.to_string(),
+            words,
+        })?;
         if !missing.is_empty() {
             eprintln!("error: {n} on {host} has no keys/{} (both identity files are needed, or the relay gets a new ed25519 identity)", missing.join(", keys/"));
             failed += 1;
@@ -303,7 +362,7 @@ pub fn import(store: &Store, o: &ImportOptions<'_>) -> anyhow::Result<Outcome> {
 
 /// `oignon fingerprints`: every relay's recorded fingerprints, or (`rsa_fingerprint_txt`) the
 /// body of a CIISS `rsa-fingerprint.txt` proof. A relay without an identity fails the run.
-pub fn fingerprints(paths: &Paths, rsa_fingerprint_txt: bool) -> anyhow::Result<Outcome> {
+pub fn fingerprints(paths: &Paths, rsa_fingerprint_txt: bool) -> Result<Outcome> {
     let Some(loaded) = crate::fleet::load(paths, false) else {
         return Ok(Outcome::Failed);
     };
