@@ -90,128 +90,28 @@ pub fn parse(text: &str) -> Result<Torrc, ParseError> {
     } else {
         std::borrow::Cow::Borrowed(body)
     };
-    let at = |i: usize| s.get(i).copied().unwrap_or(0);
-    let mut entries = vec![];
-    let mut i = 0;
-    // Lines are counted incrementally: `line` is the line of byte `counted`.
-    let (mut line, mut counted) = (1usize, 0usize);
-    let mut line_at = |pos: usize| {
-        line += s[counted..pos].iter().filter(|&&b| b == b'\n').count();
-        counted = pos;
-        line
+    let mut scan = Scanner {
+        s: &s,
+        i: 0,
+        line: 1,
+        counted: 0,
     };
+    let mut entries = vec![];
     loop {
-        // Skip whitespace and comment lines up to the next key.
-        loop {
-            while is_space(at(i)) {
-                i += 1;
-            }
-            if at(i) == b'#' {
-                while at(i) != 0 && at(i) != b'\n' {
-                    i += 1;
-                }
-            } else {
-                break;
-            }
-        }
-        if at(i) == 0 {
+        scan.skip_to_key();
+        if scan.at(0) == 0 {
             break;
         }
-        let key_start = i;
-        let key_line = line_at(key_start);
-        while at(i) != 0
-            && !is_space(at(i))
-            && at(i) != b'#'
-            && !(at(i) == b'\\' && at(i + 1) == b'\n')
-        {
-            i += 1;
-        }
-        let key = &s[key_start..i];
-        while at(i) == b' ' || at(i) == b'\t' {
-            i += 1;
-        }
-        let val = i;
-        let (value, continued, quoted);
-        if at(i) == b'"' {
-            let Some((v, next)) = unescape(&s, i) else {
-                return Err(ParseError {
-                    line: line_at(i),
-                    message: "Invalid escape sequence in quoted string",
-                });
-            };
-            i = next;
-            while at(i) == b' ' || at(i) == b'\t' {
-                i += 1;
-            }
-            if at(i) != 0 && at(i) != b'#' && at(i) != b'\n' {
-                return Err(ParseError {
-                    line: line_at(i),
-                    message: "Excess data after quoted string",
-                });
-            }
-            value = v;
-            continued = false;
-            quoted = true;
+        let key_line = scan.line_at(scan.i);
+        let key = scan.key();
+        scan.skip_blanks();
+        let (value, continued, quoted) = if scan.at(0) == b'"' {
+            (scan.quoted_value()?, false, true)
         } else {
-            let mut cont = false;
-            while at(i) != 0 && at(i) != b'\n' && (at(i) != b'#' || cont) {
-                if at(i) == b'\\' && at(i + 1) == b'\n' {
-                    cont = true;
-                    i += 2;
-                } else if at(i) == b'#' {
-                    // Inside a continued value a comment runs to its newline, included: the value
-                    // goes on at the next line even without a backslash (torrc_format.txt).
-                    while at(i) != 0 && at(i) != b'\n' {
-                        i += 1;
-                    }
-                    if at(i) == b'\n' {
-                        i += 1;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            let mut end = i;
-            if at(i) == b'\n' {
-                i += 1;
-            }
-            while end > val && is_space(s[end - 1]) {
-                end -= 1;
-            }
-            let body = &s[val..end];
-            value = if cont {
-                let mut out = Vec::with_capacity(body.len());
-                let mut j = 0;
-                while j < body.len() {
-                    if body[j] == b'#' {
-                        while j < body.len() && body[j] != b'\n' {
-                            j += 1;
-                        }
-                        if j < body.len() {
-                            j += 1;
-                        }
-                    } else if body[j] == b'\\' && body.get(j + 1) == Some(&b'\n') {
-                        j += 2;
-                    } else {
-                        out.push(body[j]);
-                        j += 1;
-                    }
-                }
-                out
-            } else {
-                body.to_vec()
-            };
-            continued = cont;
-            quoted = false;
-        }
-        if at(i) == b'#' {
-            while at(i) != 0 && at(i) != b'\n' {
-                i += 1;
-            }
-        }
-        while is_space(at(i)) {
-            i += 1;
-        }
+            let (value, continued) = scan.plain_value();
+            (value, continued, false)
+        };
+        scan.end_of_entry();
         let (magic, key) = match key.first() {
             Some(b'+') => (Magic::Append, &key[1..]),
             Some(b'/') => (Magic::Clear, &key[1..]),
@@ -230,7 +130,7 @@ pub fn parse(text: &str) -> Result<Torrc, ParseError> {
             continued,
             quoted,
         });
-        if at(i) == 0 {
+        if scan.at(0) == 0 {
             break;
         }
     }
@@ -238,6 +138,162 @@ pub fn parse(text: &str) -> Result<Torrc, ParseError> {
         entries,
         nul_at_line,
     })
+}
+
+/// A position in a torrc's bytes (after tor's `\r` deletion and NUL cut), with the line of the
+/// last position asked for: lines are counted incrementally, never from the start again.
+struct Scanner<'a> {
+    s: &'a [u8],
+    i: usize,
+    /// The line of byte `counted`.
+    line: usize,
+    counted: usize,
+}
+
+impl<'a> Scanner<'a> {
+    /// The byte `k` past the position; 0 past the end, as tor's C string ends.
+    fn at(&self, k: usize) -> u8 {
+        self.s.get(self.i + k).copied().unwrap_or(0)
+    }
+
+    /// The 1-based line of byte `pos` (never before the last one asked for).
+    fn line_at(&mut self, pos: usize) -> usize {
+        self.line += self.s[self.counted..pos]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.counted = pos;
+        self.line
+    }
+
+    /// Past `TOR_ISSPACE` bytes.
+    fn skip_space(&mut self) {
+        while is_space(self.at(0)) {
+            self.i += 1;
+        }
+    }
+
+    /// Past spaces and tabs.
+    fn skip_blanks(&mut self) {
+        while self.at(0) == b' ' || self.at(0) == b'\t' {
+            self.i += 1;
+        }
+    }
+
+    /// To the end of the line (a comment), not past its newline.
+    fn skip_to_eol(&mut self) {
+        while self.at(0) != 0 && self.at(0) != b'\n' {
+            self.i += 1;
+        }
+    }
+
+    /// Past whitespace and comment lines, to the next key (or the end).
+    fn skip_to_key(&mut self) {
+        loop {
+            self.skip_space();
+            if self.at(0) != b'#' {
+                return;
+            }
+            self.skip_to_eol();
+        }
+    }
+
+    /// The key: up to whitespace, a comment or a backslash-newline.
+    fn key(&mut self) -> &'a [u8] {
+        let start = self.i;
+        while self.at(0) != 0
+            && !is_space(self.at(0))
+            && self.at(0) != b'#'
+            && !(self.at(0) == b'\\' && self.at(1) == b'\n')
+        {
+            self.i += 1;
+        }
+        &self.s[start..self.i]
+    }
+
+    /// A C-quoted value: nothing but blanks or a comment may follow its closing quote.
+    fn quoted_value(&mut self) -> Result<Vec<u8>, ParseError> {
+        let Some((v, next)) = unescape(self.s, self.i) else {
+            return Err(ParseError {
+                line: self.line_at(self.i),
+                message: "Invalid escape sequence in quoted string",
+            });
+        };
+        self.i = next;
+        self.skip_blanks();
+        if self.at(0) != 0 && self.at(0) != b'#' && self.at(0) != b'\n' {
+            return Err(ParseError {
+                line: self.line_at(self.i),
+                message: "Excess data after quoted string",
+            });
+        }
+        Ok(v)
+    }
+
+    /// An unquoted value up to its newline or comment, over backslash-newline continuations;
+    /// trailing whitespace dropped. Also says whether it was continued.
+    fn plain_value(&mut self) -> (Vec<u8>, bool) {
+        let val = self.i;
+        let mut cont = false;
+        while self.at(0) != 0 && self.at(0) != b'\n' && (self.at(0) != b'#' || cont) {
+            if self.at(0) == b'\\' && self.at(1) == b'\n' {
+                cont = true;
+                self.i += 2;
+            } else if self.at(0) == b'#' {
+                // Inside a continued value a comment runs to its newline, included: the value
+                // goes on at the next line even without a backslash (torrc_format.txt).
+                self.skip_to_eol();
+                if self.at(0) == b'\n' {
+                    self.i += 1;
+                }
+            } else {
+                self.i += 1;
+            }
+        }
+        let mut end = self.i;
+        if self.at(0) == b'\n' {
+            self.i += 1;
+        }
+        while end > val && is_space(self.s[end - 1]) {
+            end -= 1;
+        }
+        let body = &self.s[val..end];
+        if cont {
+            (join_continued(body), true)
+        } else {
+            (body.to_vec(), false)
+        }
+    }
+
+    /// Past a trailing comment and the whitespace before the next entry.
+    fn end_of_entry(&mut self) {
+        if self.at(0) == b'#' {
+            self.skip_to_eol();
+        }
+        self.skip_space();
+    }
+}
+
+/// A continued value's bytes without its backslash-newlines and the comment lines it swallowed.
+fn join_continued(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut j = 0;
+    while j < body.len() {
+        if body[j] == b'#' {
+            while j < body.len() && body[j] != b'\n' {
+                j += 1;
+            }
+            if j < body.len() {
+                j += 1;
+            }
+        } else if body[j] == b'\\' && body.get(j + 1) == Some(&b'\n') {
+            j += 2;
+        } else {
+            out.push(body[j]);
+            j += 1;
+        }
+    }
+    out
 }
 
 /// tor's `unescape_string`: the C string starting at `s[start] == '"'`, and the index after its
