@@ -168,13 +168,13 @@ pub fn rollout(
                 };
                 let mut r = match payload(&hp, desired, &who) {
                     Ok(b) => apply_host(t, &hp, b).await,
-                    Err(why) => HostResult {
+                    Err(source) => HostResult {
                         host: hp.host.clone(),
                         ok: false,
                         done: vec![],
                         error: Some(HostError::Payload {
                             host: hp.host.clone(),
-                            why,
+                            source,
                         }),
                     },
                 };

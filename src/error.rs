@@ -111,8 +111,12 @@ pub enum HostError {
     },
     /// The records for apply.sh could not be made (a value holding a control character, or
     /// content that is not the one planned); nothing was sent.
-    #[error("{why}")]
-    Payload { host: String, why: String },
+    #[error("{source}")]
+    Payload {
+        host: String,
+        #[source]
+        source: crate::remote::apply::PayloadError,
+    },
     /// `--reboot`: the host did not reboot, or did not come back in time.
     #[error("{why}")]
     Reboot { host: String, why: String },

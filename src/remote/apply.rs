@@ -5,19 +5,32 @@
 use crate::desired::DesiredHost;
 use crate::error::HostError;
 use crate::plan::{ChangeKind, HostPlan};
-use crate::remote::record::Records;
+use crate::remote::record::{RecordError, Records};
 use crate::role::ValidatorKind;
+
+/// Why apply.sh's records could not be made; nothing was sent.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PayloadError {
+    /// A value holds a control character (or another byte a record cannot carry).
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The plan changes a file the fresh render does not hold (a bug).
+    #[error("no content for {0}")]
+    NoContent(String),
+    /// The fresh render's content is not the one planned.
+    #[error("the content of {0} is not the one planned (the inventory or secrets changed since): plan again")]
+    NotPlanned(String),
+}
 
 /// The records for apply.sh, through the one encoder ([`Records`]): a value holding a control
 /// character refuses the whole payload. Content travels base64-encoded on stdin, inside the SSH
 /// channel.
 ///
 /// Content comes from the fresh render (`desired`) only, never from a saved plan's file.
-pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<u8>, String> {
+pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<u8>, PayloadError> {
     use base64::Engine as _;
     let mut out = Records::new();
-    let e = |e: crate::remote::record::RecordError| e.to_string();
-    out.push(&["L", who]).map_err(e)?;
+    out.push(&["L", who])?;
     for c in &plan.changes {
         if matches!(
             c.kind,
@@ -31,14 +44,14 @@ pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<
             .cloned()
             .flatten()
             .unwrap_or_else(|| "0".into());
-        out.push(&["E", &c.target, &want]).map_err(e)?;
+        out.push(&["E", &c.target, &want])?;
     }
     for c in plan
         .changes
         .iter()
         .filter(|c| c.kind == ChangeKind::CreateInstance)
     {
-        out.push(&["I", &c.target]).map_err(e)?;
+        out.push(&["I", &c.target])?;
     }
     for c in &plan.changes {
         match c.kind {
@@ -47,11 +60,11 @@ pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<
                     .files
                     .iter()
                     .find(|f| f.path == c.target)
-                    .ok_or_else(|| format!("no content for {}", c.target))?;
+                    .ok_or_else(|| PayloadError::NoContent(c.target.clone()))?;
                 let bytes = file.content.bytes();
                 if let Some(want) = &c.new_sha256 {
                     if file.sha256() != want {
-                        return Err(format!("the content of {} is not the one planned (the inventory or secrets changed since): plan again", c.target));
+                        return Err(PayloadError::NotPlanned(c.target.clone()));
                     }
                 }
                 let validate = c.validate.map_or("-", ValidatorKind::name);
@@ -64,21 +77,20 @@ pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<
                     validate,
                     c.instance.as_deref().unwrap_or("-"),
                     &base64::engine::general_purpose::STANDARD.encode(bytes),
-                ])
-                .map_err(e)?;
+                ])?;
             }
-            ChangeKind::Remove => out.push(&["R", &c.target]).map_err(e)?,
-            ChangeKind::RemoveInstance => out.push(&["X", &c.target]).map_err(e)?,
+            ChangeKind::Remove => out.push(&["R", &c.target])?,
+            ChangeKind::RemoveInstance => out.push(&["X", &c.target])?,
             ChangeKind::CreateInstance => {}
         }
     }
     for f in &desired.files {
-        out.push(&["M", &f.path, f.sha256()]).map_err(e)?;
+        out.push(&["M", &f.path, f.sha256()])?;
     }
     for h in &plan.handlers {
         let mut fields = vec!["H"];
         fields.extend(h.command.iter().map(String::as_str));
-        out.push(&fields).map_err(e)?;
+        out.push(&fields)?;
     }
     let kernel_changed = plan.changes.iter().any(|c| {
         desired
@@ -87,7 +99,7 @@ pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<
             .any(|f| f.path == c.target && f.reboot_required)
     });
     if kernel_changed {
-        out.push(&["B"]).map_err(e)?;
+        out.push(&["B"])?;
     }
     Ok(out.into_bytes())
 }
@@ -356,7 +368,8 @@ mod tests {
                 observed: Default::default(),
             };
             let e = payload(&plan, &d, "me").unwrap_err();
-            assert!(e.contains("control character"), "{e}");
+            assert!(matches!(e, PayloadError::Record(_)), "{e}");
+            assert!(e.to_string().contains("control character"), "{e}");
         }
         let plan = HostPlan {
             host: "h".into(),
