@@ -89,6 +89,48 @@ fn run_verify(defaults: &Path, torrc: &Path) -> Result<(), TorError> {
     ))))
 }
 
+/// A rendered torrc tor refused: where, and tor's words.
+#[derive(Debug)]
+pub struct Rejection {
+    pub host: String,
+    /// The instance the torrc belongs to (`tor` for a file of no instance).
+    pub instance: String,
+    /// The torrc's path on the host.
+    pub path: String,
+    /// tor's `[warn]`/`[err]` lines.
+    pub words: String,
+}
+
+/// tor's verdict on every rendered torrc of `desired`: how many were verified, and the ones tor
+/// refused. An error when tor could not run at all (no verdict is better than a wrong one).
+pub fn verify_rendered(
+    desired: &crate::desired::Desired,
+) -> Result<(usize, Vec<Rejection>), TorError> {
+    let mut verified = 0;
+    let mut rejected = vec![];
+    for h in &desired.hosts {
+        for f in h
+            .files
+            .iter()
+            .filter(|f| f.validate == Some(crate::role::ValidatorKind::Torrc))
+        {
+            let instance = f.instance.as_deref().unwrap_or("tor");
+            verified += 1;
+            match verify_config_local(instance, f.content.bytes()) {
+                Ok(()) => {}
+                Err(TorError::Rejected(words)) => rejected.push(Rejection {
+                    host: h.name.clone(),
+                    instance: instance.to_string(),
+                    path: f.path.clone(),
+                    words,
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok((verified, rejected))
+}
+
 /// tor's `[warn]`/`[err]` lines, without timestamps: the part an operator needs to read.
 pub fn tor_complaint(output: &str) -> String {
     let lines: Vec<&str> = output

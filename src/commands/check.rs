@@ -3,7 +3,6 @@
 
 use crate::cli::Global;
 use oignon::error::Outcome;
-use oignon::role::ValidatorKind;
 use oignon::text::plural;
 
 #[derive(Debug, clap::Args)]
@@ -44,7 +43,6 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
             }
         });
     }
-    let mut failed = 0;
     let mut verified = 0;
     if a.no_tor {
         eprintln!("note: tor --verify-config skipped (--no-tor)");
@@ -53,33 +51,27 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
         eprintln!("error: tor is not installed here, so the rendered torrc files cannot be verified by tor\n  = help: apt-get install tor, or run `oignon check --no-tor` to check without tor's verdict");
         return Ok(Outcome::Failed);
     } else {
-        for h in &desired.hosts {
-            for f in h
-                .files
-                .iter()
-                .filter(|f| f.validate == Some(ValidatorKind::Torrc))
-            {
-                let name = f.instance.as_deref().unwrap_or("tor");
-                verified += 1;
-                match oignon::tor::verify_config_local(name, f.content.bytes()) {
-                    Ok(()) => {}
-                    Err(oignon::tor::TorError::Rejected(msg)) => {
-                        failed += 1;
-                        eprintln!("error: tor rejects the torrc of `{name}` on host `{}` ({})\n  {}\n  = help: fix the inventory value that produced it (often torrc_extra)\n", h.name, f.path, msg.replace('\n', "\n  "));
-                    }
-                    Err(e) => {
-                        eprintln!("error: the torrc of `{name}` on host `{}` ({}) could not be verified: {e}", h.name, f.path);
-                        return Ok(Outcome::Failed);
-                    }
-                }
+        let rejected;
+        (verified, rejected) = match oignon::tor::verify_rendered(&desired) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: the rendered torrc files could not be verified: {e}");
+                return Ok(Outcome::Failed);
             }
+        };
+        for r in &rejected {
+            eprintln!("error: tor rejects the torrc of `{}` on host `{}` ({})\n  {}\n  = help: fix the inventory value that produced it (often torrc_extra)\n", r.instance, r.host, r.path, r.words.replace('\n', "\n  "));
+        }
+        if !rejected.is_empty() {
+            eprintln!(
+                "{} torrc file{} rejected by tor",
+                rejected.len(),
+                plural(rejected.len())
+            );
+            return Ok(Outcome::Failed);
         }
     }
     let warnings = loaded.inventory.diagnostics.len();
-    if failed > 0 {
-        eprintln!("{failed} torrc file{} rejected by tor", plural(failed));
-        return Ok(Outcome::Failed);
-    }
     let relays: usize = fleet.hosts.iter().map(|h| h.relays.len()).sum();
     let files: usize = desired.hosts.iter().map(|h| h.files.len()).sum();
     println!(
