@@ -36,6 +36,16 @@ struct HostCx<'a> {
     n_relays: f64,
 }
 
+/// Names already taken across the inventory, with where each was first defined.
+#[derive(Default)]
+struct Seen {
+    /// Hoster names, lowercased.
+    hosters: HashMap<String, Origin>,
+    hosts: HashMap<String, Origin>,
+    /// Relay nicknames (tor compares them without case) → (host, where).
+    nicknames: HashMap<String, (String, Origin)>,
+}
+
 impl Resolver<'_> {
     fn err(&mut self, origin: &Origin, field: &str, msg: String, help: impl Into<String>) {
         let d = Diagnostic::error(msg).field(field).help(help);
@@ -55,6 +65,36 @@ impl Resolver<'_> {
     }
 
     pub(super) fn resolve(&mut self, files: &[(usize, InventoryFile)]) -> Option<Fleet> {
+        let (fleet_meta, fleet_defaults) = self.fleet_tables(files);
+        let Some((meta, meta_src)) = fleet_meta else {
+            self.diags.push(
+                Diagnostic::error("no [fleet] table in the inventory")
+                    .help("add fleet.toml with [fleet] operator, email and url (see README.md)"),
+            );
+            return None;
+        };
+        self.check_contact(meta, meta_src);
+        let mut hosts = vec![];
+        let mut seen = Seen::default();
+        for (src, f) in files {
+            self.hoster_file(*src, f, meta, &fleet_defaults, &mut seen, &mut hosts);
+        }
+        Some(Fleet {
+            operator: meta.operator.clone(),
+            email: meta.email.clone(),
+            url: meta.url.clone(),
+            proof: meta.proof.clone().unwrap_or_else(|| "uri-rsa".into()),
+            manage_identities: meta.manage_identities.unwrap_or(true),
+            hosts,
+        })
+    }
+
+    /// The one `[fleet]` table and the one fleet-wide `[defaults]` (a second of either, or
+    /// `[defaults]` in a hoster's file, is an error).
+    fn fleet_tables<'f>(
+        &mut self,
+        files: &'f [(usize, InventoryFile)],
+    ) -> (Option<(&'f file::FleetMeta, usize)>, Option<Layer<'f>>) {
         let mut fleet_meta = None;
         let mut fleet_defaults: Option<Layer> = None;
         for (src, f) in files {
@@ -99,109 +139,105 @@ impl Resolver<'_> {
                 }
             }
         }
-        let Some((meta, meta_src)) = fleet_meta else {
-            self.diags.push(
-                Diagnostic::error("no [fleet] table in the inventory")
-                    .help("add fleet.toml with [fleet] operator, email and url (see README.md)"),
-            );
-            return None;
+        (fleet_meta, fleet_defaults)
+    }
+
+    /// One hoster's file: its `[hoster]` table checked, then each `[[host]]` resolved with the
+    /// layers fleet → hoster → host, into `hosts`.
+    fn hoster_file(
+        &mut self,
+        src: usize,
+        f: &InventoryFile,
+        meta: &file::FleetMeta,
+        fleet_defaults: &Option<Layer>,
+        seen: &mut Seen,
+        hosts: &mut Vec<HostSpec>,
+    ) {
+        let Some(hoster) = &f.hoster else {
+            if !f.host.is_empty() {
+                self.err_at(src, path!["host", 0], "host", "hosts must be listed in their hoster's file".into(),
+                    "add a [hoster] table (name, domain) to this file, or move the hosts to their hoster's file");
+            }
+            return;
         };
-        self.check_contact(meta, meta_src);
-        let mut hosts = vec![];
-        let mut hoster_names: HashMap<String, Origin> = HashMap::new();
-        let mut host_names: HashMap<String, Origin> = HashMap::new();
-        let mut nicknames: HashMap<String, (String, Origin)> = HashMap::new();
-        for (src, f) in files {
-            let src = *src;
-            let Some(hoster) = &f.hoster else {
-                if !f.host.is_empty() {
-                    self.err_at(src, path!["host", 0], "host", "hosts must be listed in their hoster's file".into(),
-                        "add a [hoster] table (name, domain) to this file, or move the hosts to their hoster's file");
-                }
-                continue;
-            };
-            let hoster_origin = Origin {
+        let hoster_origin = Origin {
+            source: src,
+            path: path!["hoster", "name"],
+        };
+        if let Some(prev) = seen
+            .hosters
+            .insert(hoster.name.to_lowercase(), hoster_origin.clone())
+        {
+            let where_ = self.where_(&prev);
+            self.err(
+                &hoster_origin,
+                "hoster.name",
+                format!("hoster {} is defined twice", q(&hoster.name)),
+                format!("it is already defined at {where_}; keep one file per hoster"),
+            );
+        }
+        if let Err(why) = ciiss::dns_name(&hoster.domain) {
+            self.err_at(
+                src,
+                path!["hoster", "domain"],
+                "hoster.domain",
+                format!("hoster domain {} {why}", q(&hoster.domain)),
+                "write the hoster's domain as CIISS `hoster:` wants it, e.g. `gandi.net`",
+            );
+        }
+        let hoster_layer = hoster.defaults.as_ref().map(|d| {
+            (
+                d,
+                Origin {
+                    source: src,
+                    path: path!["hoster", "defaults"],
+                },
+            )
+        });
+        for (hi, h) in f.host.iter().enumerate() {
+            let name_origin = Origin {
                 source: src,
-                path: path!["hoster", "name"],
+                path: path!["host", hi, "name"],
             };
-            if let Some(prev) =
-                hoster_names.insert(hoster.name.to_lowercase(), hoster_origin.clone())
-            {
+            if !valid_hostname(&h.name) {
+                self.err(
+                    &name_origin,
+                    "host.name",
+                    format!("host name {} is not a valid host name", q(&h.name)),
+                    "use lowercase letters, digits and '-' (it names directories and SSH aliases)",
+                );
+            }
+            if let Some(prev) = seen.hosts.insert(h.name.clone(), name_origin.clone()) {
                 let where_ = self.where_(&prev);
                 self.err(
-                    &hoster_origin,
-                    "hoster.name",
-                    format!("hoster {} is defined twice", q(&hoster.name)),
-                    format!("it is already defined at {where_}; keep one file per hoster"),
+                    &name_origin,
+                    "host.name",
+                    format!("host {} is defined twice", q(&h.name)),
+                    format!("it is already defined at {where_}"),
                 );
             }
-            if let Err(why) = ciiss::dns_name(&hoster.domain) {
-                self.err_at(
-                    src,
-                    path!["hoster", "domain"],
-                    "hoster.domain",
-                    format!("hoster domain {} {why}", q(&hoster.domain)),
-                    "write the hoster's domain as CIISS `hoster:` wants it, e.g. `gandi.net`",
-                );
-            }
-            let hoster_layer = hoster.defaults.as_ref().map(|d| {
-                (
+            let mut layers: Vec<Layer> = vec![];
+            layers.extend(fleet_defaults.clone());
+            layers.extend(hoster_layer.clone());
+            if let Some(d) = &h.defaults {
+                layers.push((
                     d,
                     Origin {
                         source: src,
-                        path: path!["hoster", "defaults"],
+                        path: path!["host", hi, "defaults"],
                     },
-                )
-            });
-            for (hi, h) in f.host.iter().enumerate() {
-                let origin = Origin {
-                    source: src,
-                    path: path!["host", hi],
-                };
-                let name_origin = Origin {
-                    source: src,
-                    path: path!["host", hi, "name"],
-                };
-                if !valid_hostname(&h.name) {
-                    self.err(&name_origin, "host.name", format!("host name {} is not a valid host name", q(&h.name)),
-                        "use lowercase letters, digits and '-' (it names directories and SSH aliases)");
-                }
-                if let Some(prev) = host_names.insert(h.name.clone(), name_origin.clone()) {
-                    let where_ = self.where_(&prev);
-                    self.err(
-                        &name_origin,
-                        "host.name",
-                        format!("host {} is defined twice", q(&h.name)),
-                        format!("it is already defined at {where_}"),
-                    );
-                }
-                let mut layers: Vec<Layer> = vec![];
-                layers.extend(fleet_defaults.clone());
-                layers.extend(hoster_layer.clone());
-                if let Some(d) = &h.defaults {
-                    layers.push((
-                        d,
-                        Origin {
-                            source: src,
-                            path: path!["host", hi, "defaults"],
-                        },
-                    ));
-                }
-                if let Some(host) =
-                    self.host(&meta.email, hoster, h, origin, &layers, &mut nicknames)
-                {
-                    hosts.push(host);
-                }
+                ));
+            }
+            let origin = Origin {
+                source: src,
+                path: path!["host", hi],
+            };
+            if let Some(host) =
+                self.host(&meta.email, hoster, h, origin, &layers, &mut seen.nicknames)
+            {
+                hosts.push(host);
             }
         }
-        Some(Fleet {
-            operator: meta.operator.clone(),
-            email: meta.email.clone(),
-            url: meta.url.clone(),
-            proof: meta.proof.clone().unwrap_or_else(|| "uri-rsa".into()),
-            manage_identities: meta.manage_identities.unwrap_or(true),
-            hosts,
-        })
     }
 
     /// The `[fleet]` fields that go into every relay's ContactInfo, by their CIISS grammar.
