@@ -7,6 +7,7 @@
 pub mod apply;
 #[cfg(test)]
 mod architecture;
+pub mod bootstrap;
 pub mod desired;
 pub mod diagnostic;
 pub mod diff;

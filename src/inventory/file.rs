@@ -35,6 +35,9 @@ pub struct FleetMeta {
     /// The Tor Project's archive keyring (OpenPGP, binary), a path relative to the inventory
     /// directory: copied to hosts as the `Signed-By` of the torproject source.
     pub tor_keyring: Option<String>,
+    /// The torproject source's URI (default `https://deb.torproject.org/torproject.org`): a
+    /// mirror, the repository's onion address (`tor+http://…`), or a local `file:` copy.
+    pub tor_repository: Option<String>,
     /// The oldest tor `bootstrap` accepts on a host (`"0.4.9"`: the 0.4.9 series; default), since
     /// the directory authorities reject older series.
     pub min_tor_version: Option<String>,

@@ -74,8 +74,15 @@ pub enum TorSource {
     Debian,
     /// deb.torproject.org, as a deb822 source whose `Signed-By` is this keyring (the file's
     /// path as resolved against the inventory directory).
-    TorProject { keyring: std::path::PathBuf },
+    TorProject {
+        keyring: std::path::PathBuf,
+        /// The repository's URI (`tor_repository`).
+        uri: String,
+    },
 }
+
+/// The Tor Project's own repository, the default `tor_repository`.
+pub const TORPROJECT_REPOSITORY: &str = "https://deb.torproject.org/torproject.org";
 
 /// A tor version, `0.4.9` or `0.4.9.11` (missing parts are 0), compared part by part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

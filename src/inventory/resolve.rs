@@ -255,7 +255,17 @@ impl Resolver<'_> {
             dir.join(k)
         });
         let source = match (meta.tor_source.as_deref(), keyring) {
-            (None | Some("debian"), None) => TorSource::Debian,
+            (None | Some("debian"), None) => {
+                if meta.tor_repository.is_some() {
+                    self.err(
+                        &at("tor_repository"),
+                        "fleet.tor_repository",
+                        "tor_repository is set but tor_source is not \"torproject\"".into(),
+                        "set tor_source = \"torproject\" (with tor_keyring), or remove tor_repository",
+                    );
+                }
+                TorSource::Debian
+            }
             (None | Some("debian"), Some(_)) => {
                 self.err(
                     &at("tor_keyring"),
@@ -266,6 +276,21 @@ impl Resolver<'_> {
                 TorSource::Debian
             }
             (Some("torproject"), Some(keyring)) => {
+                let uri = meta
+                    .tor_repository
+                    .clone()
+                    .unwrap_or_else(|| super::TORPROJECT_REPOSITORY.to_string());
+                let scheme_ok = ["https://", "http://", "tor+https://", "tor+http://", "file:/"]
+                    .iter()
+                    .any(|s| uri.starts_with(s));
+                if !scheme_ok || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    self.err(
+                        &at("tor_repository"),
+                        "fleet.tor_repository",
+                        format!("tor_repository {} is not a repository URI apt can take", q(&uri)),
+                        "write an https://, http://, tor+http:// or file:/ URI without spaces (default: https://deb.torproject.org/torproject.org)",
+                    );
+                }
                 if !keyring.is_file() {
                     self.err(
                         &at("tor_keyring"),
@@ -274,7 +299,7 @@ impl Resolver<'_> {
                         "put the Tor Project's archive keyring (binary OpenPGP, as in deb.torproject.org-keyring) there; the path is relative to the inventory directory",
                     );
                 }
-                TorSource::TorProject { keyring }
+                TorSource::TorProject { keyring, uri }
             }
             (Some("torproject"), None) => {
                 self.err(
