@@ -322,7 +322,18 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
             let (found, bad) = match holder {
                 None => ("free".to_string(), false),
                 Some(l) if l.who == own => (format!("held by {own} (this relay)"), false),
-                Some(l) => (format!("taken by {} on {}", l.who, l.addr), true),
+                Some(l) => (
+                    format!(
+                        "taken by {} on {}",
+                        if l.who == "-" {
+                            "a process outside the host's view"
+                        } else {
+                            &l.who
+                        },
+                        l.addr
+                    ),
+                    true,
+                ),
             };
             out.push(
                 row(&format!("{what} {} {shown}", r.nickname), "free", found).blocking_if(
@@ -361,7 +372,9 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
         ),
         (None, _, Some(v)) => format!("package {v}, but no tor binary on PATH"),
     };
-    let old = bin.or(pkg).is_some_and(|v| v < min)
+    // Either is enough: the binary on PATH is what an admin runs, the package what the units run.
+    let old = bin.is_some_and(|v| v < min)
+        || pkg.is_some_and(|v| v < min)
         || (f.tor_path.is_some() && bin.is_none());
     let how = if torproject {
         "bootstrap installs the repository's tor; remove the older tor first (apt-get purge tor), or any other tor binary on PATH"
@@ -609,5 +622,268 @@ pub fn install(
         files,
         packages,
         mask: MASKED_UNITS.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped fleet plus Aquilenet's `aquila` (two relays, IPv6), as `host add` writes it.
+    fn fleet(extra_fleet: &str, boot: &str) -> Fleet {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory");
+        let mut files: Vec<(std::path::PathBuf, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                let t = std::fs::read_to_string(&p).unwrap();
+                (p, t)
+            })
+            .collect();
+        files.sort();
+        for (p, t) in files.iter_mut() {
+            if p.ends_with("fleet.toml") {
+                *t = t.replace("[defaults]", &format!("{extra_fleet}\n[defaults]"));
+            }
+        }
+        files.push((
+            dir.join("aquilenet.toml"),
+            format!("[hoster]\nname = \"Aquilenet\"\ndomain = \"aquilenet.fr\"\n\n[[host]]\nname = \"aquila\"\nipv4 = \"192.0.2.50\"\nipv6 = \"2001:db8:50::1\"\nuplink = \"200 Mbit/s\"\n{boot}\n[[host.relay]]\nnickname = \"aquila1\"\norport = 443\n\n[[host.relay]]\nnickname = \"aquila2\"\norport = 9001\n"),
+        ));
+        let inv = crate::inventory::load_texts(files);
+        assert!(
+            inv.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            inv.diagnostics
+        );
+        inv.fleet.unwrap()
+    }
+
+    /// A host where everything holds (a VM with GRUB, synchronised, tor 0.4.9.11 installed).
+    fn good() -> Facts {
+        Facts {
+            os_id: "debian".into(),
+            version_id: "12".into(),
+            codename: "bookworm".into(),
+            arch: "amd64".into(),
+            init: "systemd".into(),
+            container: "none".into(),
+            addresses: vec!["192.0.2.50".parse().unwrap(), "2001:db8:50::1".parse().unwrap()],
+            route4: "default via 192.0.2.1 dev eth0".into(),
+            route6: "default via 2001:db8:50::ffff dev eth0".into(),
+            grub_cfg: true,
+            grub_pkgs: vec!["grub-pc".into()],
+            free_kib: vec![("/".into(), 5 << 20), ("/var".into(), 5 << 20)],
+            ntp_synchronized: Some(true),
+            ntp: Some(true),
+            listening: vec![Listener {
+                addr: "0.0.0.0".parse().unwrap(),
+                port: 22,
+                who: "ssh.service".into(),
+            }],
+            tor_path: Some("/usr/sbin/tor".into()),
+            tor_version_line: Some("Tor version 0.4.9.11.".into()),
+            tor_pkg: Some("0.4.9.11-0+deb12u1".into()),
+            sources: vec![(
+                "/etc/apt/sources.list".into(),
+                "http://deb.debian.org/debian".into(),
+                "bookworm".into(),
+            )],
+        }
+    }
+
+    fn check(f: &Facts, fleet: &Fleet) -> Vec<Row> {
+        let host = fleet.hosts.iter().find(|h| h.name == "aquila").unwrap();
+        rows(
+            f,
+            &Wanted {
+                fleet,
+                host,
+                file: "inventory/aquilenet.toml".into(),
+            },
+        )
+    }
+
+    fn blocked(rows: &[Row]) -> Vec<(String, String, String)> {
+        rows.iter()
+            .filter(|r| r.status == Status::Blocking)
+            .map(|r| (r.fact.clone(), r.found.clone(), r.fix.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_host_where_everything_holds_blocks_nothing() {
+        let fleet = fleet("", "");
+        let rows = check(&good(), &fleet);
+        assert_eq!(blocking(&rows), 0, "{}", table(&rows));
+        // 2 release, 2 addresses, 2 routes, boot, 2 disks, clock, 6 ports, init, tor, apt.
+        assert_eq!(rows.len(), 19, "{}", table(&rows));
+    }
+
+    #[test]
+    fn each_broken_fact_blocks_with_its_fix() {
+        let fleet = fleet("", "");
+        type Breaker = fn(&mut Facts);
+        let cases: Vec<(Breaker, &str, &str)> = vec![
+            (|f| f.version_id = "11".into(), "Debian release", "install Debian 12"),
+            (|f| f.os_id = "ubuntu".into(), "Debian release", "install Debian 12"),
+            (|f| f.addresses.pop().map(drop).unwrap_or(()), "IPv6 2001:db8:50::1", "ip addr add 2001:db8:50::1/128"),
+            (|f| f.route4.clear(), "default route (IPv4)", "ip route add default"),
+            (|f| f.route6.clear(), "default route (IPv6)", "ip -6 route add default"),
+            (|f| f.grub_cfg = false, "boot loader", "set boot = \"none\" for host aquila in inventory/aquilenet.toml"),
+            (|f| f.free_kib[1].1 = 100 * 1024, "free disk on /var", "free space on /var"),
+            (|f| f.ntp_synchronized = Some(false), "clock synchronised", "systemd-timesyncd"),
+            (|f| f.listening.push(Listener { addr: "0.0.0.0".parse().unwrap(), port: 443, who: "nginx.service".into() }), "ORPort aquila1 192.0.2.50:443", "ss -ltnp 'sport = :443'"),
+            (|f| f.listening.push(Listener { addr: "2001:db8:50::1".parse().unwrap(), port: 9001, who: "-".into() }), "ORPort aquila2 [2001:db8:50::1]:9001", "another orport"),
+            (|f| f.listening.push(Listener { addr: "127.0.0.1".parse().unwrap(), port: 9036, who: "prometheus.service".into() }), "MetricsPort aquila2 127.0.0.1:9036", "another metricsport"),
+            (|f| f.init = "init".into(), "init", "systemd-sysv"),
+            (|f| f.tor_version_line = Some("Tor version 0.4.7.16.".into()), "tor", "tor_source = \"torproject\""),
+            (|f| f.tor_pkg = Some("0.4.8.10-1~d12.bookworm+1".into()), "tor", "tor_source = \"torproject\""),
+            (|f| f.tor_version_line = Some("garbage".into()), "tor", "tor_source"),
+            (|f| f.sources[0].2 = "bullseye".into(), "apt sources", "Debian mirror for bookworm"),
+        ];
+        for (breaker, fact, fix) in cases {
+            let mut f = good();
+            breaker(&mut f);
+            let b = blocked(&check(&f, &fleet));
+            assert_eq!(b.len(), 1, "{fact}: {b:?}");
+            assert_eq!(b[0].0, fact);
+            assert!(b[0].2.contains(fix), "{fact}: {:?} lacks {fix:?}", b[0].2);
+        }
+    }
+
+    #[test]
+    fn a_wildcard_ipv6_listener_takes_both_families() {
+        let fleet = fleet("", "");
+        let mut f = good();
+        f.listening.push(Listener {
+            addr: "::".parse().unwrap(),
+            port: 9001,
+            who: "-".into(),
+        });
+        let b = blocked(&check(&f, &fleet));
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert!(b[0].1.contains("a process outside the host's view"), "{b:?}");
+    }
+
+    #[test]
+    fn a_relays_own_port_and_a_containers_clock_do_not_block() {
+        let fleet = fleet("", "");
+        let mut f = good();
+        f.listening.push(Listener {
+            addr: "192.0.2.50".parse().unwrap(),
+            port: 443,
+            who: "tor@aquila1.service".into(),
+        });
+        f.container = "systemd-nspawn".into();
+        f.ntp_synchronized = Some(false);
+        let rows = check(&f, &fleet);
+        assert_eq!(blocking(&rows), 0, "{}", table(&rows));
+        let clock = rows.iter().find(|r| r.fact == "clock synchronised").unwrap();
+        assert_eq!(clock.status, Status::Note);
+        // Another relay's port is another matter.
+        f.listening[1].who = "tor@aquila2.service".into();
+        assert_eq!(blocking(&check(&f, &fleet)), 1);
+    }
+
+    #[test]
+    fn no_tor_installed_is_fine_and_a_higher_minimum_refuses_debians() {
+        let fleet1 = fleet("", "");
+        let mut f = good();
+        f.tor_path = None;
+        f.tor_version_line = None;
+        f.tor_pkg = None;
+        let rows = check(&f, &fleet1);
+        assert_eq!(blocking(&rows), 0);
+        let strict = fleet("min_tor_version = \"0.4.9.12\"", "");
+        let b = blocked(&check(&good(), &strict));
+        assert_eq!(b[0].0, "tor");
+        assert!(b[0].1.contains("0.4.9.11"), "{b:?}");
+    }
+
+    #[test]
+    fn boot_none_with_grub_present_is_a_note() {
+        let fleet = fleet("", "boot = \"none\"");
+        let mut f = good();
+        let r = check(&f, &fleet);
+        let boot = r.iter().find(|r| r.fact == "boot loader").unwrap();
+        assert_eq!(boot.status, Status::Note);
+        f.grub_cfg = false;
+        f.grub_pkgs.clear();
+        assert_eq!(blocking(&check(&f, &fleet)), 0);
+    }
+
+    #[test]
+    fn torproject_wants_its_architectures_and_says_it_writes_the_source() {
+        let keyring = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let fleet = fleet(
+            &format!(
+                "tor_source = \"torproject\"\ntor_keyring = {:?}\n",
+                keyring.display().to_string()
+            ),
+            "",
+        );
+        let mut f = good();
+        let rows = check(&f, &fleet);
+        assert_eq!(blocking(&rows), 0, "{}", table(&rows));
+        let apt = rows.iter().find(|r| r.fact == "apt sources").unwrap();
+        assert_eq!(apt.found, "not yet: bootstrap writes it");
+        f.arch = "riscv64".into();
+        assert_eq!(blocked(&check(&f, &fleet))[0].0, "architecture");
+    }
+
+    #[test]
+    fn the_install_for_torproject_is_the_deb822_source_the_keyring_and_the_origins() {
+        let fleet = fleet(
+            "tor_source = \"torproject\"\ntor_keyring = \"../Cargo.toml\"\ntor_repository = \"file:/srv/torproject-repo\"\n",
+            "",
+        );
+        let i = install(&fleet, &["nftables".into(), "tor".into()], Some(b"KEY"), "bookworm", "amd64");
+        assert_eq!(i.packages, vec!["nftables", "tor", "tor-geoipdb", "unattended-upgrades"]);
+        assert_eq!(i.mask, vec!["tor.service", "tor@default.service"]);
+        assert_eq!(i.files[0].path, KEYRING_PATH);
+        assert_eq!(i.files[0].content, b"KEY");
+        assert_eq!(
+            String::from_utf8(i.files[1].content.clone()).unwrap(),
+            "# Written by oignon bootstrap (tor_source = \"torproject\" in the inventory's [fleet]).\nTypes: deb\nURIs: file:/srv/torproject-repo\nSuites: bookworm\nComponents: main\nArchitectures: amd64\nSigned-By: /etc/apt/keyrings/oignon-torproject.gpg\n"
+        );
+        let conf = String::from_utf8(i.files[2].content.clone()).unwrap();
+        assert!(conf.contains("\"origin=TorProject,codename=${distro_codename}\";"), "{conf}");
+        let debian = install(&crate::inventory::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory")).fleet.unwrap(), &[], None, "bookworm", "amd64");
+        assert_eq!(debian.files.len(), 1);
+        assert!(!String::from_utf8(debian.files[0].content.clone()).unwrap().contains("TorProject"));
+    }
+
+    #[test]
+    fn bad_bootstrap_settings_in_fleet_are_errors_at_their_key() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory");
+        let fleet_toml = std::fs::read_to_string(dir.join("fleet.toml")).unwrap();
+        for (extra, want) in [
+            ("tor_source = \"tails\"", "unknown tor_source `tails`"),
+            ("tor_source = \"torproject\"", "tor_source = \"torproject\" needs tor_keyring"),
+            ("tor_source = \"torproject\"\ntor_keyring = \"missing.gpg\"", "is not a file"),
+            ("tor_keyring = \"fleet.toml\"", "tor_keyring is set but tor_source is not"),
+            ("tor_source = \"torproject\"\ntor_keyring = \"fleet.toml\"\ntor_repository = \"ftp://x y\"", "is not a repository URI"),
+            ("min_tor_version = \"0.4.8\"", "older than the 0.4.9 series"),
+            ("min_tor_version = \"0.4.9-dev\"", "is not a tor version"),
+        ] {
+            let text = fleet_toml.replace("[defaults]", &format!("{extra}\n[defaults]"));
+            let inv = crate::inventory::load_texts(vec![(dir.join("fleet.toml"), text)]);
+            let all: Vec<String> = inv.diagnostics.iter().map(|d| d.to_string()).collect();
+            assert!(all.iter().any(|d| d.contains(want) && d.contains("fleet.toml:")), "{extra}: {all:?}");
+        }
+    }
+
+    #[test]
+    fn versions_parse_from_what_tor_and_dpkg_print() {
+        let v = |s| tor_version(s).map(|v| v.to_string());
+        assert_eq!(v("Tor version 0.4.9.11."), Some("0.4.9.11".into()));
+        assert_eq!(v("0.4.9.11-0+deb12u1"), Some("0.4.9.11".into()));
+        assert_eq!(v("0.4.8.10-1~d12.bookworm+1"), Some("0.4.8.10".into()));
+        assert_eq!(v("1:0.4.9.12-1"), Some("0.4.9.12".into()));
+        assert_eq!(v("0.4.9"), Some("0.4.9".into()));
+        assert_eq!(v("garbage"), None);
+        assert!(tor_version("0.4.9.11").unwrap() >= crate::inventory::DEFAULT_MIN_TOR_VERSION);
+        assert!(tor_version("0.4.8.99").unwrap() < crate::inventory::DEFAULT_MIN_TOR_VERSION);
     }
 }
