@@ -59,9 +59,17 @@ fn hoster_add_then_host_add_with_keygen_gives_an_inventory_check_accepts() {
 #[test]
 fn host_add_without_keygen_says_to_run_it_and_check_names_the_missing_identity() {
     let f = Fixture::shipped();
-    f.run(&["hoster", "add", "Aquilenet", "--domain", "aquilenet.fr"]).code(0);
+    f.run(&["hoster", "add", "Aquilenet", "--domain", "aquilenet.fr"])
+        .code(0);
     f.run(&[
-        "host", "add", "aquila", "--hoster", "aquilenet.fr", "--ipv4", "192.0.2.50", "--uplink",
+        "host",
+        "add",
+        "aquila",
+        "--hoster",
+        "aquilenet.fr",
+        "--ipv4",
+        "192.0.2.50",
+        "--uplink",
         "200 Mbit/s",
     ])
     .code(0)
@@ -76,19 +84,42 @@ fn refused_edits_say_why_and_write_nothing() {
     let f = Fixture::shipped();
     let before = snapshot(&f);
     f.run(&[
-        "host", "add", "aquila", "--hoster", "aquilenet.fr", "--ipv4", "192.0.2.50", "--uplink",
+        "host",
+        "add",
+        "aquila",
+        "--hoster",
+        "aquilenet.fr",
+        "--ipv4",
+        "192.0.2.50",
+        "--uplink",
         "200 Mbit/s",
     ])
     .code(1)
     .err_has(&["no hoster named `aquilenet.fr`", "oignon hoster add"]);
     f.run(&[
-        "host", "add", "marcuse2", "--hoster", "gandi.net", "--ipv4", "192.0.2.21", "--uplink",
-        "25 Mbit/s", "--nickname", "marcuse2",
+        "host",
+        "add",
+        "marcuse2",
+        "--hoster",
+        "gandi.net",
+        "--ipv4",
+        "192.0.2.21",
+        "--uplink",
+        "25 Mbit/s",
+        "--nickname",
+        "marcuse2",
     ])
     .code(1)
     .err_has(&["nickname `marcuse2` is taken by relay marcuse2 on host marcuse"]);
     f.run(&[
-        "host", "add", "ekumen2", "--hoster", "gandi.net", "--ipv4", "192.0.2.21", "--uplink",
+        "host",
+        "add",
+        "ekumen2",
+        "--hoster",
+        "gandi.net",
+        "--ipv4",
+        "192.0.2.21",
+        "--uplink",
         "25 Mbps",
     ])
     .code(1)

@@ -207,12 +207,16 @@ fn bootstrap_installs_tor_through_apt_then_apply_runs_the_relay_and_a_second_boo
         "dpkg-query -W -f '${Package} ${Status}\\n' tor tor-geoipdb unattended-upgrades",
     );
     assert_eq!(
-        status.lines().filter(|l| l.ends_with("install ok installed")).count(),
+        status
+            .lines()
+            .filter(|l| l.ends_with("install ok installed"))
+            .count(),
         3,
         "{status}"
     );
     assert_eq!(
-        lab.run("aquila", "systemctl is-enabled tor.service || true").trim(),
+        lab.run("aquila", "systemctl is-enabled tor.service || true")
+            .trim(),
         "masked"
     );
     assert_eq!(lab.is_active("aquila", "tor.service"), "inactive");

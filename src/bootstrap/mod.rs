@@ -184,7 +184,11 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
     });
     for a in &addrs {
         let present = f.addresses.contains(a);
-        let (fam, len) = if a.is_ipv4() { ("IPv4", 32) } else { ("IPv6", 128) };
+        let (fam, len) = if a.is_ipv4() {
+            ("IPv4", 32)
+        } else {
+            ("IPv6", 128)
+        };
         out.push(
             row(
                 &format!("{fam} {a}"),
@@ -437,7 +441,10 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
                 .collect();
             let mut r = row(
                 "apt sources",
-                format!("{uri} {} in {SOURCES_PATH} (tor_source = \"torproject\")", f.codename),
+                format!(
+                    "{uri} {} in {SOURCES_PATH} (tor_source = \"torproject\")",
+                    f.codename
+                ),
                 if there.is_empty() {
                     "not yet: bootstrap writes it".to_string()
                 } else {
@@ -668,7 +675,10 @@ mod tests {
             arch: "amd64".into(),
             init: "systemd".into(),
             container: "none".into(),
-            addresses: vec!["192.0.2.50".parse().unwrap(), "2001:db8:50::1".parse().unwrap()],
+            addresses: vec![
+                "192.0.2.50".parse().unwrap(),
+                "2001:db8:50::1".parse().unwrap(),
+            ],
             route4: "default via 192.0.2.1 dev eth0".into(),
             route6: "default via 2001:db8:50::ffff dev eth0".into(),
             grub_cfg: true,
@@ -725,22 +735,100 @@ mod tests {
         let fleet = fleet("", "");
         type Breaker = fn(&mut Facts);
         let cases: Vec<(Breaker, &str, &str)> = vec![
-            (|f| f.version_id = "11".into(), "Debian release", "install Debian 12"),
-            (|f| f.os_id = "ubuntu".into(), "Debian release", "install Debian 12"),
-            (|f| f.addresses.pop().map(drop).unwrap_or(()), "IPv6 2001:db8:50::1", "ip addr add 2001:db8:50::1/128"),
-            (|f| f.route4.clear(), "default route (IPv4)", "ip route add default"),
-            (|f| f.route6.clear(), "default route (IPv6)", "ip -6 route add default"),
-            (|f| f.grub_cfg = false, "boot loader", "set boot = \"none\" for host aquila in inventory/aquilenet.toml"),
-            (|f| f.free_kib[1].1 = 100 * 1024, "free disk on /var", "free space on /var"),
-            (|f| f.ntp_synchronized = Some(false), "clock synchronised", "systemd-timesyncd"),
-            (|f| f.listening.push(Listener { addr: "0.0.0.0".parse().unwrap(), port: 443, who: "nginx.service".into() }), "ORPort aquila1 192.0.2.50:443", "ss -ltnp 'sport = :443'"),
-            (|f| f.listening.push(Listener { addr: "2001:db8:50::1".parse().unwrap(), port: 9001, who: "-".into() }), "ORPort aquila2 [2001:db8:50::1]:9001", "another orport"),
-            (|f| f.listening.push(Listener { addr: "127.0.0.1".parse().unwrap(), port: 9036, who: "prometheus.service".into() }), "MetricsPort aquila2 127.0.0.1:9036", "another metricsport"),
+            (
+                |f| f.version_id = "11".into(),
+                "Debian release",
+                "install Debian 12",
+            ),
+            (
+                |f| f.os_id = "ubuntu".into(),
+                "Debian release",
+                "install Debian 12",
+            ),
+            (
+                |f| f.addresses.pop().map(drop).unwrap_or(()),
+                "IPv6 2001:db8:50::1",
+                "ip addr add 2001:db8:50::1/128",
+            ),
+            (
+                |f| f.route4.clear(),
+                "default route (IPv4)",
+                "ip route add default",
+            ),
+            (
+                |f| f.route6.clear(),
+                "default route (IPv6)",
+                "ip -6 route add default",
+            ),
+            (
+                |f| f.grub_cfg = false,
+                "boot loader",
+                "set boot = \"none\" for host aquila in inventory/aquilenet.toml",
+            ),
+            (
+                |f| f.free_kib[1].1 = 100 * 1024,
+                "free disk on /var",
+                "free space on /var",
+            ),
+            (
+                |f| f.ntp_synchronized = Some(false),
+                "clock synchronised",
+                "systemd-timesyncd",
+            ),
+            (
+                |f| {
+                    f.listening.push(Listener {
+                        addr: "0.0.0.0".parse().unwrap(),
+                        port: 443,
+                        who: "nginx.service".into(),
+                    })
+                },
+                "ORPort aquila1 192.0.2.50:443",
+                "ss -ltnp 'sport = :443'",
+            ),
+            (
+                |f| {
+                    f.listening.push(Listener {
+                        addr: "2001:db8:50::1".parse().unwrap(),
+                        port: 9001,
+                        who: "-".into(),
+                    })
+                },
+                "ORPort aquila2 [2001:db8:50::1]:9001",
+                "another orport",
+            ),
+            (
+                |f| {
+                    f.listening.push(Listener {
+                        addr: "127.0.0.1".parse().unwrap(),
+                        port: 9036,
+                        who: "prometheus.service".into(),
+                    })
+                },
+                "MetricsPort aquila2 127.0.0.1:9036",
+                "another metricsport",
+            ),
             (|f| f.init = "init".into(), "init", "systemd-sysv"),
-            (|f| f.tor_version_line = Some("Tor version 0.4.7.16.".into()), "tor", "tor_source = \"torproject\""),
-            (|f| f.tor_pkg = Some("0.4.8.10-1~d12.bookworm+1".into()), "tor", "tor_source = \"torproject\""),
-            (|f| f.tor_version_line = Some("garbage".into()), "tor", "tor_source"),
-            (|f| f.sources[0].2 = "bullseye".into(), "apt sources", "Debian mirror for bookworm"),
+            (
+                |f| f.tor_version_line = Some("Tor version 0.4.7.16.".into()),
+                "tor",
+                "tor_source = \"torproject\"",
+            ),
+            (
+                |f| f.tor_pkg = Some("0.4.8.10-1~d12.bookworm+1".into()),
+                "tor",
+                "tor_source = \"torproject\"",
+            ),
+            (
+                |f| f.tor_version_line = Some("garbage".into()),
+                "tor",
+                "tor_source",
+            ),
+            (
+                |f| f.sources[0].2 = "bullseye".into(),
+                "apt sources",
+                "Debian mirror for bookworm",
+            ),
         ];
         for (breaker, fact, fix) in cases {
             let mut f = good();
@@ -763,7 +851,10 @@ mod tests {
         });
         let b = blocked(&check(&f, &fleet));
         assert_eq!(b.len(), 2, "{b:?}");
-        assert!(b[0].1.contains("a process outside the host's view"), "{b:?}");
+        assert!(
+            b[0].1.contains("a process outside the host's view"),
+            "{b:?}"
+        );
     }
 
     #[test]
@@ -779,7 +870,10 @@ mod tests {
         f.ntp_synchronized = Some(false);
         let rows = check(&f, &fleet);
         assert_eq!(blocking(&rows), 0, "{}", table(&rows));
-        let clock = rows.iter().find(|r| r.fact == "clock synchronised").unwrap();
+        let clock = rows
+            .iter()
+            .find(|r| r.fact == "clock synchronised")
+            .unwrap();
         assert_eq!(clock.status, Status::Note);
         // Another relay's port is another matter.
         f.listening[1].who = "tor@aquila2.service".into();
@@ -838,8 +932,17 @@ mod tests {
             "tor_source = \"torproject\"\ntor_keyring = \"../Cargo.toml\"\ntor_repository = \"file:/srv/torproject-repo\"\n",
             "",
         );
-        let i = install(&fleet, &["nftables".into(), "tor".into()], Some(b"KEY"), "bookworm", "amd64");
-        assert_eq!(i.packages, vec!["nftables", "tor", "tor-geoipdb", "unattended-upgrades"]);
+        let i = install(
+            &fleet,
+            &["nftables".into(), "tor".into()],
+            Some(b"KEY"),
+            "bookworm",
+            "amd64",
+        );
+        assert_eq!(
+            i.packages,
+            vec!["nftables", "tor", "tor-geoipdb", "unattended-upgrades"]
+        );
         assert_eq!(i.mask, vec!["tor.service", "tor@default.service"]);
         assert_eq!(i.files[0].path, KEYRING_PATH);
         assert_eq!(i.files[0].content, b"KEY");
@@ -848,10 +951,25 @@ mod tests {
             "# Written by oignon bootstrap (tor_source = \"torproject\" in the inventory's [fleet]).\nTypes: deb\nURIs: file:/srv/torproject-repo\nSuites: bookworm\nComponents: main\nArchitectures: amd64\nSigned-By: /etc/apt/keyrings/oignon-torproject.gpg\n"
         );
         let conf = String::from_utf8(i.files[2].content.clone()).unwrap();
-        assert!(conf.contains("\"origin=TorProject,codename=${distro_codename}\";"), "{conf}");
-        let debian = install(&crate::inventory::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory")).fleet.unwrap(), &[], None, "bookworm", "amd64");
+        assert!(
+            conf.contains("\"origin=TorProject,codename=${distro_codename}\";"),
+            "{conf}"
+        );
+        let debian = install(
+            &crate::inventory::load(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory"),
+            )
+            .fleet
+            .unwrap(),
+            &[],
+            None,
+            "bookworm",
+            "amd64",
+        );
         assert_eq!(debian.files.len(), 1);
-        assert!(!String::from_utf8(debian.files[0].content.clone()).unwrap().contains("TorProject"));
+        assert!(!String::from_utf8(debian.files[0].content.clone())
+            .unwrap()
+            .contains("TorProject"));
     }
 
     #[test]

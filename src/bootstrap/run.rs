@@ -48,12 +48,16 @@ impl Session {
             ))));
         };
         let spec = &fleet.hosts[host];
-        let reach = Reach::new(None, o.ssh_config.as_deref(), &[spec], 1)
-            .map_err(|e| Refused(Some(e)))?;
+        let reach =
+            Reach::new(None, o.ssh_config.as_deref(), &[spec], 1).map_err(|e| Refused(Some(e)))?;
         let target = Target::from(spec);
-        let transport = rt
-            .block_on(reach.open(&target))
-            .map_err(|e| Refused(Some(format!("host `{}` ({}): {e}", spec.name, reach.describe(&target)))))?;
+        let transport = rt.block_on(reach.open(&target)).map_err(|e| {
+            Refused(Some(format!(
+                "host `{}` ({}): {e}",
+                spec.name,
+                reach.describe(&target)
+            )))
+        })?;
         Ok(Session {
             loaded,
             host,
@@ -70,7 +74,9 @@ impl Session {
             .inventory
             .sources
             .get(host.origin.source)
-            .map_or("the inventory".to_string(), |s| s.path.display().to_string());
+            .map_or("the inventory".to_string(), |s| {
+                s.path.display().to_string()
+            });
         Wanted { fleet, host, file }
     }
 
@@ -154,7 +160,10 @@ impl Session {
             format!(" (done before it stopped: {})", done.changes.join("; "))
         };
         if let Some(e) = done.error {
-            return Err(format!("bootstrap stopped on `{}`: {e}{so_far}", self.host()));
+            return Err(format!(
+                "bootstrap stopped on `{}`: {e}{so_far}",
+                self.host()
+            ));
         }
         if !out.success() || !done.complete {
             return Err(format!(

@@ -66,7 +66,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     }
     if a.preflight {
         s.close(&rt);
-        println!("Preflight ok: nothing blocks. `oignon bootstrap {}` installs.", a.host);
+        println!(
+            "Preflight ok: nothing blocks. `oignon bootstrap {}` installs.",
+            a.host
+        );
         return Ok(ExitCode::from(exit_code([], Outcome::Clean)));
     }
     let result = s.install(&rt);
@@ -77,7 +80,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             return failed();
         }
         Ok(changes) if changes.is_empty() => {
-            println!("Nothing to change: {} already holds what a relay needs.", a.host)
+            println!(
+                "Nothing to change: {} already holds what a relay needs.",
+                a.host
+            )
         }
         Ok(changes) => {
             println!("Bootstrapped {}:", a.host);

@@ -272,9 +272,9 @@ pub fn host_add(dir: &Path, h: &NewHost) -> Result<Edit, EditError> {
         )));
     };
     let (path, old) = texts[i].clone();
-    let mut doc: toml_edit::DocumentMut = old.parse().map_err(|e| {
-        EditError::Refused(format!("{}: not TOML: {e}", path.display()))
-    })?;
+    let mut doc: toml_edit::DocumentMut = old
+        .parse()
+        .map_err(|e| EditError::Refused(format!("{}: not TOML: {e}", path.display())))?;
     let ports = orports_for(n);
     let mut table = toml_edit::Table::new();
     table.insert("name", toml_edit::value(h.name.as_str()));
@@ -481,7 +481,11 @@ mod tests {
         h.relays = 1;
         let e = host_add(tmp.path(), &h).unwrap();
         assert!(e.text.starts_with(old), "{}", e.text);
-        assert!(e.text.contains("\n[[host]]\nname = \"ekumen2\""), "{}", e.text);
+        assert!(
+            e.text.contains("\n[[host]]\nname = \"ekumen2\""),
+            "{}",
+            e.text
+        );
         assert_eq!(e.relays, vec![("ekumen2".to_string(), 443)]);
         write(&e).unwrap();
         assert!(crate::inventory::load(tmp.path()).fleet.is_some());

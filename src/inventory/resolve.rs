@@ -280,9 +280,15 @@ impl Resolver<'_> {
                     .tor_repository
                     .clone()
                     .unwrap_or_else(|| super::TORPROJECT_REPOSITORY.to_string());
-                let scheme_ok = ["https://", "http://", "tor+https://", "tor+http://", "file:/"]
-                    .iter()
-                    .any(|s| uri.starts_with(s));
+                let scheme_ok = [
+                    "https://",
+                    "http://",
+                    "tor+https://",
+                    "tor+http://",
+                    "file:/",
+                ]
+                .iter()
+                .any(|s| uri.starts_with(s));
                 if !scheme_ok || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     self.err(
                         &at("tor_repository"),

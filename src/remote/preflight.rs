@@ -83,7 +83,9 @@ pub fn parse(stdout: &[u8]) -> Result<Facts, String> {
         }
     }
     if !complete {
-        return Err("preflight output ended early (no `K end ok`): the host's answer is incomplete".into());
+        return Err(
+            "preflight output ended early (no `K end ok`): the host's answer is incomplete".into(),
+        );
     }
     Ok(f)
 }
@@ -97,9 +99,15 @@ mod tests {
     #[test]
     fn a_lab_hosts_answer_parses_into_its_facts() {
         let f = parse(LAB.as_bytes()).unwrap();
-        assert_eq!((f.os_id.as_str(), f.codename.as_str()), ("debian", "bookworm"));
+        assert_eq!(
+            (f.os_id.as_str(), f.codename.as_str()),
+            ("debian", "bookworm")
+        );
         assert_eq!(f.addresses.len(), 3);
-        assert_eq!(f.listening[1].addr, "::".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(
+            f.listening[1].addr,
+            "::".parse::<std::net::IpAddr>().unwrap()
+        );
         assert_eq!(f.free_kib[1], ("/var".to_string(), 50129208));
         assert_eq!(f.ntp_synchronized, Some(false));
         assert_eq!(f.tor_pkg.as_deref(), Some("0.4.9.11-0+deb12u1"));
@@ -113,7 +121,9 @@ mod tests {
         let forged = LAB.replace("A\t192.0.2.50", "A\t192.0.2.50; rm -rf /");
         assert!(parse(forged.as_bytes()).unwrap_err().contains("line 8"));
         let extra = format!("{LAB}K\tend\tok\n");
-        assert!(parse(extra.as_bytes()).unwrap_err().contains("after its end"));
+        assert!(parse(extra.as_bytes())
+            .unwrap_err()
+            .contains("after its end"));
         let unknown = LAB.replace("K\tarch", "K\tarchitecture");
         assert!(parse(unknown.as_bytes()).is_err());
     }

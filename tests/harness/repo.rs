@@ -44,7 +44,9 @@ impl TestKey {
         let home = tempfile::tempdir().map_err(|e| e.to_string())?;
         let gpg = |args: &[&str]| {
             let mut c = Command::new("gpg");
-            c.arg("--homedir").arg(home.path()).args(["--batch", "--quiet"]);
+            c.arg("--homedir")
+                .arg(home.path())
+                .args(["--batch", "--quiet"]);
             c.args(args);
             c
         };
@@ -66,7 +68,10 @@ impl TestKey {
 
     fn sign(&self, release: &Path) -> Result<(), String> {
         let dir = release.parent().ok_or("no parent")?;
-        for (flag, out) in [("--clearsign", "InRelease"), ("--detach-sign", "Release.gpg")] {
+        for (flag, out) in [
+            ("--clearsign", "InRelease"),
+            ("--detach-sign", "Release.gpg"),
+        ] {
             run(
                 Command::new("gpg")
                     .arg("--homedir")
