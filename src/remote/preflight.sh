@@ -66,6 +66,8 @@ ss -Hltnp 2>/dev/null | while read -r _state _rq _sq local _peer rest; do
   addr=${addr#[}
   addr=${addr%]}
   addr=${addr%%%*}
+  # ss writes a dual-stack wildcard as `*`.
+  [ "$addr" = '*' ] && addr=::
   who=-
   pid=$(printf '%s' "$rest" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n 1)
   if [ -n "$pid" ] && [ -r "/proc/$pid/cgroup" ]; then
