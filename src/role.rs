@@ -316,29 +316,44 @@ fn locate_key(d: Diagnostic, manifest: &Path, i: usize, key: &str) -> Diagnostic
     }
 }
 
-/// Owner, group, mode and path of each file, checked where they are loaded (file:line, field):
-/// they travel to apply.sh, which runs as root, and each must be what its field says and nothing
-/// more.
 /// Each of a role's `packages` is a Debian package name (policy 5.6.1): the names go to apt-get
 /// on hosts, as data, and a name apt cannot take is better found by `check`.
 fn check_packages(role: &Role, manifest: &Path) -> Vec<Diagnostic> {
-    role.packages
+    let bad: Vec<(usize, &String)> = role
+        .packages
         .iter()
-        .filter(|p| {
+        .enumerate()
+        .filter(|(_, p)| {
             !(p.len() >= 2
                 && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
                 && p.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)))
         })
-        .map(|p| {
-            Diagnostic::error(format!("package {} is not a Debian package name", quote(p)))
-                .field("packages")
-                .in_file(manifest)
-                .help("lowercase letters, digits, `+`, `-` and `.`, at least two, starting with a letter or digit (`nftables`)")
+        .collect();
+    if bad.is_empty() {
+        return vec![];
+    }
+    let text = std::fs::read_to_string(manifest).unwrap_or_default();
+    let doc = toml_edit::ImDocument::parse(text.as_str()).ok();
+    bad.into_iter()
+        .map(|(j, p)| {
+            let d = Diagnostic::error(format!("package {} is not a Debian package name", quote(p)))
+                .field(format!("packages.{j}"))
+                .help("lowercase letters, digits, `+`, `-` and `.`, at least two, starting with a letter or digit (`nftables`)");
+            let span = doc
+                .as_ref()
+                .and_then(|doc| doc.get("packages")?.as_array()?.get(j)?.span());
+            match span {
+                Some(s) => d.at(manifest, &text, s),
+                None => d.in_file(manifest),
+            }
         })
         .collect()
 }
 
+/// Owner, group, mode and path of each file, checked where they are loaded (file:line, field):
+/// they travel to apply.sh, which runs as root, and each must be what its field says and nothing
+/// more.
 fn check_files(role: &Role, manifest: &Path) -> Vec<Diagnostic> {
     let mut diags = vec![];
     let mut push = |i: usize, key: &str, msg: String, help: &str| {

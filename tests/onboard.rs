@@ -141,3 +141,39 @@ fn bootstrap_of_a_host_not_in_the_inventory_names_the_hosts() {
         .code(1)
         .err_has(&["no host `ekumn` in the inventory (did you mean `ekumen`?)"]);
 }
+
+#[test]
+fn host_add_with_zero_relays_is_refused() {
+    let f = Fixture::shipped();
+    f.run(&[
+        "host",
+        "add",
+        "ekumen2",
+        "--hoster",
+        "gandi.net",
+        "--ipv4",
+        "192.0.2.21",
+        "--uplink",
+        "25 Mbit/s",
+        "--relays",
+        "0",
+    ])
+    .code(1)
+    .err_has(&["--relays 0: a host runs at least one relay"]);
+}
+
+#[test]
+fn a_roles_packages_must_be_debian_package_names() {
+    let f = Fixture::shipped();
+    f.edit(
+        "roles/tor/role.toml",
+        "description = ",
+        "packages = [\"nftables\", \"tor; rm -rf /\"]\ndescription = ",
+    );
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "package \"tor; rm -rf /\" is not a Debian package name",
+        "roles/tor/role.toml:1:25 (field `packages.1`)",
+    ]);
+    f.edit("roles/tor/role.toml", ", \"tor; rm -rf /\"", "");
+    f.run(&["check", "--no-tor"]).code(0);
+}

@@ -266,6 +266,9 @@ fn bootstrap_installs_tor_through_apt_then_its_apply_runs_the_relay_and_a_second
         "tor@aquila logs another fingerprint than secrets/ ({fpr}):\n{journal}"
     );
 
+    bootstrap(&f, &lab, &["--preflight"])
+        .code(0)
+        .out_has(&["Preflight ok: nothing blocks."]);
     let before = listing(&lab);
     bootstrap(&f, &lab, &[]).code(0).out_has(&[
         "held by tor@aquila.service (this relay)",

@@ -244,19 +244,10 @@ pub fn load_texts(files: Vec<(std::path::PathBuf, String)>) -> Inventory {
     resolve(loaded)
 }
 
-/// Loads and validates files given as (path, text): the same pipeline without a directory, for
-/// fuzzing.
+/// Loads and validates files given as (path, text), for fuzzing: [`load_texts`].
 #[cfg(test)]
 pub fn from_texts(files: Vec<(std::path::PathBuf, String)>) -> Inventory {
-    let mut loaded = load::Loaded {
-        sources: vec![],
-        files: vec![],
-        diagnostics: vec![],
-    };
-    for (path, text) in files {
-        load::load_text(&mut loaded, path, text);
-    }
-    resolve(loaded)
+    load_texts(files)
 }
 
 fn resolve(loaded: load::Loaded) -> Inventory {
