@@ -155,6 +155,11 @@ fn bootstraps_decisions_never_touch_a_host() {
         HOST_IO,
         "the preflight table and the install are pure functions of the facts and the inventory; bootstrap/run.rs does the I/O",
     );
+    never(
+        &["onboard"],
+        HOST_IO,
+        "an inventory edit is checked on this machine (render, tor), before any host is involved",
+    );
 }
 
 #[test]

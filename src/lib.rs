@@ -18,6 +18,7 @@ pub mod gather;
 pub mod hardening;
 pub mod inventory;
 pub mod observed;
+pub mod onboard;
 pub mod plan;
 pub mod progress;
 pub mod remote;

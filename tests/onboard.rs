@@ -177,3 +177,34 @@ fn a_roles_packages_must_be_debian_package_names() {
     f.edit("roles/tor/role.toml", ", \"tor; rm -rf /\"", "");
     f.run(&["check", "--no-tor"]).code(0);
 }
+
+#[test]
+fn host_add_refuses_a_host_whose_torrc_tor_rejects_and_writes_nothing() {
+    let f = Fixture::shipped();
+    f.run(&["hoster", "add", "Aquilenet", "--domain", "aquilenet.fr"])
+        .code(0);
+    // Harmless while the hoster has no host: `check` passes. The first relay inherits it.
+    let p = f.path("inventory/aquilenet.toml");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str("[hoster.defaults]\ntorrc_extra = [\"ConnLimit lots\"]\n");
+    std::fs::write(&p, &text).unwrap();
+    f.run(&["check"]).code(0);
+    f.run(&[
+        "host",
+        "add",
+        "aquila",
+        "--hoster",
+        "aquilenet.fr",
+        "--ipv4",
+        "192.0.2.50",
+        "--uplink",
+        "200 Mbit/s",
+    ])
+    .code(1)
+    .err_has(&[
+        "tor rejects the torrc of the new relay `aquila` on host `aquila`",
+        "Could not parse ConnLimit",
+        "the edit is refused and nothing was written",
+    ]);
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+}

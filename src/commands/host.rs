@@ -77,6 +77,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
         Ok(e) => e,
         Err(e) => return Ok(super::hoster::refused(e)),
     };
+    if let Some(refused) = super::hoster::checked(g, &e) {
+        return Ok(refused);
+    }
     edit::write(&e).map_err(|m| anyhow::anyhow!(m))?;
     let listed: Vec<String> = e
         .relays

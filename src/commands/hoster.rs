@@ -31,6 +31,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
                 Ok(e) => e,
                 Err(e) => return Ok(refused(e)),
             };
+            if let Some(refused) = checked(g, &e) {
+                return Ok(refused);
+            }
             edit::write(&e).map_err(|m| anyhow::anyhow!(m))?;
             println!("Wrote {} (hoster {name}, {domain}).", e.path.display());
             println!("Next: add its first host:");
@@ -53,4 +56,17 @@ pub fn refused(e: edit::EditError) -> Outcome {
         }
     }
     Outcome::Failed
+}
+
+/// The checks of `check` beyond the inventory's (render, tor) on the edited inventory; the
+/// outcome to return when they refuse it.
+pub fn checked(g: &Global, e: &edit::Edit) -> Option<Outcome> {
+    let c = oignon::onboard::check_edit(e, &g.roles, &g.secrets);
+    if c.tor_skipped {
+        eprintln!("note: tor is not installed here: the new torrc files were not verified by tor (`oignon check` on a machine with tor does)");
+    }
+    if c.errors.is_empty() {
+        return None;
+    }
+    Some(refused(edit::EditError::Invalid(c.errors)))
 }

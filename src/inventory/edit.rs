@@ -21,6 +21,9 @@ pub struct Edit {
     pub created: bool,
     /// The relays the edit adds, as (nickname, ORPort).
     pub relays: Vec<(String, u16)>,
+    /// The whole inventory with the edit in place, as (path, text): what was checked, for the
+    /// later stages' checks (render, tor) before anything is written.
+    pub inventory: Vec<(PathBuf, String)>,
 }
 
 /// Why an edit was refused: a message, or what the loader found in the edited inventory.
@@ -175,12 +178,13 @@ pub fn hoster_add(dir: &Path, name: &str, domain: &str) -> Result<Edit, EditErro
         toml_edit::Value::from(domain),
     );
     texts.push((path.clone(), text.clone()));
-    validate(texts)?;
+    validate(texts.clone())?;
     Ok(Edit {
         path,
         text,
         created: true,
         relays: vec![],
+        inventory: texts,
     })
 }
 
@@ -325,12 +329,13 @@ pub fn host_add(dir: &Path, h: &NewHost) -> Result<Edit, EditError> {
     }
     let text = doc.to_string();
     texts[i].1 = text.clone();
-    validate(texts)?;
+    validate(texts.clone())?;
     Ok(Edit {
         path,
         text,
         created: false,
         relays: nicks.into_iter().zip(ports).collect(),
+        inventory: texts,
     })
 }
 
