@@ -278,9 +278,10 @@ fn bootstrap_installs_tor_through_apt_then_its_apply_runs_the_relay_and_a_second
 }
 
 #[test]
-fn tor_source_torproject_writes_the_deb822_source_and_keyring_and_apt_checks_its_signature() {
+fn torproject_source_and_keyring_written_exactly_apt_checks_the_signature_and_unattended_upgrades_take_tor_from_it(
+) {
     let test =
-        "tor_source_torproject_writes_the_deb822_source_and_keyring_and_apt_checks_its_signature";
+        "torproject_source_and_keyring_written_exactly_apt_checks_the_signature_and_unattended_upgrades_take_tor_from_it";
     // A repository standing in for deb.torproject.org: signed, `Origin: TorProject`.
     let key = TestKey::new().unwrap_or_else(|e| panic!("{test}: {e}"));
     let other = TestKey::new().unwrap_or_else(|e| panic!("{test}: {e}"));
@@ -352,4 +353,35 @@ fn tor_source_torproject_writes_the_deb822_source_and_keyring_and_apt_checks_its
     bootstrap(&f, &lab, &[])
         .code(0)
         .out_has(&["Nothing to change: aquila already holds what a relay needs."]);
+
+    // unattended-upgrades takes tor's updates from that origin: with a newer tor in the
+    // repository, its dry run would upgrade tor; without 52oignon it would not.
+    let newer = repo
+        .add_newer("tor", "+oignon1", Some(&key))
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    repo.install_on(&lab, "aquila", "/srv/torproject-repo");
+    lab.run("aquila", "apt-get update -q >/dev/null");
+    let policy = lab.run("aquila", "apt-cache policy tor");
+    assert!(policy.contains(&format!("Candidate: {newer}")), "{policy}");
+    let dry_run = "unattended-upgrade --dry-run --debug 2>&1 | grep -E '^(Allowed origins|Packages that will be upgraded|No packages found)' || true";
+    // The words after "Packages that will be upgraded:" (the repository, all of it signed as
+    // TorProject here, also holds newer libraries than the host's).
+    let upgrades = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix("Packages that will be upgraded:"))
+            .flat_map(|l| l.split_whitespace().map(str::to_string))
+            .collect()
+    };
+    let with = lab.run("aquila", dry_run);
+    assert!(
+        with.contains("origin=TorProject,codename=bookworm")
+            && upgrades(&with).contains(&"tor".to_string()),
+        "{with}"
+    );
+    lab.run("aquila", "mv /etc/apt/apt.conf.d/52oignon /root/52oignon");
+    let without = lab.run("aquila", dry_run);
+    assert!(
+        !upgrades(&without).contains(&"tor".to_string()),
+        "{without}"
+    );
 }

@@ -20,6 +20,8 @@ pub const DEBS_CACHE: &str = "/var/cache/oignon-lab/repo-debs";
 /// A repository directory on this machine.
 pub struct LocalRepo {
     pub dir: PathBuf,
+    suite: String,
+    origin: String,
     _tmp: tempfile::TempDir,
 }
 
@@ -182,6 +184,24 @@ impl LocalRepo {
                     .map_err(|e| e.to_string())?;
             }
         }
+        let repo = LocalRepo {
+            dir,
+            suite: suite.to_string(),
+            origin: origin.to_string(),
+            _tmp: tmp,
+        };
+        repo.index(key)?;
+        Ok(repo)
+    }
+
+    /// Writes `Packages` and `Release` for what is in `pool/` (and signs it with `key`).
+    fn index(&self, key: Option<&TestKey>) -> Result<(), String> {
+        let (dir, suite, origin) = (&self.dir, self.suite.as_str(), self.origin.as_str());
+        let bin = dir.join(format!("dists/{suite}/main/binary-amd64"));
+        // A re-index starts clean: the old Release files would be listed in the new one.
+        for old in ["Release", "InRelease", "Release.gpg"] {
+            let _ = std::fs::remove_file(dir.join(format!("dists/{suite}/{old}")));
+        }
         let packages_file = run(
             Command::new("apt-ftparchive")
                 .args(["packages", "pool"])
@@ -210,7 +230,55 @@ impl LocalRepo {
         if let Some(k) = key {
             k.sign(&release_path)?;
         }
-        Ok(LocalRepo { dir, _tmp: tmp })
+        Ok(())
+    }
+
+    /// Adds a copy of `package` whose version is the pool's plus `suffix` (the same files,
+    /// repacked with `dpkg-deb`): a newer release for an upgrade to find. Returns the version.
+    pub fn add_newer(
+        &self,
+        package: &str,
+        suffix: &str,
+        key: Option<&TestKey>,
+    ) -> Result<String, String> {
+        let pool = self.dir.join("pool");
+        let deb = std::fs::read_dir(&pool)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{package}_")))
+            })
+            .ok_or(format!("no {package} in the repository"))?;
+        let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let tree = work.path().join("tree");
+        run(
+            Command::new("dpkg-deb").arg("-R").arg(&deb).arg(&tree),
+            "dpkg-deb -R",
+        )?;
+        let control = tree.join("DEBIAN/control");
+        let text = std::fs::read_to_string(&control).map_err(|e| e.to_string())?;
+        let old = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Version: "))
+            .ok_or("no Version in control")?
+            .to_string();
+        let new = format!("{old}{suffix}");
+        std::fs::write(
+            &control,
+            text.replace(&format!("Version: {old}\n"), &format!("Version: {new}\n")),
+        )
+        .map_err(|e| e.to_string())?;
+        run(
+            Command::new("dpkg-deb")
+                .args(["--root-owner-group", "-b"])
+                .arg(&tree)
+                .arg(pool.join(format!("{package}_{}_new.deb", new.replace(':', "%3a")))),
+            "dpkg-deb -b",
+        )?;
+        self.index(key)?;
+        Ok(new)
     }
 
     /// Copies the repository into `host` at `at` (world-readable: apt's `_apt` reads it).
