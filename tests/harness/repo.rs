@@ -205,7 +205,7 @@ impl LocalRepo {
         let packages_file = run(
             Command::new("apt-ftparchive")
                 .args(["packages", "pool"])
-                .current_dir(&dir),
+                .current_dir(dir),
             "apt-ftparchive packages",
         )?;
         std::fs::write(bin.join("Packages"), packages_file).map_err(|e| e.to_string())?;
@@ -222,7 +222,7 @@ impl LocalRepo {
                 ])
                 .arg("release")
                 .arg(format!("dists/{suite}"))
-                .current_dir(&dir),
+                .current_dir(dir),
             "apt-ftparchive release",
         )?;
         let release_path = dir.join(format!("dists/{suite}/Release"));
