@@ -154,6 +154,20 @@ fn the_inventory_never_reaches_a_host_nor_a_later_stage() {
 }
 
 #[test]
+fn bootstraps_decisions_never_touch_a_host() {
+    never(
+        &["bootstrap/mod"],
+        HOST_IO,
+        "the preflight table and the install are pure functions of the facts and the inventory; bootstrap/run.rs does the I/O",
+    );
+    never(
+        &["onboard"],
+        HOST_IO,
+        "an inventory edit is checked on this machine (render, tor), before any host is involved",
+    );
+}
+
+#[test]
 fn planning_and_showing_never_touch_a_host() {
     never(
         &["plan", "show", "observed"],

@@ -93,4 +93,10 @@ pub enum Command {
     Completions(crate::commands::completions::Args),
     /// Print the man page (roff).
     Man,
+    /// Add a hoster to the inventory (`hoster add NAME --domain DOMAIN`).
+    Hoster(crate::commands::hoster::Args),
+    /// Add a host and its relays to a hoster's file (`host add NAME --hoster H …`).
+    Host(crate::commands::host::Args),
+    /// Check a new host's facts (one round trip, a table), then install what a relay needs.
+    Bootstrap(crate::commands::bootstrap::Args),
 }

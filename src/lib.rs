@@ -7,6 +7,7 @@
 pub mod apply;
 #[cfg(test)]
 mod architecture;
+pub mod bootstrap;
 pub mod desired;
 pub mod diagnostic;
 pub mod diff;
@@ -18,6 +19,7 @@ pub mod gather;
 pub mod hardening;
 pub mod inventory;
 pub mod observed;
+pub mod onboard;
 pub mod plan;
 pub mod progress;
 pub mod remote;

@@ -90,6 +90,10 @@ pub struct Role {
     pub description: String,
     #[serde(default, rename = "file")]
     pub files: Vec<FileSpec>,
+    /// Debian packages the role needs on a host (`nftables`…): `oignon bootstrap` installs the
+    /// union of the host's roles' lists. Each must be a Debian package name.
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 /// Reads one role's manifest (`d/role.toml`) and checks its files; None (with the finding in
@@ -111,6 +115,7 @@ fn read_manifest(d: &Path, name: &str, diags: &mut Vec<Diagnostic>) -> Option<Ro
         Ok(mut role) => {
             role.name = name.to_string();
             diags.extend(check_files(&role, &manifest));
+            diags.extend(check_packages(&role, &manifest));
             Some(role)
         }
         Err(e) => {
@@ -309,6 +314,41 @@ fn locate_key(d: Diagnostic, manifest: &Path, i: usize, key: &str) -> Diagnostic
         Some(s) => d.at(manifest, &text, s),
         None => d.in_file(manifest),
     }
+}
+
+/// Each of a role's `packages` is a Debian package name (policy 5.6.1): the names go to apt-get
+/// on hosts, as data, and a name apt cannot take is better found by `check`.
+fn check_packages(role: &Role, manifest: &Path) -> Vec<Diagnostic> {
+    let bad: Vec<(usize, &String)> = role
+        .packages
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            !(p.len() >= 2
+                && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)))
+        })
+        .collect();
+    if bad.is_empty() {
+        return vec![];
+    }
+    let text = std::fs::read_to_string(manifest).unwrap_or_default();
+    let doc = toml_edit::ImDocument::parse(text.as_str()).ok();
+    bad.into_iter()
+        .map(|(j, p)| {
+            let d = Diagnostic::error(format!("package {} is not a Debian package name", quote(p)))
+                .field(format!("packages.{j}"))
+                .help("lowercase letters, digits, `+`, `-` and `.`, at least two, starting with a letter or digit (`nftables`)");
+            let span = doc
+                .as_ref()
+                .and_then(|doc| doc.get("packages")?.as_array()?.get(j)?.span());
+            match span {
+                Some(s) => d.at(manifest, &text, s),
+                None => d.in_file(manifest),
+            }
+        })
+        .collect()
 }
 
 /// Owner, group, mode and path of each file, checked where they are loaded (file:line, field):

@@ -2,8 +2,11 @@
 //! library's options and calls it. This file dispatches and sets up output.
 
 pub mod apply;
+pub mod bootstrap;
 pub mod check;
 pub mod completions;
+pub mod host;
+pub mod hoster;
 pub mod plan;
 pub mod render;
 pub mod secrets;
@@ -55,5 +58,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fingerprints(a) => ended(secrets::fingerprints(&cli.global, a)),
         Command::Completions(a) => ended(completions::run(a)),
         Command::Man => ended(completions::man()),
+        Command::Hoster(a) => ended(hoster::run(&cli.global, a)),
+        Command::Host(a) => ended(host::run(&cli.global, a)),
+        Command::Bootstrap(a) => bootstrap::run(&cli.global, a),
     }
 }

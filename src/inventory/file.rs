@@ -29,6 +29,18 @@ pub struct FleetMeta {
     /// Whether oignon deploys relay identities and the family key from secrets/ (default true).
     /// Off for fleets whose keys are not imported yet: tor then keeps whatever keys the hosts have.
     pub manage_identities: Option<bool>,
+    /// Where `oignon bootstrap` installs tor from: `"debian"` (the release's package, default) or
+    /// `"torproject"` (deb.torproject.org, which ships every tor release; needs `tor_keyring`).
+    pub tor_source: Option<String>,
+    /// The Tor Project's archive keyring (OpenPGP, binary), a path relative to the inventory
+    /// directory: copied to hosts as the `Signed-By` of the torproject source.
+    pub tor_keyring: Option<String>,
+    /// The torproject source's URI (default `https://deb.torproject.org/torproject.org`): a
+    /// mirror, the repository's onion address (`tor+http://…`), or a local `file:` copy.
+    pub tor_repository: Option<String>,
+    /// The oldest tor `bootstrap` accepts on a host (`"0.4.9"`: the 0.4.9 series; default), since
+    /// the directory authorities reject older series.
+    pub min_tor_version: Option<String>,
 }
 
 /// A hosting provider; every host of the file belongs to it.

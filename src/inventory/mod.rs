@@ -7,6 +7,7 @@
 
 pub mod bandwidth;
 mod ciiss;
+pub mod edit;
 pub mod file;
 mod introspect;
 pub mod load;
@@ -57,6 +58,75 @@ pub struct Fleet {
     pub proof: String,
     pub manage_identities: bool,
     pub hosts: Vec<HostSpec>,
+    /// Where `bootstrap` installs tor from, and the keyring that signs it.
+    #[serde(skip)]
+    pub tor_source: TorSource,
+    /// The oldest tor `bootstrap` accepts on a host.
+    #[serde(skip)]
+    pub min_tor_version: TorVersion,
+}
+
+/// Where `oignon bootstrap` installs tor from (`tor_source` in `[fleet]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TorSource {
+    /// The Debian release's own `tor` package, from the host's apt sources.
+    #[default]
+    Debian,
+    /// deb.torproject.org, as a deb822 source whose `Signed-By` is this keyring (the file's
+    /// path as resolved against the inventory directory).
+    TorProject {
+        keyring: std::path::PathBuf,
+        /// The repository's URI (`tor_repository`).
+        uri: String,
+    },
+}
+
+/// The Tor Project's own repository, the default `tor_repository`.
+pub const TORPROJECT_REPOSITORY: &str = "https://deb.torproject.org/torproject.org";
+
+/// A tor version, `0.4.9` or `0.4.9.11` (missing parts are 0), compared part by part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TorVersion(pub [u32; 4]);
+
+/// The default `min_tor_version`: tor 0.4.9.12 made the directory authorities reject 0.4.8.
+pub const DEFAULT_MIN_TOR_VERSION: TorVersion = TorVersion([0, 4, 9, 0]);
+
+impl Default for TorVersion {
+    fn default() -> Self {
+        DEFAULT_MIN_TOR_VERSION
+    }
+}
+
+impl TorVersion {
+    /// Parses `0.4.9`, `0.4.9.11`, and the start of what tor and dpkg print: `0.4.9.11-0+deb12u1`,
+    /// `0.4.9.11-1~bpo12+1`, `0.4.9.11-dev`, `1:0.4.9.11-1` (an epoch is dropped).
+    pub fn parse(s: &str) -> Option<TorVersion> {
+        let s = s.trim();
+        let s = s.split_once(':').map_or(s, |(_, v)| v);
+        let end = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let parts: Vec<&str> = s[..end].trim_end_matches('.').split('.').collect();
+        if parts.len() < 2 || parts.len() > 4 {
+            return None;
+        }
+        let mut v = [0u32; 4];
+        for (i, p) in parts.iter().enumerate() {
+            v[i] = p.parse().ok()?;
+        }
+        Some(TorVersion(v))
+    }
+}
+
+impl std::fmt::Display for TorVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d] = self.0;
+        if d == 0 {
+            write!(f, "{a}.{b}.{c}")
+        } else {
+            write!(f, "{a}.{b}.{c}.{d}")
+        }
+    }
 }
 
 /// How a host boots, i.e. whether oignon manages its kernel command line.
@@ -160,10 +230,9 @@ pub fn load(dir: &Path) -> Inventory {
     }
 }
 
-/// Loads and validates files given as (path, text): the same pipeline without a directory, for
-/// fuzzing.
-#[cfg(test)]
-pub fn from_texts(files: Vec<(std::path::PathBuf, String)>) -> Inventory {
+/// Loads and validates files given as (path, text), in that order: the same pipeline as [`load`]
+/// without reading a directory (`host add` checks an edited inventory before writing it).
+pub fn load_texts(files: Vec<(std::path::PathBuf, String)>) -> Inventory {
     let mut loaded = load::Loaded {
         sources: vec![],
         files: vec![],
@@ -173,6 +242,12 @@ pub fn from_texts(files: Vec<(std::path::PathBuf, String)>) -> Inventory {
         load::load_text(&mut loaded, path, text);
     }
     resolve(loaded)
+}
+
+/// Loads and validates files given as (path, text), for fuzzing: [`load_texts`].
+#[cfg(test)]
+pub fn from_texts(files: Vec<(std::path::PathBuf, String)>) -> Inventory {
+    load_texts(files)
 }
 
 fn resolve(loaded: load::Loaded) -> Inventory {

@@ -74,6 +74,7 @@ impl Resolver<'_> {
             return None;
         };
         self.check_contact(meta, meta_src);
+        let (tor_source, min_tor_version) = self.bootstrap_settings(meta, meta_src);
         let mut hosts = vec![];
         let mut seen = Seen::default();
         for (src, f) in files {
@@ -86,6 +87,8 @@ impl Resolver<'_> {
             proof: meta.proof.clone().unwrap_or_else(|| "uri-rsa".into()),
             manage_identities: meta.manage_identities.unwrap_or(true),
             hosts,
+            tor_source,
+            min_tor_version,
         })
     }
 
@@ -238,6 +241,128 @@ impl Resolver<'_> {
                 hosts.push(host);
             }
         }
+    }
+
+    /// `[fleet]`'s `tor_source`, `tor_keyring` and `min_tor_version` (what `bootstrap` installs).
+    /// The keyring's path is relative to the inventory directory, the directory of `src`'s file.
+    fn bootstrap_settings(
+        &mut self,
+        meta: &file::FleetMeta,
+        src: usize,
+    ) -> (super::TorSource, super::TorVersion) {
+        use super::{TorSource, TorVersion, DEFAULT_MIN_TOR_VERSION};
+        let at = |k: &str| Origin {
+            source: src,
+            path: path!["fleet", k],
+        };
+        let min = match &meta.min_tor_version {
+            None => DEFAULT_MIN_TOR_VERSION,
+            // Digits and dots only: `0.4.9-dev` is what a binary prints, not a minimum to write.
+            Some(v) => match TorVersion::parse(v)
+                .filter(|_| v.trim().chars().all(|c| c.is_ascii_digit() || c == '.'))
+            {
+                Some(t) if t < DEFAULT_MIN_TOR_VERSION => {
+                    self.err(
+                        &at("min_tor_version"),
+                        "fleet.min_tor_version",
+                        format!("min_tor_version {} is older than the 0.4.9 series, which the directory authorities reject", q(v)),
+                        "write \"0.4.9\" or later (or remove the key: the default is the 0.4.9 series)",
+                    );
+                    DEFAULT_MIN_TOR_VERSION
+                }
+                Some(t) => t,
+                None => {
+                    self.err(
+                        &at("min_tor_version"),
+                        "fleet.min_tor_version",
+                        format!("min_tor_version {} is not a tor version", q(v)),
+                        "write a version such as \"0.4.9\" or \"0.4.9.12\"",
+                    );
+                    DEFAULT_MIN_TOR_VERSION
+                }
+            },
+        };
+        let keyring = meta.tor_keyring.as_ref().map(|k| {
+            let dir = self
+                .sources
+                .get(src)
+                .and_then(|s| s.path.parent().map(|p| p.to_path_buf()))
+                .unwrap_or_default();
+            dir.join(k)
+        });
+        let source = match (meta.tor_source.as_deref(), keyring) {
+            (None | Some("debian"), None) => {
+                if meta.tor_repository.is_some() {
+                    self.err(
+                        &at("tor_repository"),
+                        "fleet.tor_repository",
+                        "tor_repository is set but tor_source is not \"torproject\"".into(),
+                        "set tor_source = \"torproject\" (with tor_keyring), or remove tor_repository",
+                    );
+                }
+                TorSource::Debian
+            }
+            (None | Some("debian"), Some(_)) => {
+                self.err(
+                    &at("tor_keyring"),
+                    "fleet.tor_keyring",
+                    "tor_keyring is set but tor_source is not \"torproject\"".into(),
+                    "set tor_source = \"torproject\" to install tor from deb.torproject.org, or remove tor_keyring",
+                );
+                TorSource::Debian
+            }
+            (Some("torproject"), Some(keyring)) => {
+                let uri = meta
+                    .tor_repository
+                    .clone()
+                    .unwrap_or_else(|| super::TORPROJECT_REPOSITORY.to_string());
+                let scheme_ok = [
+                    "https://",
+                    "http://",
+                    "tor+https://",
+                    "tor+http://",
+                    "file:/",
+                ]
+                .iter()
+                .any(|s| uri.starts_with(s));
+                if !scheme_ok || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    self.err(
+                        &at("tor_repository"),
+                        "fleet.tor_repository",
+                        format!("tor_repository {} is not a repository URI apt can take", q(&uri)),
+                        "write an https://, http://, tor+http:// or file:/ URI without spaces (default: https://deb.torproject.org/torproject.org)",
+                    );
+                }
+                if !keyring.is_file() {
+                    self.err(
+                        &at("tor_keyring"),
+                        "fleet.tor_keyring",
+                        format!("tor_keyring {} is not a file", q(&keyring.display().to_string())),
+                        "put the Tor Project's archive keyring (binary OpenPGP, as in deb.torproject.org-keyring) there; the path is relative to the inventory directory",
+                    );
+                }
+                TorSource::TorProject { keyring, uri }
+            }
+            (Some("torproject"), None) => {
+                self.err(
+                    &at("tor_source"),
+                    "fleet.tor_source",
+                    "tor_source = \"torproject\" needs tor_keyring".into(),
+                    "add tor_keyring = \"PATH\" (the Tor Project's archive keyring, relative to the inventory directory; see README.md, \"Onboard a new hoster\")",
+                );
+                TorSource::Debian
+            }
+            (Some(other), _) => {
+                self.err(
+                    &at("tor_source"),
+                    "fleet.tor_source",
+                    format!("unknown tor_source {}", q(other)),
+                    "use \"debian\" (the release's package) or \"torproject\" (deb.torproject.org)",
+                );
+                TorSource::Debian
+            }
+        };
+        (source, min)
     }
 
     /// The `[fleet]` fields that go into every relay's ContactInfo, by their CIISS grammar.

@@ -5,8 +5,10 @@
 //! script text.
 
 pub mod apply;
+pub mod bootstrap;
 pub mod gather;
 pub mod import;
+pub mod preflight;
 pub mod record;
 
 /// Gathers files and facts (see the header of gather.sh for its protocol).
@@ -17,3 +19,9 @@ pub const APPLY: &str = concat!(include_str!("paths.sh"), include_str!("apply.sh
 
 /// Reads relays' identity keys and fingerprints for `secrets import` (see the header of import.sh).
 pub const IMPORT: &str = include_str!("import.sh");
+
+/// Reports a new host's facts for `bootstrap`, changing nothing (see the header of preflight.sh).
+pub const PREFLIGHT: &str = include_str!("preflight.sh");
+
+/// Installs what a relay needs (see the header of bootstrap.sh).
+pub const BOOTSTRAP: &str = concat!(include_str!("paths.sh"), include_str!("bootstrap.sh"));

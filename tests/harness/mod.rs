@@ -5,6 +5,7 @@
 
 pub mod lab;
 pub mod real;
+pub mod repo;
 mod script;
 
 use std::path::{Path, PathBuf};
