@@ -42,6 +42,10 @@ pub struct ObservedInstance {
 pub struct Observed {
     pub files: BTreeMap<String, ObservedFile>,
     pub instances: BTreeMap<String, ObservedInstance>,
+    /// Every tor instance found on the host (`I` records), by name.
+    pub instance_states: BTreeMap<String, crate::remote::gather::InstanceState>,
+    /// Tombstones of relays that left this host (`X` records), by name.
+    pub tombstones: BTreeMap<String, crate::remote::gather::Tombstone>,
     /// Directories under /etc/tor/instances.
     pub instance_dirs: Vec<String>,
     /// Path → sha256 of what the last apply wrote.

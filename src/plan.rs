@@ -209,7 +209,91 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
         });
     }
     notices(&mut p, desired, observed, transport);
+    refuse_tombstoned(&mut p, desired, observed);
     p
+}
+
+/// One identity, one running place: a relay whose tombstone is on this host (it was migrated or
+/// retired from here) is never created or started here again by a plan, whatever the inventory
+/// says (an older checkout's, a colleague's), unless the operator says `--resurrect NICKNAME`
+/// ([`allow_resurrect`]).
+fn refuse_tombstoned(p: &mut HostPlan, desired: &DesiredHost, observed: &Observed) {
+    let mut instances = vec![];
+    let mut why = vec![];
+    for i in &desired.instances {
+        if let Some(t) = observed.tombstones.get(i) {
+            instances.push(i.clone());
+            why.push(if t.to == "-" {
+                format!("{i} was retired at {}", t.when)
+            } else {
+                format!("{i} moved to host {} at {}, fingerprint {}", t.to, t.when, t.fingerprint)
+            });
+        }
+    }
+    if !instances.is_empty() {
+        p.error = Some(HostError::Tombstoned {
+            host: p.host.clone(),
+            instances,
+            why,
+        });
+    }
+}
+
+/// Lifts the tombstone refusal for the relays named (`--resurrect NICKNAME`, any case).
+pub fn allow_resurrect(plan: &mut Plan, names: &[String]) {
+    for h in &mut plan.hosts {
+        if let Some(HostError::Tombstoned { instances, why, .. }) = &mut h.error {
+            let keep: Vec<bool> = instances
+                .iter()
+                .map(|i| !names.iter().any(|n| n.eq_ignore_ascii_case(i)))
+                .collect();
+            let mut k = keep.iter();
+            instances.retain(|_| *k.next().unwrap_or(&true));
+            let mut k = keep.iter();
+            why.retain(|_| *k.next().unwrap_or(&true));
+            if instances.is_empty() {
+                h.error = None;
+            }
+        }
+    }
+}
+
+/// The relays `--resurrect` lets this host's plan bring back (their tombstones are here).
+pub fn resurrected<'a>(observed: &Observed, desired: &DesiredHost, names: &'a [String]) -> Vec<String> {
+    desired
+        .instances
+        .iter()
+        .filter(|i| observed.tombstones.contains_key(*i))
+        .filter(|i| names.iter().any(|n| n.eq_ignore_ascii_case(i)))
+        .cloned()
+        .collect()
+}
+
+/// Across the hosts gathered: one relay identity (the sha256 of its ed25519 master public key)
+/// active on two hosts refuses both hosts' plans, each naming the other.
+pub fn refuse_duplicate_identities(plan: &mut Plan, observed: &[(&str, &Observed)]) {
+    let mut active: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for (host, o) in observed {
+        for st in o.instance_states.values().filter(|s| s.is_active()) {
+            if let Some(sha) = &st.id_sha {
+                active.entry(sha).or_default().push((host, &st.name));
+            }
+        }
+    }
+    for (sha, places) in active.iter().filter(|(_, v)| v.len() > 1) {
+        for (i, (host, inst)) in places.iter().enumerate() {
+            let (other, other_inst) = places[(i + 1) % places.len()];
+            if let Some(h) = plan.hosts.iter_mut().find(|h| h.host == *host) {
+                h.error = Some(HostError::DuplicateIdentity {
+                    host: host.to_string(),
+                    instance: inst.to_string(),
+                    other: other.to_string(),
+                    other_instance: other_inst.to_string(),
+                    id_sha: sha.to_string(),
+                });
+            }
+        }
+    }
 }
 
 /// Relay instances the host lacks (no user or no DataDirectory yet): one change each.

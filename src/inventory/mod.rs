@@ -10,6 +10,7 @@ mod ciiss;
 pub mod file;
 mod introspect;
 pub mod load;
+pub mod relocate;
 mod resolve;
 pub mod source;
 pub mod text;

@@ -28,6 +28,76 @@ pub fn requests(desired: &DesiredHost) -> Result<Vec<u8>, RecordError> {
     Ok(out.into_bytes())
 }
 
+/// A tor instance found on a host (the `I` record): systemd's view of `tor@NAME` and the hash of
+/// the identity it would run with. Every instance is reported, managed or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceState {
+    pub name: String,
+    /// systemd's ActiveState (`active`, `inactive`, `failed`...), `-` when unknown.
+    pub active_state: String,
+    /// systemd's UnitFileState (`enabled`, `disabled`, `masked`...), `-` when unknown.
+    pub unit_file_state: String,
+    /// sha256 of keys/ed25519_master_id_public_key, read as `_tor-NAME`; None when absent.
+    pub id_sha: Option<String>,
+}
+
+impl InstanceState {
+    /// From the record's fields, each checked (a host's answer is data): None when one is not
+    /// what gather.sh sends.
+    pub fn parse(name: &str, active: &str, unit_file: &str, id_sha: &str) -> Option<InstanceState> {
+        let word = |s: &str| !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+        let sha = match id_sha {
+            "-" => None,
+            s if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) => Some(s.to_string()),
+            _ => return None,
+        };
+        (is_nickname(name) && word(active) && word(unit_file)).then(|| InstanceState {
+            name: name.to_string(),
+            active_state: active.to_string(),
+            unit_file_state: unit_file.to_string(),
+            id_sha: sha,
+        })
+    }
+
+    /// Whether systemd runs it (or is bringing it up).
+    pub fn is_active(&self) -> bool {
+        matches!(self.active_state.as_str(), "active" | "activating" | "reloading")
+    }
+}
+
+/// A tombstone (`X NAME TO WHEN FINGERPRINT`, from /var/lib/oignon/moved/NAME): the relay left this
+/// host, for host TO (`-`: retired), at WHEN, with identity FINGERPRINT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub name: String,
+    pub to: String,
+    pub when: String,
+    pub fingerprint: String,
+}
+
+impl Tombstone {
+    /// From the record's fields (`["X", name, to, when, fp]`), each checked; None otherwise.
+    pub fn parse(f: &[&str]) -> Option<Tombstone> {
+        let ["X", name, to, when, fp] = f else {
+            return None;
+        };
+        let ok = |s: &str, extra: &str| {
+            !s.is_empty() && s.len() <= 253 && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+        };
+        (is_nickname(name) && ok(to, ".-") && ok(when, ":.+-") && ok(fp, "-")).then(|| Tombstone {
+            name: name.to_string(),
+            to: to.to_string(),
+            when: when.to_string(),
+            fingerprint: fp.to_string(),
+        })
+    }
+}
+
+/// tor's nickname rule: 1–19 ASCII letters and digits.
+fn is_nickname(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 19 && s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
 /// Parses gather.sh's output. Unknown or malformed lines are errors: a truncated answer must never
 /// look like "the files are absent".
 pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
@@ -75,7 +145,7 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
                 o.files
                     .insert(path.to_string(), ObservedFile::Other(kind.to_string()));
             }
-            ["I", name, user, dd, active] => {
+            ["R", name, user, dd, active] => {
                 o.instances.insert(
                     name.to_string(),
                     ObservedInstance {
@@ -84,6 +154,14 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
                         active: active.to_string(),
                     },
                 );
+            }
+            ["I", name, active, unit_file, id_sha] => {
+                let st = InstanceState::parse(name, active, unit_file, id_sha).ok_or_else(bad)?;
+                o.instance_states.insert(name.to_string(), st);
+            }
+            ["X", ..] => {
+                let t = Tombstone::parse(&f).ok_or_else(bad)?;
+                o.tombstones.insert(t.name.clone(), t);
             }
             ["D", name] => o.instance_dirs.push(name.to_string()),
             ["M", path, sum, now] => {
@@ -159,7 +237,7 @@ mod tests {
     #[test]
     fn parses_every_record_kind() {
         let out = "F\t/a\t0\nF\t/b\t1\troot\troot\t644\t-\taGkK\nF\t/k\t1\t_tor-x\t_tor-x\t600\tabc\nT\t/d\tdirectory\n\
-I\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload tor@x\nK\tcmdline\tro quiet\nK\tend\tok\n";
+R\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload tor@x\nK\tcmdline\tro quiet\nK\tend\tok\n";
         let o = parse(out.as_bytes()).unwrap();
         assert_eq!(o.files["/a"], ObservedFile::Absent);
         let ObservedFile::Present {
@@ -180,6 +258,27 @@ I\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload 
         assert_eq!(o.cmdline.as_deref(), Some("ro quiet"));
         assert_eq!(o.managed["/old"], "aaa");
         assert_eq!(o.files["/old"].sha256(), Some("bbb"));
+    }
+
+    #[test]
+    fn instance_states_and_tombstones_are_read_and_checked() {
+        let sha = "a".repeat(64);
+        let out = format!("I\tekumen\tactive\tenabled\t{sha}\nI\told\tinactive\tmasked\t-\nX\told\tekumen2\t2026-12-02T17:00:00Z\tABCD\nK\tend\tok\n");
+        let o = parse(out.as_bytes()).unwrap();
+        assert!(o.instance_states["ekumen"].is_active());
+        assert_eq!(o.instance_states["ekumen"].id_sha.as_deref(), Some(sha.as_str()));
+        assert_eq!(o.instance_states["old"].unit_file_state, "masked");
+        assert_eq!(o.instance_states["old"].id_sha, None);
+        assert_eq!(o.tombstones["old"].to, "ekumen2");
+        for bad in [
+            "I\tbad-name\tactive\tenabled\t-\n",
+            "I\tx\tACTIVE;\tenabled\t-\n",
+            "I\tx\tactive\tenabled\tnothex\n",
+            "X\tx\th st\twhen\tFP\n",
+        ] {
+            let e = parse(format!("{bad}K\tend\tok\n").as_bytes()).unwrap_err();
+            assert!(e.contains("unexpected gather output line 1"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -16,8 +16,16 @@
 # Nothing is read as root through a link: a symbolic link anywhere in a path is reported, not
 # followed; inside a relay's DataDirectory (its user's) files are stat'ed and hashed AS that user
 # (setpriv, one call per instance). Files of the host, /etc/os-release included, are read as data.
-#   I NAME USER DATADIR ACTIVE                    user _tor-NAME exists (1/0), its DataDirectory
-#                                                 exists (1/0), `systemctl is-active tor@NAME`
+#   R NAME USER DATADIR ACTIVE                    a requested instance: user _tor-NAME exists (1/0),
+#                                                 its DataDirectory exists (1/0), `systemctl
+#                                                 is-active tor@NAME`
+#   I NAME ACTIVESTATE UNITFILESTATE IDSHA        every tor instance found on the host (a directory
+#                                                 in /etc/tor/instances or /var/lib/tor-instances):
+#                                                 systemd's states of tor@NAME (`-` unknown), the
+#                                                 sha256 of keys/ed25519_master_id_public_key read
+#                                                 as _tor-NAME (`-` absent): one identity, one place
+#   X NAME TO WHEN FINGERPRINT                    a tombstone (/var/lib/oignon/moved/NAME): the relay
+#                                                 moved TO another host (or was retired) at WHEN
 #   D NAME                                        a directory under /etc/tor/instances
 #   M PATH SHA256 NOW                             what the last apply wrote (/var/lib/oignon/managed);
 #                                                 NOW is `-` for a requested path (see its F record),
@@ -170,7 +178,49 @@ if [ -n "$instances" ]; then
       active=${actives%%"$nl"*}
       case $actives in *"$nl"*) actives=${actives#*"$nl"} ;; *) actives= ;; esac
     fi
-    printf 'I\t%s\t%s\t%s\t%s\n' "$n" "$user" "$dd" "${active:-unknown}"
+    printf 'R\t%s\t%s\t%s\t%s\n' "$n" "$user" "$dd" "${active:-unknown}"
+  done
+fi
+# Every instance on the host, in the inventory or not: `plan` refuses one identity active on two
+# hosts. Names are checked as nicknames (a directory name is the host's data, not ours).
+instance_states() {
+  seen=$nl
+  for d in "$root"/etc/tor/instances/*/ "$root"/var/lib/tor-instances/*/; do
+    [ -d "$d" ] || continue
+    d=${d%/}
+    n=${d##*/}
+    case $n in '' | *[!A-Za-z0-9]*) continue ;; esac
+    [ "${#n}" -le 19 ] || continue
+    case $seen in *"$nl$n$nl"*) continue ;; esac
+    seen=$seen$n$nl
+    a=- u=- sha=-
+    if [ -z "$root" ]; then
+      if command -v systemctl >/dev/null 2>&1; then
+        s=$(systemctl show -p ActiveState -p UnitFileState -- "tor@$n" 2>/dev/null)
+        a=$(printf '%s\n' "$s" | sed -n 's/^ActiveState=//p' | tr -cd 'a-z-')
+        u=$(printf '%s\n' "$s" | sed -n 's/^UnitFileState=//p' | tr -cd 'a-z-')
+      fi
+      k=/var/lib/tor-instances/$n/keys/ed25519_master_id_public_key
+      if [ ! -L "/var/lib/tor-instances/$n" ] && id -u "_tor-$n" >/dev/null 2>&1; then
+        sha=$(setpriv --reuid="_tor-$n" --regid="_tor-$n" --clear-groups --no-new-privs -- \
+          sh -c '[ -f "$1" ] && [ ! -L "$1" ] && sha256sum -- "$1"' sh "$k" 2>/dev/null) || sha=
+        sha=${sha%% *}
+      fi
+    fi
+    printf 'I\t%s\t%s\t%s\t%s\n' "$n" "${a:--}" "${u:--}" "${sha:--}"
+  done
+}
+instance_states
+# Tombstones: each field through the same character rules (the file is the host's data).
+if [ -d "$state/moved" ] && ! link_in /var/lib/oignon/moved >/dev/null; then
+  for t in "$state"/moved/*; do
+    [ -f "$t" ] && [ ! -L "$t" ] || continue
+    n=${t##*/}
+    case $n in '' | *[!A-Za-z0-9]*) continue ;; esac
+    to=$(sed -n 's/^to\t//p' "$t" | head -n 1 | tr -cd 'A-Za-z0-9.-')
+    when=$(sed -n 's/^when\t//p' "$t" | head -n 1 | tr -cd 'A-Za-z0-9:.+-')
+    fp=$(sed -n 's/^fingerprint\t//p' "$t" | head -n 1 | tr -cd 'A-F0-9')
+    printf 'X\t%s\t%s\t%s\t%s\n' "$n" "${to:--}" "${when:--}" "${fp:--}"
   done
 fi
 for d in "$root"/etc/tor/instances/*/; do

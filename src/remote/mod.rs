@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod gather;
 pub mod import;
+pub mod migrate;
 pub mod record;
 
 /// Gathers files and facts (see the header of gather.sh for its protocol).
@@ -17,3 +18,6 @@ pub const APPLY: &str = concat!(include_str!("paths.sh"), include_str!("apply.sh
 
 /// Reads relays' identity keys and fingerprints for `secrets import` (see the header of import.sh).
 pub const IMPORT: &str = include_str!("import.sh");
+
+/// The host-side steps of `oignon migrate` and `oignon retire` (see the header of migrate.sh).
+pub const MIGRATE: &str = concat!(include_str!("paths.sh"), include_str!("migrate.sh"));
