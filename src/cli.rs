@@ -93,4 +93,6 @@ pub enum Command {
     Completions(crate::commands::completions::Args),
     /// Print the man page (roff).
     Man,
+    /// Move a relay and its identity to another host: one plan over both, never two copies.
+    Migrate(crate::commands::migrate::Args),
 }

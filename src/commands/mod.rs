@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod check;
 pub mod completions;
+pub mod migrate;
 pub mod plan;
 pub mod render;
 pub mod secrets;
@@ -55,5 +56,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fingerprints(a) => ended(secrets::fingerprints(&cli.global, a)),
         Command::Completions(a) => ended(completions::run(a)),
         Command::Man => ended(completions::man()),
+        Command::Migrate(a) => migrate::run(&cli.global, a),
     }
 }
