@@ -90,16 +90,24 @@ impl Journal {
     /// the inventory directory (the repository), away from secrets/.
     pub fn path(inventory: &Path, nick: &str) -> PathBuf {
         let abs = std::path::absolute(inventory).unwrap_or_else(|_| inventory.to_path_buf());
-        let repo = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        repo.join(".oignon").join("migrations").join(format!("{nick}.json"))
+        let repo = abs
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        repo.join(".oignon")
+            .join("migrations")
+            .join(format!("{nick}.json"))
     }
 
     /// Reads a journal; None when there is none.
     pub fn read(path: &Path) -> Result<Option<Journal>, String> {
         match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| format!("{}: not a migration journal ({e}); move it away if it is not oignon's", path.display())),
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                format!(
+                    "{}: not a migration journal ({e}); move it away if it is not oignon's",
+                    path.display()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("{}: {e}", path.display())),
         }
@@ -184,7 +192,11 @@ async fn probe(t: &Transport, nick: &str, verb: Verb) -> Result<Probe, String> {
         .map_err(|e| e.to_string())?;
     parse_probe(&out.stdout).map_err(|e| {
         let err = out.stderr_text();
-        if err.trim().is_empty() { e } else { format!("{e}: {}", err.trim()) }
+        if err.trim().is_empty() {
+            e
+        } else {
+            format!("{e}: {}", err.trim())
+        }
     })
 }
 
@@ -211,20 +223,29 @@ fn moved_inventory(inv: &Path, edits: &[Edit]) -> Result<tempfile::TempDir, Stri
     Ok(tmp)
 }
 
-fn find_relay<'a>(loaded: &'a Loaded, nick: &str) -> Option<(&'a HostSpec, &'a crate::inventory::RelaySpec)> {
-    loaded.fleet().hosts.iter().find_map(|h| {
-        h.relays
-            .iter()
-            .find(|r| r.nickname == nick)
-            .map(|r| (h, r))
-    })
+fn find_relay<'a>(
+    loaded: &'a Loaded,
+    nick: &str,
+) -> Option<(&'a HostSpec, &'a crate::inventory::RelaySpec)> {
+    loaded
+        .fleet()
+        .hosts
+        .iter()
+        .find_map(|h| h.relays.iter().find(|r| r.nickname == nick).map(|r| (h, r)))
 }
 
 fn exit_hook(k: usize, recorded: bool) {
     if let Ok(v) = std::env::var(EXIT_AFTER_ENV) {
-        let want = if recorded { k.to_string() } else { format!("{k}-unrecorded") };
+        let want = if recorded {
+            k.to_string()
+        } else {
+            format!("{k}-unrecorded")
+        };
         if v == want {
-            eprintln!("{EXIT_AFTER_ENV}={v}: exiting after step {k} ({})", STEPS[k - 1]);
+            eprintln!(
+                "{EXIT_AFTER_ENV}={v}: exiting after step {k} ({})",
+                STEPS[k - 1]
+            );
             std::process::exit(75);
         }
     }
@@ -255,9 +276,20 @@ pub fn migrate(o: &MigrateOptions, confirm: &dyn Fn(&str) -> bool) -> anyhow::Re
     };
     let fleet = loaded.fleet();
     let Some((src_spec, relay)) = find_relay(&loaded, nick) else {
-        anyhow::bail!("no relay `{nick}` in the inventory; relays: {}", fleet.hosts.iter().flat_map(|h| h.relays.iter().map(|r| r.nickname.as_str())).collect::<Vec<_>>().join(", "));
+        anyhow::bail!(
+            "no relay `{nick}` in the inventory; relays: {}",
+            fleet
+                .hosts
+                .iter()
+                .flat_map(|h| h.relays.iter().map(|r| r.nickname.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     };
-    let from = journal.as_ref().map(|j| j.from.clone()).unwrap_or_else(|| src_spec.name.clone());
+    let from = journal
+        .as_ref()
+        .map(|j| j.from.clone())
+        .unwrap_or_else(|| src_spec.name.clone());
     if from == o.to {
         anyhow::bail!("{nick} is already on {}: nothing to migrate", o.to);
     }
@@ -288,7 +320,18 @@ pub fn migrate(o: &MigrateOptions, confirm: &dyn Fn(&str) -> bool) -> anyhow::Re
         src: None,
         dst: None,
     };
-    let result = run(o, &rt, &mut hosts, journal, &jpath, &fingerprint, relay.orport, &edits, &moved_paths, confirm);
+    let result = run(
+        o,
+        &rt,
+        &mut hosts,
+        journal,
+        &jpath,
+        &fingerprint,
+        relay.orport,
+        &edits,
+        &moved_paths,
+        confirm,
+    );
     rt.block_on(async {
         if let Some(t) = hosts.src.take() {
             t.close().await;
@@ -317,12 +360,13 @@ fn run(
     let nick = o.nick.as_str();
     let (from, to) = (h.source.name.clone(), h.target.name.clone());
     let resuming = journal.is_some();
-    let source_unreachable = o.source_unreachable || journal.as_ref().is_some_and(|j| j.source_unreachable);
+    let source_unreachable =
+        o.source_unreachable || journal.as_ref().is_some_and(|j| j.source_unreachable);
     // Connect: both hosts (the source may be down only when the operator said so).
-    h.dst = Some(
-        rt.block_on(h.reach.open(&h.target))
-            .map_err(|e| anyhow::anyhow!("target {to} is unreachable: {e}; migrate needs it up"))?,
-    );
+    h.dst =
+        Some(rt.block_on(h.reach.open(&h.target)).map_err(|e| {
+            anyhow::anyhow!("target {to} is unreachable: {e}; migrate needs it up")
+        })?);
     match rt.block_on(h.reach.open(&h.source)) {
         Ok(t) => h.src = Some(t),
         Err(e) if source_unreachable => {
@@ -330,7 +374,10 @@ fn run(
         }
         Err(e) => anyhow::bail!("source {from} is unreachable: {e}. If it is dead for good, rerun with --source-unreachable: the old copy then cannot be proven stopped, and you must make sure it never starts again"),
     }
-    let dst = h.dst.as_ref().ok_or_else(|| anyhow::anyhow!("no target connection"))?;
+    let dst = h
+        .dst
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no target connection"))?;
     let tprobe = rt
         .block_on(probe(dst, nick, Verb::Probe { port: orport }))
         .map_err(|e| anyhow::anyhow!("{to}: {e}"))?;
@@ -356,7 +403,9 @@ fn run(
             }
         }
         if !tprobe.tor_installed {
-            bad.push(format!("{to}: tor is not installed: `apt-get install tor tor-geoipdb` there, then migrate"));
+            bad.push(format!(
+                "{to}: tor is not installed: `apt-get install tor tor-geoipdb` there, then migrate"
+            ));
         }
         if tprobe.running() || tprobe.config_dir || tprobe.data_dir {
             bad.push(format!("{to}: an instance {nick} exists there already (tor@{nick} {}, /etc/tor/instances/{nick}: {}, DataDirectory: {}): remove it by hand, then migrate", tprobe.active_state, yes_no(tprobe.config_dir), yes_no(tprobe.data_dir)));
@@ -375,7 +424,11 @@ fn run(
             for b in &bad {
                 eprintln!("error: {b}");
             }
-            anyhow::bail!("{} precondition{} failed; nothing was changed", bad.len(), crate::text::plural(bad.len()));
+            anyhow::bail!(
+                "{} precondition{} failed; nothing was changed",
+                bad.len(),
+                crate::text::plural(bad.len())
+            );
         }
     }
     // The plan, over the two hosts.
@@ -400,7 +453,15 @@ fn run(
     }
     if let Some(j) = &journal {
         let names: Vec<&str> = j.steps.iter().map(|s| s.step.as_str()).collect();
-        println!("Resuming (journal {}): already done: {}.", jpath.display(), names.join(", "));
+        let names = if names.is_empty() {
+            "no step yet".to_string()
+        } else {
+            names.join(", ")
+        };
+        println!(
+            "Resuming (journal {}): already done: {names}.",
+            jpath.display()
+        );
     }
     // The target's deploy, as `plan` shows it (from the inventory with the relay moved).
     if !done("deploy") {
@@ -451,7 +512,13 @@ fn run(
             continue;
         }
         let on_source = matches!(*name, "stop" | "quarantine" | "tombstone" | "purge");
-        let host = if on_source { from.clone() } else if *name == "inventory" { "-".into() } else { to.clone() };
+        let host = if on_source {
+            from.clone()
+        } else if *name == "inventory" {
+            "-".into()
+        } else {
+            to.clone()
+        };
         let how = if on_source && h.src.is_none() {
             "skipped".to_string()
         } else {
@@ -476,7 +543,16 @@ fn run(
                     },
                 )?,
                 "deploy" => deploy(o, rt, moved_paths, &to)?,
-                "verify" => verify(rt, h.dst.as_ref(), &to, &from, nick, fingerprint, orport, o.verify_seconds)?,
+                "verify" => verify(
+                    rt,
+                    h.dst.as_ref(),
+                    &to,
+                    &from,
+                    nick,
+                    fingerprint,
+                    orport,
+                    o.verify_seconds,
+                )?,
                 _ => {
                     relocate::write(edits).map_err(anyhow::Error::msg)?;
                     "done".into()
@@ -502,18 +578,27 @@ fn run(
 }
 
 fn yes_no(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 /// The addresses the moved relay will announce (from the inventory with the relay moved).
 fn moved_relay(paths: &Paths, nick: &str) -> Option<Vec<String>> {
     let inv = crate::inventory::load(&paths.inventory);
     let fleet = inv.fleet?;
-    fleet.hosts.iter().flat_map(|h| h.relays.iter()).find(|r| r.nickname == nick).map(|r| {
-        let mut v = vec![r.ipv4.to_string()];
-        v.extend(r.ipv6.map(|a| a.to_string()));
-        v
-    })
+    fleet
+        .hosts
+        .iter()
+        .flat_map(|h| h.relays.iter())
+        .find(|r| r.nickname == nick)
+        .map(|r| {
+            let mut v = vec![r.ipv4.to_string()];
+            v.extend(r.ipv6.map(|a| a.to_string()));
+            v
+        })
 }
 
 fn target_plan_options(o: &MigrateOptions, moved: &Paths) -> PlanOptions {
@@ -530,7 +615,13 @@ fn target_plan_options(o: &MigrateOptions, moved: &Paths) -> PlanOptions {
     }
 }
 
-fn host_step(rt: &tokio::runtime::Runtime, t: Option<&Transport>, host: &str, nick: &str, verb: Verb) -> anyhow::Result<String> {
+fn host_step(
+    rt: &tokio::runtime::Runtime,
+    t: Option<&Transport>,
+    host: &str,
+    nick: &str,
+    verb: Verb,
+) -> anyhow::Result<String> {
     let t = t.ok_or_else(|| anyhow::anyhow!("{host}: not connected"))?;
     let word = verb.word();
     match rt.block_on(step(t, nick, verb)) {
@@ -541,12 +632,22 @@ fn host_step(rt: &tokio::runtime::Runtime, t: Option<&Transport>, host: &str, ni
 }
 
 /// Step 4: the ordinary pipeline for the target alone, from the inventory with the relay moved.
-fn deploy(o: &MigrateOptions, rt: &tokio::runtime::Runtime, moved: &Paths, to: &str) -> anyhow::Result<String> {
+fn deploy(
+    o: &MigrateOptions,
+    rt: &tokio::runtime::Runtime,
+    moved: &Paths,
+    to: &str,
+) -> anyhow::Result<String> {
     let popts = target_plan_options(o, moved);
     let Some(planned) = crate::fleet::plan(&popts, rt, &|_| Ok(()))? else {
         anyhow::bail!("{to}: planning the deploy failed (above)");
     };
-    let crate::fleet::Planned { mut plan, hosts, reach, targets } = planned;
+    let crate::fleet::Planned {
+        mut plan,
+        hosts,
+        reach,
+        targets,
+    } = planned;
     crate::plan::refuse_identity_changes(&mut plan, &[]);
     if let Some(e) = plan.hosts.iter().find_map(|h| h.error.as_ref()) {
         crate::fleet::close_all(rt, hosts);
@@ -557,7 +658,9 @@ fn deploy(o: &MigrateOptions, rt: &tokio::runtime::Runtime, moved: &Paths, to: &
         if let (Ok(obs), Some(t)) = (&g.observed, &g.transport) {
             if !crate::plan::resurrected(obs, d, &popts.resurrect).is_empty() {
                 rt.block_on(step(t, &o.nick, Verb::Resurrect))
-                    .map_err(|e| anyhow::anyhow!("{to}: lifting the old tombstone of {}: {e}", o.nick))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("{to}: lifting the old tombstone of {}: {e}", o.nick)
+                    })?;
             }
         }
     }
@@ -576,18 +679,41 @@ fn deploy(o: &MigrateOptions, rt: &tokio::runtime::Runtime, moved: &Paths, to: &
     };
     let done = crate::apply::rollout(rt, &plan, hosts, &again, &todo, &rollout);
     if let Some(r) = done.results.iter().find(|r| !r.ok || r.error.is_some()) {
-        let why = r.error.as_ref().map(ToString::to_string).unwrap_or_else(|| "failed".into());
+        let why = r
+            .error
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "failed".into());
         anyhow::bail!("{to}: deploying failed: {why}. The source stays stopped with its keys in quarantine: fix the cause and run migrate again, or roll back with --rollback");
     }
-    Ok(format!("done ({} changes applied)", plan.hosts.iter().map(|h| h.changes.len()).sum::<usize>()))
+    Ok(format!(
+        "done ({} changes applied)",
+        plan.hosts.iter().map(|h| h.changes.len()).sum::<usize>()
+    ))
 }
 
 /// Step 5: tor's own word on the target.
 #[allow(clippy::too_many_arguments)]
-fn verify(rt: &tokio::runtime::Runtime, t: Option<&Transport>, to: &str, from: &str, nick: &str, fingerprint: &str, orport: u16, seconds: u64) -> anyhow::Result<String> {
+fn verify(
+    rt: &tokio::runtime::Runtime,
+    t: Option<&Transport>,
+    to: &str,
+    from: &str,
+    nick: &str,
+    fingerprint: &str,
+    orport: u16,
+    seconds: u64,
+) -> anyhow::Result<String> {
     let t = t.ok_or_else(|| anyhow::anyhow!("{to}: not connected"))?;
     let p = rt
-        .block_on(probe(t, nick, Verb::Verify { port: orport, seconds }))
+        .block_on(probe(
+            t,
+            nick,
+            Verb::Verify {
+                port: orport,
+                seconds,
+            },
+        ))
         .map_err(|e| anyhow::anyhow!("{to}: verifying: {e}"))?;
     let rollback = format!("nothing was removed from {from}; roll back with `oignon migrate {nick} --to {to} --rollback`, or fix {to} and run migrate again");
     if !p.running() {
@@ -599,9 +725,14 @@ fn verify(rt: &tokio::runtime::Runtime, t: Option<&Transport>, to: &str, from: &
         None => anyhow::bail!("{to}: verification failed: tor@{nick} logged no fingerprint within {seconds}s; {rollback}"),
     }
     if p.listening.is_empty() {
-        anyhow::bail!("{to}: verification failed: nothing listens on the ORPort {orport}; {rollback}");
+        anyhow::bail!(
+            "{to}: verification failed: nothing listens on the ORPort {orport}; {rollback}"
+        );
     }
-    Ok(format!("tor logs fingerprint {fingerprint}; listening on {}", p.listening.join(", ")))
+    Ok(format!(
+        "tor logs fingerprint {fingerprint}; listening on {}",
+        p.listening.join(", ")
+    ))
 }
 
 /// `migrate --rollback`: the target stopped (masked, its keys quarantined and removed), then the
@@ -610,7 +741,10 @@ pub fn rollback(o: &MigrateOptions) -> anyhow::Result<()> {
     let nick = o.nick.as_str();
     let jpath = Journal::path(&o.paths.inventory, nick);
     let Some(j) = Journal::read(&jpath).map_err(anyhow::Error::msg)? else {
-        anyhow::bail!("no migration of {nick} under way (no journal {}): nothing to roll back", jpath.display());
+        anyhow::bail!(
+            "no migration of {nick} under way (no journal {}): nothing to roll back",
+            jpath.display()
+        );
     };
     if j.done("purge") {
         anyhow::bail!("{nick}: the source's keys were already removed (step purge done at {}): the relay lives on {}; to move it back, `oignon migrate {nick} --to {}`", j.steps.iter().find(|s| s.step == "purge").map(|s| s.at.as_str()).unwrap_or("?"), j.to, j.from);
@@ -619,10 +753,17 @@ pub fn rollback(o: &MigrateOptions) -> anyhow::Result<()> {
         anyhow::bail!("the inventory has errors (above)");
     };
     let fleet = loaded.fleet();
-    let spec = |n: &str| fleet.hosts.iter().find(|h| h.name == n).ok_or_else(|| anyhow::anyhow!("no host `{n}` in the inventory"));
+    let spec = |n: &str| {
+        fleet
+            .hosts
+            .iter()
+            .find(|h| h.name == n)
+            .ok_or_else(|| anyhow::anyhow!("no host `{n}` in the inventory"))
+    };
     let (src, dst) = (spec(&j.from)?, spec(&j.to)?);
     let rt = tokio::runtime::Runtime::new()?;
-    let reach = Reach::new(None, o.ssh_config.as_deref(), &[src, dst], 2).map_err(anyhow::Error::msg)?;
+    let reach =
+        Reach::new(None, o.ssh_config.as_deref(), &[src, dst], 2).map_err(anyhow::Error::msg)?;
     rt.block_on(async {
         // The target first: whatever deploy did there stops before the source starts again.
         let t = reach.open(&Target::from(dst)).await.map_err(|e| anyhow::anyhow!("target {}: {e}", j.to))?;
@@ -655,7 +796,10 @@ pub fn rollback(o: &MigrateOptions) -> anyhow::Result<()> {
         Ok(())
     })?;
     std::fs::remove_file(&jpath).map_err(|e| anyhow::anyhow!("{}: {e}", jpath.display()))?;
-    println!("Rolled back: {nick} runs on {} again; the inventory was not changed.", j.from);
+    println!(
+        "Rolled back: {nick} runs on {} again; the inventory was not changed.",
+        j.from
+    );
     Ok(())
 }
 
@@ -676,7 +820,10 @@ pub fn lift_tombstones(
         for nick in crate::plan::resurrected(obs, d, names) {
             rt.block_on(step(t, &nick, Verb::Resurrect))
                 .map_err(|e| format!("{}: lifting the tombstone of {nick}: {e}", d.name))?;
-            println!("{}: tombstone of {nick} removed, tor@{nick} unmasked (--resurrect)", d.name);
+            println!(
+                "{}: tombstone of {nick} removed, tor@{nick} unmasked (--resurrect)",
+                d.name
+            );
         }
     }
     Ok(())

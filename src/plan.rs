@@ -226,7 +226,10 @@ fn refuse_tombstoned(p: &mut HostPlan, desired: &DesiredHost, observed: &Observe
             why.push(if t.to == "-" {
                 format!("{i} was retired at {}", t.when)
             } else {
-                format!("{i} moved to host {} at {}, fingerprint {}", t.to, t.when, t.fingerprint)
+                format!(
+                    "{i} moved to host {} at {}, fingerprint {}",
+                    t.to, t.when, t.fingerprint
+                )
             });
         }
     }
@@ -259,7 +262,11 @@ pub fn allow_resurrect(plan: &mut Plan, names: &[String]) {
 }
 
 /// The relays `--resurrect` lets this host's plan bring back (their tombstones are here).
-pub fn resurrected<'a>(observed: &Observed, desired: &DesiredHost, names: &'a [String]) -> Vec<String> {
+pub fn resurrected<'a>(
+    observed: &Observed,
+    desired: &DesiredHost,
+    names: &'a [String],
+) -> Vec<String> {
     desired
         .instances
         .iter()

@@ -20,6 +20,7 @@ mod lab_hermetic;
 mod lab_plan;
 mod local;
 mod real_apply;
+mod real_migrate;
 mod real_vm;
 mod render;
 mod saved_plan;

@@ -59,7 +59,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 /// Asks on the terminal; without one, refuses (automation passes --yes).
 pub fn confirm(question: &str) -> bool {
     if !std::io::stdin().is_terminal() {
-        eprintln!("error: this changes hosts and needs confirmation: run it on a terminal, or pass --yes");
+        eprintln!(
+            "error: this changes hosts and needs confirmation: run it on a terminal, or pass --yes"
+        );
         return false;
     }
     print!("{question} Only 'yes' is accepted: ");

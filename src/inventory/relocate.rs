@@ -32,9 +32,9 @@ pub fn relocate(dir: &Path, nick: &str, to: &str) -> Result<Vec<Edit>, String> {
     paths.sort();
     for p in paths {
         let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let doc: DocumentMut = text.parse().map_err(|e| {
-            format!("{}: not valid TOML ({e}); run `oignon check`", p.display())
-        })?;
+        let doc: DocumentMut = text
+            .parse()
+            .map_err(|e| format!("{}: not valid TOML ({e}); run `oignon check`", p.display()))?;
         files.push((p, text, doc));
     }
     let mut relay: Option<(Place, usize)> = None;
@@ -97,7 +97,9 @@ pub fn relocate(dir: &Path, nick: &str, to: &str) -> Result<Vec<Edit>, String> {
             .entry("relay")
             .or_insert_with(|| Item::ArrayOfTables(Default::default()));
         slot.as_array_of_tables_mut()
-            .ok_or_else(|| format!("host `{to}`: `relay` is not an array of tables ([[host.relay]])"))?
+            .ok_or_else(|| {
+                format!("host `{to}`: `relay` is not an array of tables ([[host.relay]])")
+            })?
             .push(moved);
     }
     let mut edits = vec![];
@@ -123,7 +125,10 @@ pub fn remove(dir: &Path, nick: &str) -> Result<Vec<Edit>, String> {
     for path in paths {
         let old = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut doc: DocumentMut = old.parse().map_err(|e| {
-            format!("{}: not valid TOML ({e}); run `oignon check`", path.display())
+            format!(
+                "{}: not valid TOML ({e}); run `oignon check`",
+                path.display()
+            )
         })?;
         let Some(hosts) = doc.get_mut("host").and_then(Item::as_array_of_tables_mut) else {
             continue;
@@ -151,7 +156,10 @@ pub fn remove(dir: &Path, nick: &str) -> Result<Vec<Edit>, String> {
             return Ok(vec![Edit { path, old, new }]);
         }
     }
-    Err(format!("no relay `{nick}` in the inventory ({})", dir.display()))
+    Err(format!(
+        "no relay `{nick}` in the inventory ({})",
+        dir.display()
+    ))
 }
 
 /// The unified diff of the edits, as `--dry-run` prints it (paths as given).
@@ -255,12 +263,27 @@ mod tests {
         ]);
         let edits = relocate(d.path(), "ekumen", "z1").unwrap();
         assert_eq!(edits.len(), 2);
-        let z = &edits.iter().find(|e| e.path.ends_with("zz.toml")).unwrap().new;
+        let z = &edits
+            .iter()
+            .find(|e| e.path.ends_with("zz.toml"))
+            .unwrap()
+            .new;
         assert!(z.contains("name = \"z1\" # new VM"), "{z}");
-        assert!(z.contains("# Identity keys in secrets/relays/ekumen.\n[[host.relay]]\nnickname = \"ekumen\""), "{z}");
+        assert!(
+            z.contains(
+                "# Identity keys in secrets/relays/ekumen.\n[[host.relay]]\nnickname = \"ekumen\""
+            ),
+            "{z}"
+        );
         let p = patch(&edits);
-        assert!(p.contains("--- a/") && p.contains("+++ b/") && p.contains("@@"), "{p}");
-        assert!(p.contains("-nickname = \"ekumen\"") && p.contains("+nickname = \"ekumen\""), "{p}");
+        assert!(
+            p.contains("--- a/") && p.contains("+++ b/") && p.contains("@@"),
+            "{p}"
+        );
+        assert!(
+            p.contains("-nickname = \"ekumen\"") && p.contains("+nickname = \"ekumen\""),
+            "{p}"
+        );
     }
 
     #[test]
@@ -269,7 +292,10 @@ mod tests {
         let e = relocate(d.path(), "nope", "ekumen2").unwrap_err();
         assert!(e.contains("no relay `nope` in the inventory"), "{e}");
         let e = relocate(d.path(), "ekumen", "nohost").unwrap_err();
-        assert!(e.contains("no host `nohost` in the inventory") && e.contains("add it first"), "{e}");
+        assert!(
+            e.contains("no host `nohost` in the inventory") && e.contains("add it first"),
+            "{e}"
+        );
         assert!(relocate(d.path(), "ekumen", "ekumen").unwrap().is_empty());
     }
 

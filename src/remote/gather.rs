@@ -45,7 +45,9 @@ impl InstanceState {
     /// From the record's fields, each checked (a host's answer is data): None when one is not
     /// what gather.sh sends.
     pub fn parse(name: &str, active: &str, unit_file: &str, id_sha: &str) -> Option<InstanceState> {
-        let word = |s: &str| !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+        let word = |s: &str| {
+            !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        };
         let sha = match id_sha {
             "-" => None,
             s if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) => Some(s.to_string()),
@@ -61,7 +63,10 @@ impl InstanceState {
 
     /// Whether systemd runs it (or is bringing it up).
     pub fn is_active(&self) -> bool {
-        matches!(self.active_state.as_str(), "active" | "activating" | "reloading")
+        matches!(
+            self.active_state.as_str(),
+            "active" | "activating" | "reloading"
+        )
     }
 }
 
@@ -82,7 +87,10 @@ impl Tombstone {
             return None;
         };
         let ok = |s: &str, extra: &str| {
-            !s.is_empty() && s.len() <= 253 && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+            !s.is_empty()
+                && s.len() <= 253
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
         };
         (is_nickname(name) && ok(to, ".-") && ok(when, ":.+-") && ok(fp, "-")).then(|| Tombstone {
             name: name.to_string(),
@@ -266,7 +274,10 @@ R\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload 
         let out = format!("I\tekumen\tactive\tenabled\t{sha}\nI\told\tinactive\tmasked\t-\nX\told\tekumen2\t2026-12-02T17:00:00Z\tABCD\nK\tend\tok\n");
         let o = parse(out.as_bytes()).unwrap();
         assert!(o.instance_states["ekumen"].is_active());
-        assert_eq!(o.instance_states["ekumen"].id_sha.as_deref(), Some(sha.as_str()));
+        assert_eq!(
+            o.instance_states["ekumen"].id_sha.as_deref(),
+            Some(sha.as_str())
+        );
         assert_eq!(o.instance_states["old"].unit_file_state, "masked");
         assert_eq!(o.instance_states["old"].id_sha, None);
         assert_eq!(o.tombstones["old"].to, "ekumen2");
@@ -277,7 +288,10 @@ R\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload 
             "X\tx\th st\twhen\tFP\n",
         ] {
             let e = parse(format!("{bad}K\tend\tok\n").as_bytes()).unwrap_err();
-            assert!(e.contains("unexpected gather output line 1"), "{bad:?}: {e}");
+            assert!(
+                e.contains("unexpected gather output line 1"),
+                "{bad:?}: {e}"
+            );
         }
     }
 

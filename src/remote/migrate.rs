@@ -6,11 +6,20 @@ use crate::remote::record::Records;
 /// A host-side step of a migration or a retirement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verb {
-    Probe { port: u16 },
+    Probe {
+        port: u16,
+    },
     Stop,
     Quarantine,
-    Tombstone { to: String, when: String, fingerprint: String },
-    Verify { port: u16, seconds: u64 },
+    Tombstone {
+        to: String,
+        when: String,
+        fingerprint: String,
+    },
+    Verify {
+        port: u16,
+        seconds: u64,
+    },
     Purge,
     Rollback,
     Resurrect,
@@ -35,11 +44,21 @@ impl Verb {
                 when,
                 fingerprint,
             } => {
-                if to.is_empty() || !to.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+                if to.is_empty()
+                    || !to
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                {
                     return Err(format!("\"{to}\" cannot be written in a tombstone (a host name: letters, digits, `.` and `-`)"));
                 }
-                if fingerprint.len() != 40 || !fingerprint.chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)) {
-                    return Err(format!("\"{fingerprint}\" is not a relay fingerprint (40 upper-case hex digits)"));
+                if fingerprint.len() != 40
+                    || !fingerprint
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+                {
+                    return Err(format!(
+                        "\"{fingerprint}\" is not a relay fingerprint (40 upper-case hex digits)"
+                    ));
                 }
                 v.extend([to.clone(), when.clone(), fingerprint.clone()]);
             }
@@ -75,7 +94,12 @@ pub enum StepAnswer {
 }
 
 /// Reads a step's answer: DONE/ALREADY, or the script's refusal (what is wrong, what to do).
-pub fn step_answer(verb: &str, status: Option<i32>, stdout: &[u8], stderr: &str) -> Result<StepAnswer, String> {
+pub fn step_answer(
+    verb: &str,
+    status: Option<i32>,
+    stdout: &[u8],
+    stderr: &str,
+) -> Result<StepAnswer, String> {
     let text = String::from_utf8_lossy(stdout);
     for line in text.lines() {
         let f: Vec<&str> = line.split('\t').collect();
@@ -154,7 +178,12 @@ pub fn parse_probe(stdout: &[u8]) -> Result<Probe, String> {
             ["L", a] => p.listening.push(a.to_string()),
             ["A", a] => p.addresses.push(a.to_string()),
             ["K", "end", "ok"] => complete = true,
-            _ => return Err(format!("unexpected probe line: {:?}", line.chars().take(120).collect::<String>())),
+            _ => {
+                return Err(format!(
+                    "unexpected probe line: {:?}",
+                    line.chars().take(120).collect::<String>()
+                ))
+            }
         }
     }
     if !complete {
@@ -170,7 +199,10 @@ mod tests {
     #[test]
     fn arguments_are_checked_before_they_travel() {
         assert_eq!(Verb::Stop.args("ekumen").unwrap(), ["stop", "ekumen"]);
-        assert!(Verb::Stop.args("eku-men").unwrap_err().contains("not a relay nickname"));
+        assert!(Verb::Stop
+            .args("eku-men")
+            .unwrap_err()
+            .contains("not a relay nickname"));
         assert!(Verb::Stop.args("x;rm").is_err());
         let t = |to: &str, fp: &str| Verb::Tombstone {
             to: to.into(),
@@ -180,20 +212,41 @@ mod tests {
         let fp = "A".repeat(40);
         assert_eq!(
             t("ekumen2", &fp).args("ekumen").unwrap(),
-            ["tombstone", "ekumen", "ekumen2", "2026-12-02T17:00:00Z", fp.as_str()]
+            [
+                "tombstone",
+                "ekumen",
+                "ekumen2",
+                "2026-12-02T17:00:00Z",
+                fp.as_str()
+            ]
         );
-        assert!(t("a b", &fp).args("ekumen").unwrap_err().contains("cannot be written in a tombstone"));
-        assert!(t("h", "abc").args("ekumen").unwrap_err().contains("not a relay fingerprint"));
+        assert!(t("a b", &fp)
+            .args("ekumen")
+            .unwrap_err()
+            .contains("cannot be written in a tombstone"));
+        assert!(t("h", "abc")
+            .args("ekumen")
+            .unwrap_err()
+            .contains("not a relay fingerprint"));
     }
 
     #[test]
     fn answers_say_done_already_or_why_refused() {
-        assert_eq!(step_answer("stop", Some(0), b"DONE\tstop\n", ""), Ok(StepAnswer::Done));
-        assert_eq!(step_answer("stop", Some(0), b"ALREADY\tstop\n", ""), Ok(StepAnswer::Already));
+        assert_eq!(
+            step_answer("stop", Some(0), b"DONE\tstop\n", ""),
+            Ok(StepAnswer::Done)
+        );
+        assert_eq!(
+            step_answer("stop", Some(0), b"ALREADY\tstop\n", ""),
+            Ok(StepAnswer::Already)
+        );
         let e = step_answer("purge", Some(8), b"REFUSED\ttor@x is running here\n", "").unwrap_err();
         assert!(e.contains("tor@x is running here"), "{e}");
         let e = step_answer("purge", None, b"", "Connection closed").unwrap_err();
-        assert!(e.contains("without an answer (exit signal): Connection closed"), "{e}");
+        assert!(
+            e.contains("without an answer (exit signal): Connection closed"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -206,6 +259,8 @@ mod tests {
         assert_eq!(p.tombstone.unwrap().to, "ekumen2");
         assert_eq!(p.listening, ["192.0.2.21:443"]);
         assert!(parse_probe(b"T\t1\n").unwrap_err().contains("ended early"));
-        assert!(parse_probe(b"REFUSED\tno\n").unwrap_err().contains("refused: no"));
+        assert!(parse_probe(b"REFUSED\tno\n")
+            .unwrap_err()
+            .contains("refused: no"));
     }
 }
