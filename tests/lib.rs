@@ -19,6 +19,7 @@ mod lab_attacks;
 mod lab_hermetic;
 mod lab_plan;
 mod local;
+mod migrate;
 mod real_apply;
 mod real_migrate;
 mod real_vm;

@@ -335,3 +335,51 @@ fn a_target_failing_verification_keeps_the_source_keys_and_rollback_restores_the
         .code(0)
         .out_has(&["Fleet: 2 hosts, 0 with changes"]);
 }
+
+#[test]
+fn preconditions_refuse_before_anything_changes_and_a_dead_source_needs_saying_so() {
+    let Some((f, lab)) =
+        two_vms("preconditions_refuse_before_anything_changes_and_a_dead_source_needs_saying_so")
+    else {
+        return;
+    };
+    // The target's inventory address is not one the new VM has: the relay would announce it.
+    f.edit(
+        "inventory/gandi.toml",
+        "ipv4 = \"192.0.2.21\"",
+        "ipv4 = \"192.0.2.22\"",
+    );
+    migrate(&f, &lab, &["--yes"], &[]).code(1).err_has(&[
+        "ekumen2: the relay will announce 192.0.2.22 (the host's inventory address), which the host does not have",
+        "1 precondition failed; nothing was changed",
+    ]);
+    assert_eq!(lab.is_active("ekumen", "tor@ekumen"), "active");
+    assert!(!f.path(".oignon/migrations/ekumen.json").exists());
+    f.edit(
+        "inventory/gandi.toml",
+        "ipv4 = \"192.0.2.22\"",
+        "ipv4 = \"192.0.2.21\"",
+    );
+
+    // A dead source: refused unless said, then shown as unprovable, and confirmed.
+    lab.stop_host("ekumen");
+    migrate(&f, &lab, &["--yes"], &[]).code(1).err_has(&[
+        "source ekumen is unreachable",
+        "rerun with --source-unreachable",
+    ]);
+    migrate(&f, &lab, &["--source-unreachable", "--dry-run"], &[])
+        .code(0)
+        .out_has(&["WARNING: ekumen is unreachable: oignon cannot prove the old copy is stopped"]);
+    migrate(&f, &lab, &["--source-unreachable"], &[])
+        .code(1)
+        .err_has(&["needs confirmation: run it on a terminal, or pass --yes"]);
+    assert!(!f.path(".oignon/migrations/ekumen.json").exists());
+    migrate(&f, &lab, &["--source-unreachable", "--yes"], &[])
+        .code(0)
+        .out_has(&[
+            "1. stop (ekumen): skipped",
+            "5. verify (ekumen2): tor logs fingerprint",
+            "6. purge (ekumen): skipped",
+        ]);
+    lab.wait_active("ekumen2", "tor@ekumen", UP);
+}
