@@ -95,4 +95,7 @@ pub enum Command {
     Man,
     /// Move a relay and its identity to another host: one plan over both, never two copies.
     Migrate(crate::commands::migrate::Args),
+    /// Stop a relay for good: stop, disable, mask, tombstone, destroy its keys there, archive its
+    /// config, and remove it from the inventory.
+    Retire(crate::commands::retire::Args),
 }

@@ -828,3 +828,112 @@ pub fn lift_tombstones(
     }
     Ok(())
 }
+
+/// What `oignon retire` was asked.
+#[derive(Debug, Clone)]
+pub struct RetireOptions {
+    pub paths: Paths,
+    pub ssh_config: Option<PathBuf>,
+    pub nick: String,
+    pub dry_run: bool,
+    pub yes: bool,
+}
+
+/// `oignon retire NICKNAME`: the relay's end on its host (stop, disable, mask; keys quarantined
+/// then overwritten and removed; a tombstone; config archived), then its `[[host.relay]]` table
+/// removed from the inventory. Every host step is idempotent: a rerun after a failure resumes.
+pub fn retire(o: &RetireOptions, confirm: &dyn Fn(&str) -> bool) -> anyhow::Result<Ended> {
+    let nick = o.nick.as_str();
+    let Some(loaded) = crate::fleet::load(&o.paths, false) else {
+        anyhow::bail!("the inventory has errors (above); fix them, then retire");
+    };
+    let Some((spec, relay)) = find_relay(&loaded, nick) else {
+        anyhow::bail!(
+            "no relay `{nick}` in the inventory (already retired?); relays: {}",
+            loaded
+                .fleet()
+                .hosts
+                .iter()
+                .flat_map(|h| h.relays.iter().map(|r| r.nickname.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let host = spec.name.clone();
+    let edits = relocate::remove(&o.paths.inventory, nick).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let reach =
+        Reach::new(None, o.ssh_config.as_deref(), &[spec], 1).map_err(anyhow::Error::msg)?;
+    let t = rt
+        .block_on(reach.open(&Target::from(spec)))
+        .map_err(|e| anyhow::anyhow!("{host} is unreachable: {e}; retire needs it up (a dead host: remove the relay from the inventory by hand)"))?;
+    let r = retire_on(o, &rt, &t, &host, relay.orport, &loaded, &edits, confirm);
+    rt.block_on(t.close());
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn retire_on(
+    o: &RetireOptions,
+    rt: &tokio::runtime::Runtime,
+    t: &Transport,
+    host: &str,
+    orport: u16,
+    loaded: &Loaded,
+    edits: &[Edit],
+    confirm: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<Ended> {
+    let nick = o.nick.as_str();
+    let p = rt
+        .block_on(probe(t, nick, Verb::Probe { port: orport }))
+        .map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
+    // The tombstone names the identity that left: secrets/ first, else what tor wrote there.
+    let Some(fingerprint) = loaded
+        .store
+        .fingerprint(nick)
+        .or_else(|| p.fingerprint_file.clone())
+        .or_else(|| p.tombstone.as_ref().map(|t| t.fingerprint.clone()))
+    else {
+        anyhow::bail!("{nick}: no fingerprint in secrets/ nor on {host}: nothing says which identity retires; check the host by hand");
+    };
+    println!("Retirement of {nick} ({fingerprint}) on {host}:");
+    println!("  1. {host}: stop, disable and mask tor@{nick}");
+    println!("  2. {host}: move its keys to /var/lib/oignon/quarantine/{nick} (root only)");
+    println!("  3. {host}: tombstone /var/lib/oignon/moved/{nick} (retired): plan and apply refuse to start it there again");
+    println!("  4. {host}: overwrite and remove the quarantined keys; archive /etc/tor/instances/{nick} under /var/backups/oignon");
+    println!("  5. inventory: remove {nick}'s [[host.relay]] (its identity stays in secrets/ until you remove it)");
+    let patch = relocate::patch(edits);
+    if !patch.is_empty() {
+        println!("Inventory patch:\n{patch}");
+    }
+    if o.dry_run {
+        println!("Dry run: nothing was changed.");
+        return Ok(Ended::Shown);
+    }
+    if !o.yes
+        && !confirm(&format!(
+            "Retire {nick} on {host}? Its keys there are destroyed."
+        ))
+    {
+        return Ok(Ended::Cancelled);
+    }
+    let mut verbs = vec![Verb::Stop];
+    // No keys in the DataDirectory (never started, or a rerun after the quarantine): none to move.
+    if p.keys {
+        verbs.push(Verb::Quarantine);
+    }
+    verbs.push(Verb::Tombstone {
+        to: "-".into(),
+        when: now(),
+        fingerprint: fingerprint.clone(),
+    });
+    verbs.push(Verb::Purge);
+    for verb in verbs {
+        let w = verb.word();
+        let how = host_step(rt, Some(t), host, nick, verb)?;
+        println!("{host}: {w}: {how}");
+    }
+    relocate::write(edits).map_err(anyhow::Error::msg)?;
+    println!("inventory: {nick} removed. {nick} is retired; its tombstone stays on {host}.");
+    Ok(Ended::Complete)
+}

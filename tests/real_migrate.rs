@@ -382,4 +382,51 @@ fn preconditions_refuse_before_anything_changes_and_a_dead_source_needs_saying_s
             "6. purge (ekumen): skipped",
         ]);
     lab.wait_active("ekumen2", "tor@ekumen", UP);
+
+    // Its end: `retire` on ekumen2 stops it for good and takes it out of the inventory.
+    let cfg = lab.ssh_config();
+    let retire = |args: &[&str]| {
+        let mut all = vec!["--ssh-config", cfg.to_str().unwrap(), "retire", "ekumen"];
+        all.extend_from_slice(args);
+        f.run(&all)
+    };
+    retire(&["--dry-run"]).code(0).out_has(&[
+        "1. ekumen2: stop, disable and mask tor@ekumen",
+        "-nickname = \"ekumen\"",
+        "Dry run: nothing was changed.",
+    ]);
+    assert_eq!(lab.is_active("ekumen2", "tor@ekumen"), "active");
+    retire(&["--yes"]).code(0).out_has(&[
+        "ekumen2: stop: done",
+        "ekumen2: quarantine: done",
+        "ekumen2: tombstone: done",
+        "ekumen2: purge: done",
+        "inventory: ekumen removed",
+    ]);
+    assert_ne!(lab.is_active("ekumen2", "tor@ekumen"), "active");
+    assert_eq!(
+        lab.run("ekumen2", "systemctl is-enabled tor@ekumen || true")
+            .trim(),
+        "masked"
+    );
+    assert_eq!(lab.run("ekumen2", "find /var/lib/tor-instances/ekumen /var/lib/oignon/quarantine -path '*keys*' -type f | wc -l").trim(), "0");
+    let tomb = lab
+        .read_string("ekumen2", "/var/lib/oignon/moved/ekumen")
+        .expect("a tombstone");
+    assert!(tomb.contains("to\t-\n"), "{tomb}");
+    let gandi = std::fs::read_to_string(f.path("inventory/gandi.toml")).unwrap();
+    assert!(!gandi.contains("nickname = \"ekumen\""), "{gandi}");
+    f.run(&["check"]).code(0);
+    f.run_over(
+        &cfg,
+        &[
+            "plan",
+            "--detailed-exitcode",
+            "--brief",
+            "--host",
+            "ekumen2",
+        ],
+    )
+    .code(0)
+    .out_has(&["Fleet: 1 host, 0 with changes"]);
 }

@@ -7,6 +7,7 @@ pub mod completions;
 pub mod migrate;
 pub mod plan;
 pub mod render;
+pub mod retire;
 pub mod secrets;
 
 use crate::cli::{Cli, ColorChoice, Command, Global};
@@ -57,5 +58,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(a) => ended(completions::run(a)),
         Command::Man => ended(completions::man()),
         Command::Migrate(a) => migrate::run(&cli.global, a),
+        Command::Retire(a) => retire::run(&cli.global, a),
     }
 }
