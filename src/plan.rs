@@ -262,11 +262,7 @@ pub fn allow_resurrect(plan: &mut Plan, names: &[String]) {
 }
 
 /// The relays `--resurrect` lets this host's plan bring back (their tombstones are here).
-pub fn resurrected<'a>(
-    observed: &Observed,
-    desired: &DesiredHost,
-    names: &'a [String],
-) -> Vec<String> {
+pub fn resurrected(observed: &Observed, desired: &DesiredHost, names: &[String]) -> Vec<String> {
     desired
         .instances
         .iter()
