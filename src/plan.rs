@@ -865,6 +865,93 @@ mod tests {
         assert_eq!(p.handlers[0].reason, "tor@r1 is failed on the host");
     }
 
+    fn a_plan(hosts: Vec<HostPlan>) -> Plan {
+        Plan {
+            schema: SCHEMA.into(),
+            inputs: {
+                let set = || crate::saved::InputSet {
+                    digest: String::new(),
+                    files: BTreeMap::new(),
+                };
+                crate::saved::Inputs {
+                    digest: String::new(),
+                    inventory: set(),
+                    roles: set(),
+                    secrets: set(),
+                }
+            },
+            transport: crate::saved::RunTransport::new(None, None).expect("no paths to resolve"),
+            hosts,
+        }
+    }
+
+    #[test]
+    fn a_tombstoned_relay_is_refused_unless_resurrected() {
+        let mut o = running("x\n", true);
+        o.instances.get_mut("r1").unwrap().active = "inactive".into();
+        o.tombstones.insert(
+            "r1".into(),
+            crate::observed::Tombstone {
+                name: "r1".into(),
+                to: "h2".into(),
+                when: "2026-12-02T17:00:00Z".into(),
+                fingerprint: "AB".into(),
+            },
+        );
+        let p = plan_host(&host(vec![torrc("x\n")]), &o, "t");
+        let e = p.error.as_ref().expect("refused").to_string();
+        assert!(
+            e.contains("refused: r1 left this host (r1 moved to host h2 at 2026-12-02T17:00:00Z"),
+            "{e}"
+        );
+        assert!(e.contains("--resurrect r1"), "{e}");
+        let mut plan = a_plan(vec![p]);
+        allow_resurrect(&mut plan, &["other".into()]);
+        assert!(plan.hosts[0].error.is_some());
+        allow_resurrect(&mut plan, &["R1".into()]);
+        assert!(plan.hosts[0].error.is_none());
+        assert_eq!(
+            plan.hosts[0].handlers[0].command,
+            ["systemctl", "enable", "--now", "tor@r1"]
+        );
+    }
+
+    #[test]
+    fn one_identity_active_on_two_hosts_refuses_both_naming_the_other() {
+        let state = |active: &str, sha: &str| crate::observed::InstanceState {
+            name: "r1".into(),
+            active_state: active.into(),
+            unit_file_state: "enabled".into(),
+            id_sha: Some(sha.into()),
+        };
+        let (mut a, mut b, mut c) = (
+            Observed::default(),
+            Observed::default(),
+            Observed::default(),
+        );
+        a.instance_states.insert("r1".into(), state("active", "s1"));
+        b.instance_states.insert("r1".into(), state("active", "s1"));
+        c.instance_states
+            .insert("r1".into(), state("inactive", "s1"));
+        let hp = |n: &str| HostPlan {
+            host: n.into(),
+            ..HostPlan::failed("t", HostError::NotConnected { host: n.into() })
+        };
+        let mut plan = a_plan(vec![hp("a"), hp("b"), hp("c")]);
+        for h in &mut plan.hosts {
+            h.error = None;
+        }
+        refuse_duplicate_identities(&mut plan, &[("a", &a), ("b", &b), ("c", &c)]);
+        let e = plan.hosts[0].error.as_ref().expect("a refused").to_string();
+        assert!(e.contains("is also active on host b (as r1)"), "{e}");
+        let e = plan.hosts[1].error.as_ref().expect("b refused").to_string();
+        assert!(e.contains("is also active on host a (as r1)"), "{e}");
+        assert!(
+            plan.hosts[2].error.is_none(),
+            "a stopped copy is no second copy"
+        );
+    }
+
     #[test]
     fn missing_kernel_param_is_a_notice_not_a_change() {
         let mut o = running("x\n", true);
