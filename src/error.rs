@@ -128,6 +128,15 @@ pub enum HostError {
         /// Per instance, what its tombstone says (where it went, when).
         why: Vec<String>,
     },
+    /// A relay migrated to this host is missing from the inventory here: the inventory is older
+    /// than the migration; removing it would take the relay down.
+    #[error("refused: {instance} was migrated to this host from {from} at {when}, and this inventory does not have it here: it is older than the migration (pull the current one); nothing was written. To end {instance} here, `oignon retire {instance}`")]
+    Arrived {
+        host: String,
+        instance: String,
+        from: String,
+        when: String,
+    },
     /// The same relay identity is active on this host and another one: the directory
     /// authorities punish two copies of one relay.
     #[error("refused: the identity of {instance} here (ed25519 master key sha256 {id_sha:.16}…) is also active on host {other} (as {other_instance}): one identity must run in one place; stop one copy (`oignon retire` or `oignon migrate`), then plan again")]
@@ -191,6 +200,7 @@ impl HostError {
             | NotConnected { host }
             | Internal { host, .. }
             | Tombstoned { host, .. }
+            | Arrived { host, .. }
             | DuplicateIdentity { host, .. }
             | Saved { host, .. } => host,
         }

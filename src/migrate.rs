@@ -439,7 +439,7 @@ fn run(
         format!("{from}: move /var/lib/tor-instances/{nick}/keys to /var/lib/oignon/quarantine/{nick} (root only)"),
         format!("{from}: tombstone /var/lib/oignon/moved/{nick} (to {to}, fingerprint {fingerprint}): plan and apply refuse to start {nick} there again"),
         format!("{to}: deploy {nick}'s config and keys from secrets/ and start it (the plan below)"),
-        format!("{to}: verify: tor@{nick} logs fingerprint {fingerprint} and listens on its ORPort {orport}"),
+        format!("{to}: verify: tor@{nick} logs fingerprint {fingerprint} and listens on its ORPort {orport}; mark its arrival (/var/lib/oignon/arrived/{nick})"),
         format!("{from}: overwrite and remove the quarantined keys; archive /etc/tor/instances/{nick} under /var/backups/oignon"),
         format!("inventory: move {nick}'s [[host.relay]] from {from} to {to} (the patch below)"),
     ];
@@ -729,6 +729,18 @@ fn verify(
             "{to}: verification failed: nothing listens on the ORPort {orport}; {rollback}"
         );
     }
+    // Proven: the relay lives here now. The mark makes an older inventory (without it here)
+    // refused on this host instead of taking it down.
+    rt.block_on(step(
+        t,
+        nick,
+        Verb::Arrive {
+            from: from.to_string(),
+            when: now(),
+            fingerprint: fingerprint.to_string(),
+        },
+    ))
+    .map_err(|e| anyhow::anyhow!("{to}: marking the arrival: {e}"))?;
     Ok(format!(
         "tor logs fingerprint {fingerprint}; listening on {}",
         p.listening.join(", ")

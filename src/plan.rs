@@ -506,7 +506,16 @@ fn instance_removals(p: &mut HostPlan, desired: &DesiredHost, observed: &Observe
             continue;
         }
         let torrc = format!("/etc/tor/instances/{d}/torrc");
-        if observed.managed.contains_key(&torrc) {
+        if let Some(a) = observed.arrivals.get(d) {
+            // Migrated here: an inventory without it here is older than the move (a colleague's
+            // checkout), and would take the relay down. Its end here is `oignon retire`.
+            p.error = Some(HostError::Arrived {
+                host: p.host.clone(),
+                instance: d.clone(),
+                from: a.to.clone(),
+                when: a.when.clone(),
+            });
+        } else if observed.managed.contains_key(&torrc) {
             p.changes.push(Change {
                 kind: ChangeKind::RemoveInstance,
                 target: d.clone(),
@@ -913,6 +922,37 @@ mod tests {
         assert_eq!(
             plan.hosts[0].handlers[0].command,
             ["systemctl", "enable", "--now", "tor@r1"]
+        );
+    }
+
+    #[test]
+    fn a_relay_migrated_here_is_not_removed_by_an_older_inventory() {
+        let mut o = running("x\n", true);
+        o.instance_dirs.push("r1".into());
+        o.arrivals.insert(
+            "r1".into(),
+            crate::observed::Tombstone {
+                name: "r1".into(),
+                to: "old".into(),
+                when: "2026-12-02T17:00:00Z".into(),
+                fingerprint: "AB".into(),
+            },
+        );
+        let mut d = host(vec![]);
+        d.instances.clear();
+        let p = plan_host(&d, &o, "t");
+        let e = p.error.as_ref().expect("refused").to_string();
+        assert!(
+            e.contains("refused: r1 was migrated to this host from old at 2026-12-02T17:00:00Z"),
+            "{e}"
+        );
+        assert!(e.contains("`oignon retire r1`"), "{e}");
+        // Without the mark, the instance that left the inventory is removed as before.
+        o.arrivals.clear();
+        let p = plan_host(&d, &o, "t");
+        assert!(
+            p.error.is_none() && p.count(ChangeKind::RemoveInstance) == 1,
+            "{p:?}"
         );
     }
 

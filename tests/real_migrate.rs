@@ -227,19 +227,23 @@ fn migrate_survives_a_kill_after_every_step_never_runs_two_copies_and_leaves_gua
         .code(0)
         .out_has(&["Fleet: 2 hosts, 0 with changes"]);
 
-    // An older checkout (the inventory before the move) is refused by the tombstone.
+    // An older checkout (the inventory before the move) is refused on both hosts: by the
+    // tombstone on ekumen (it would start the relay there again), by the arrival mark on ekumen2
+    // (it would remove the relay there).
     f.write("inventory/gandi.toml", &old_gandi);
-    // (--host ekumen: that checkout would also remove the relay from ekumen2, see the notes.)
-    let cfg = lab.ssh_config();
-    let r = f.run_over(&cfg, &["apply", "--yes", "--brief", "--host", "ekumen"]);
+    let r = oignon(&f, &lab, &["apply", "--yes", "--brief"]);
     r.code(1).out_has(&[
         "refused: ekumen left this host (ekumen moved to host ekumen2 at",
         "--resurrect ekumen",
+        "refused: ekumen was migrated to this host from ekumen at",
+        "this inventory does not have it here: it is older than the migration",
     ]);
     assert_ne!(lab.is_active("ekumen", "tor@ekumen"), "active");
+    assert_eq!(lab.is_active("ekumen2", "tor@ekumen"), "active");
 
     // Forced back (--resurrect) while ekumen2 runs it: the same key active on two hosts, which
     // plan then refuses, naming both.
+    let cfg = lab.ssh_config();
     f.run_over(
         &cfg,
         &[

@@ -97,6 +97,10 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
                 let t = Tombstone::parse(&f).ok_or_else(bad)?;
                 o.tombstones.insert(t.name.clone(), t);
             }
+            ["A", ..] => {
+                let t = Tombstone::parse(&f).ok_or_else(bad)?;
+                o.arrivals.insert(t.name.clone(), t);
+            }
             ["D", name] => o.instance_dirs.push(name.to_string()),
             ["M", path, sum, now] => {
                 o.managed.insert(path.to_string(), sum.to_string());
@@ -197,7 +201,7 @@ R\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload 
     #[test]
     fn instance_states_and_tombstones_are_read_and_checked() {
         let sha = "a".repeat(64);
-        let out = format!("I\tekumen\tactive\tenabled\t{sha}\nI\told\tinactive\tmasked\t-\nX\told\tekumen2\t2026-12-02T17:00:00Z\tABCD\nK\tend\tok\n");
+        let out = format!("I\tekumen\tactive\tenabled\t{sha}\nI\told\tinactive\tmasked\t-\nX\told\tekumen2\t2026-12-02T17:00:00Z\tABCD\nA\tnew\tekumen\t2026-12-02T17:00:00Z\tABCD\nK\tend\tok\n");
         let o = parse(out.as_bytes()).unwrap();
         assert!(o.instance_states["ekumen"].is_active());
         assert_eq!(
@@ -207,6 +211,7 @@ R\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload 
         assert_eq!(o.instance_states["old"].unit_file_state, "masked");
         assert_eq!(o.instance_states["old"].id_sha, None);
         assert_eq!(o.tombstones["old"].to, "ekumen2");
+        assert_eq!(o.arrivals["new"].to, "ekumen");
         for bad in [
             "I\tbad-name\tactive\tenabled\t-\n",
             "I\tx\tACTIVE;\tenabled\t-\n",

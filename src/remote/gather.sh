@@ -26,6 +26,8 @@
 #                                                 as _tor-NAME (`-` absent): one identity, one place
 #   X NAME TO WHEN FINGERPRINT                    a tombstone (/var/lib/oignon/moved/NAME): the relay
 #                                                 moved TO another host (or was retired) at WHEN
+#   A NAME FROM WHEN FINGERPRINT                  an arrival (/var/lib/oignon/arrived/NAME): the relay
+#                                                 was migrated here FROM another host at WHEN
 #   D NAME                                        a directory under /etc/tor/instances
 #   M PATH SHA256 NOW                             what the last apply wrote (/var/lib/oignon/managed);
 #                                                 NOW is `-` for a requested path (see its F record),
@@ -211,18 +213,21 @@ instance_states() {
   done
 }
 instance_states
-# Tombstones: each field through the same character rules (the file is the host's data).
-if [ -d "$state/moved" ] && ! link_in /var/lib/oignon/moved >/dev/null; then
-  for t in "$state"/moved/*; do
+# Tombstones (X) and arrivals (A): each field through the same character rules (the host's data).
+marks() {
+  [ -d "$state/$1" ] && ! link_in "/var/lib/oignon/$1" >/dev/null || return 0
+  for t in "$state/$1"/*; do
     [ -f "$t" ] && [ ! -L "$t" ] || continue
     n=${t##*/}
     case $n in '' | *[!A-Za-z0-9]*) continue ;; esac
     to=$(sed -n 's/^to\t//p' "$t" | head -n 1 | tr -cd 'A-Za-z0-9.-')
     when=$(sed -n 's/^when\t//p' "$t" | head -n 1 | tr -cd 'A-Za-z0-9:.+-')
     fp=$(sed -n 's/^fingerprint\t//p' "$t" | head -n 1 | tr -cd 'A-F0-9')
-    printf 'X\t%s\t%s\t%s\t%s\n' "$n" "${to:--}" "${when:--}" "${fp:--}"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$2" "$n" "${to:--}" "${when:--}" "${fp:--}"
   done
-fi
+}
+marks moved X
+marks arrived A
 for d in "$root"/etc/tor/instances/*/; do
   [ -d "$d" ] || continue
   d=${d%/}

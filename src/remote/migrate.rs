@@ -16,6 +16,12 @@ pub enum Verb {
         when: String,
         fingerprint: String,
     },
+    /// The arrival mark on the target: `from` is the host the relay came from.
+    Arrive {
+        from: String,
+        when: String,
+        fingerprint: String,
+    },
     Verify {
         port: u16,
         seconds: u64,
@@ -41,6 +47,11 @@ impl Verb {
             }
             Verb::Tombstone {
                 to,
+                when,
+                fingerprint,
+            }
+            | Verb::Arrive {
+                from: to,
                 when,
                 fingerprint,
             } => {
@@ -76,6 +87,7 @@ impl Verb {
             Verb::Stop => "stop",
             Verb::Quarantine => "quarantine",
             Verb::Tombstone { .. } => "tombstone",
+            Verb::Arrive { .. } => "arrive",
             Verb::Verify { .. } => "verify",
             Verb::Purge => "purge",
             Verb::Rollback => "rollback",

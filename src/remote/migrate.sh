@@ -9,11 +9,15 @@
 #   quarantine NAME        move DataDirectory/keys to /var/lib/oignon/quarantine/NAME (root, 0700)
 #   tombstone NAME TO WHEN FINGERPRINT
 #                          write /var/lib/oignon/moved/NAME: where the relay went, when, which identity
+#   arrive NAME FROM WHEN FINGERPRINT
+#                          write /var/lib/oignon/arrived/NAME on the target: plan refuses to remove
+#                          the relay there on an inventory that lacks it (an older checkout)
 #   verify NAME PORT SECONDS
 #                          wait (at most SECONDS) for tor@NAME to run, log its fingerprint and listen
 #                          on PORT; then report what tor said (probe records)
 #   purge NAME             overwrite then unlink the quarantined keys; archive /etc/tor/instances/NAME
 #                          under /var/backups/oignon and drop the instance from oignon's manifest
+#                          (and its arrival mark: the relay ends here)
 #   rollback NAME          the source again: keys back from quarantine, tombstone removed, unmasked,
 #                          enable --now
 #   resurrect NAME         an operator's explicit choice (`--resurrect`): tombstone removed, unmasked
@@ -162,25 +166,28 @@ quarantine)
   sync
   echo "DONE${tab}quarantine"
   ;;
-tombstone)
+tombstone | arrive)
   to=${4:-} when=${5:-} fp=${6:-}
+  dir=$state/moved
+  [ "$verb" = arrive ] && dir=$state/arrived
+  tomb=$dir/$name
   case $to in '' | *[!A-Za-z0-9.-]*) refuse "\"$to\" is not a host name" ;; esac
   case $when in '' | *[!0-9TZ:-]*) refuse "\"$when\" is not a UTC time" ;; esac
   case $fp in *[!0-9A-F]*) refuse "\"$fp\" is not a fingerprint" ;; esac
   [ "${#fp}" = 40 ] || refuse "\"$fp\" is not a fingerprint (40 hex digits)"
   want=$(printf 'to\t%s\nwhen\t%s\nfingerprint\t%s' "$to" "$when" "$fp")
   if [ -f "$tomb" ] && [ ! -L "$tomb" ] && [ "$(sed -n '/^to\t/p; /^fingerprint\t/p' "$tomb")" = "$(printf 'to\t%s\nfingerprint\t%s' "$to" "$fp")" ]; then
-    echo "ALREADY${tab}tombstone"
+    echo "ALREADY${tab}$verb"
     exit 0
   fi
   link_in "$state" >/dev/null && refuse "$state goes through a symbolic link"
-  mkdir -p -- "$state/moved" || refuse "cannot create $state/moved"
-  [ ! -L "$state/moved" ] || refuse "$state/moved is a symbolic link"
-  t=$(mktemp "$state/moved/.$name.XXXXXX") || refuse "cannot write in $state/moved"
+  mkdir -p -- "$dir" || refuse "cannot create $dir"
+  [ ! -L "$dir" ] || refuse "$dir is a symbolic link"
+  t=$(mktemp "$dir/.$name.XXXXXX") || refuse "cannot write in $dir"
   chmod 0644 -- "$t"
   printf '%s\n' "$want" > "$t" && sync -- "$t" 2>/dev/null; mv -fT -- "$t" "$tomb" || refuse "cannot write $tomb"
   sync
-  echo "DONE${tab}tombstone"
+  echo "DONE${tab}$verb"
   ;;
 verify)
   check_port "${4:-}"
@@ -206,6 +213,10 @@ purge)
     done_keys=0
   fi
   done_conf=0
+  if [ -f "$state/arrived/$name" ] || [ -L "$state/arrived/$name" ]; then
+    rm -f -- "$state/arrived/$name"
+    done_conf=1
+  fi
   if [ -d "/etc/tor/instances/$name" ] && ! link_in "/etc/tor/instances/$name" >/dev/null; then
     mkdir -p -- "$backups" || refuse "cannot create $backups"
     stamp=$(date -u +%Y%m%dT%H%M%SZ).$$
