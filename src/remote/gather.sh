@@ -186,6 +186,7 @@ fi
 # Every instance on the host, in the inventory or not: `plan` refuses one identity active on two
 # hosts. Names are checked as nicknames (a directory name is the host's data, not ours).
 instance_states() {
+  names=
   seen=$nl
   for d in "$root"/etc/tor/instances/*/ "$root"/var/lib/tor-instances/*/; do
     [ -d "$d" ] || continue
@@ -195,19 +196,30 @@ instance_states() {
     [ "${#n}" -le 19 ] || continue
     case $seen in *"$nl$n$nl"*) continue ;; esac
     seen=$seen$n$nl
+    names="$names $n"
+  done
+  [ -n "$names" ] || return 0
+  states=
+  if [ -z "$root" ] && command -v systemctl >/dev/null 2>&1; then
+    # One systemctl for every unit: blocks of Id=, ActiveState=, UnitFileState=.
+    # shellcheck disable=SC2086
+    states=$(for n in $names; do printf 'tor@%s.service\n' "$n"; done |
+      xargs systemctl show -p Id -p ActiveState -p UnitFileState -- 2>/dev/null |
+      awk -F= '$1 == "Id" { id = $2 } $1 == "ActiveState" { a[id] = $2 } $1 == "UnitFileState" { u[id] = $2 }
+        END { for (i in a) printf "%s\t%s\t%s\n", i, a[i], (u[i] == "" ? "-" : u[i]) }')
+  fi
+  for n in $names; do
     a=- u=- sha=-
-    if [ -z "$root" ]; then
-      if command -v systemctl >/dev/null 2>&1; then
-        s=$(systemctl show -p ActiveState -p UnitFileState -- "tor@$n" 2>/dev/null)
-        a=$(printf '%s\n' "$s" | sed -n 's/^ActiveState=//p' | tr -cd 'a-z-')
-        u=$(printf '%s\n' "$s" | sed -n 's/^UnitFileState=//p' | tr -cd 'a-z-')
-      fi
+    line=$(printf '%s\n' "$states" | awk -F "$tab" -v id="tor@$n.service" '$1 == id { print; exit }')
+    if [ -n "$line" ]; then
+      a=$(printf '%s' "$line" | cut -f2 | tr -cd 'a-z-')
+      u=$(printf '%s' "$line" | cut -f3 | tr -cd 'a-z-')
+    fi
+    if [ -z "$root" ] && [ ! -L "/var/lib/tor-instances/$n" ] && id -u "_tor-$n" >/dev/null 2>&1; then
       k=/var/lib/tor-instances/$n/keys/ed25519_master_id_public_key
-      if [ ! -L "/var/lib/tor-instances/$n" ] && id -u "_tor-$n" >/dev/null 2>&1; then
-        sha=$(setpriv --reuid="_tor-$n" --regid="_tor-$n" --clear-groups --no-new-privs -- \
-          sh -c '[ -f "$1" ] && [ ! -L "$1" ] && sha256sum -- "$1"' sh "$k" 2>/dev/null) || sha=
-        sha=${sha%% *}
-      fi
+      sha=$(setpriv --reuid="_tor-$n" --regid="_tor-$n" --clear-groups --no-new-privs -- \
+        sh -c '[ -f "$1" ] && [ ! -L "$1" ] && sha256sum -- "$1"' sh "$k" 2>/dev/null) || sha=
+      sha=${sha%% *}
     fi
     printf 'I\t%s\t%s\t%s\t%s\n' "$n" "${a:--}" "${u:--}" "${sha:--}"
   done
