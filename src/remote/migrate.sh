@@ -161,6 +161,11 @@ quarantine)
   # rename(2) needs one filesystem; across two, mv would copy, and root would read the user's tree.
   [ "$(stat -c %d -- "$dd")" = "$(stat -c %d -- "$quarantine")" ] || refuse "$dd and $quarantine are on different filesystems: move the keys by hand"
   mv -T -- "$dd/keys" "$quarantine/keys" || refuse "moving $dd/keys to $quarantine failed"
+  # _tor-NAME could have swapped keys for a link after the check above; rename moved the link
+  # itself. chmod follows a link named on its command line: never hand it one.
+  if [ -L "$quarantine/keys" ] || [ ! -d "$quarantine/keys" ]; then
+    refuse "$dd/keys turned into a symbolic link or a file while it was moved; it is now $quarantine/keys (root only): inspect it by hand"
+  fi
   # Now out of _tor-NAME's reach: -R without -L changes links themselves, never what they name.
   chown -R -P root:root -- "$quarantine/keys" && chmod -R go-rwx -- "$quarantine/keys" || refuse "cannot make $quarantine/keys root-only"
   sync
