@@ -434,3 +434,34 @@ fn preconditions_refuse_before_anything_changes_and_a_dead_source_needs_saying_s
     .code(0)
     .out_has(&["Fleet: 1 host, 0 with changes"]);
 }
+
+#[test]
+fn a_keys_link_planted_by_the_relay_user_is_refused_never_followed() {
+    let Some((f, lab)) = two_vms("a_keys_link_planted_by_the_relay_user_is_refused_never_followed")
+    else {
+        return;
+    };
+    // The relay's user (tor, if compromised) swaps its keys directory for a link to /etc/ssh.
+    lab.run(
+        "ekumen",
+        "cd /var/lib/tor-instances/ekumen && setpriv --reuid=_tor-ekumen --regid=_tor-ekumen --clear-groups sh -c 'mv keys keys.real && ln -s /etc/ssh keys'",
+    );
+    let before = lab.run("ekumen", "stat -c '%a %U' /etc/ssh; ls /etc/ssh | wc -l");
+    migrate(&f, &lab, &["--yes"], &[]).code(1).err_has(&[
+        "ekumen: step `quarantine` failed: refused, nothing more was changed: /var/lib/tor-instances/ekumen/keys is a symbolic link",
+        "run migrate again (it resumes here)",
+    ]);
+    // Nothing was moved, chowned or chmodded through the link, and the target got nothing.
+    assert_eq!(
+        lab.run("ekumen", "stat -c '%a %U' /etc/ssh; ls /etc/ssh | wc -l"),
+        before
+    );
+    assert!(lab
+        .exec("ekumen", "test -L /var/lib/tor-instances/ekumen/keys")
+        .status
+        .success());
+    assert!(lab
+        .read("ekumen", "/var/lib/oignon/quarantine/ekumen/keys")
+        .is_none());
+    assert_ne!(lab.is_active("ekumen2", "tor@ekumen"), "active");
+}
