@@ -407,8 +407,11 @@ fn run(
                 "{to}: tor is not installed: `apt-get install tor tor-geoipdb` there, then migrate"
             ));
         }
-        if tprobe.running() || tprobe.config_dir || tprobe.data_dir {
-            bad.push(format!("{to}: an instance {nick} exists there already (tor@{nick} {}, /etc/tor/instances/{nick}: {}, DataDirectory: {}): remove it by hand, then migrate", tprobe.active_state, yes_no(tprobe.config_dir), yes_no(tprobe.data_dir)));
+        // A DataDirectory without keys is what a relay that left this host once leaves behind
+        // (its tombstone says so): coming back is allowed. Keys, a config or a running unit are
+        // another copy.
+        if tprobe.running() || tprobe.config_dir || tprobe.keys {
+            bad.push(format!("{to}: an instance {nick} exists there already (tor@{nick} {}, /etc/tor/instances/{nick}: {}, keys in its DataDirectory: {}): remove it by hand, then migrate", tprobe.active_state, yes_no(tprobe.config_dir), yes_no(tprobe.keys)));
         }
         if !tprobe.listening.is_empty() {
             bad.push(format!("{to}: the ORPort {orport} is taken ({} listening): free it, or give the relay another orport in the inventory", tprobe.listening.join(", ")));

@@ -365,6 +365,23 @@ fn preconditions_refuse_before_anything_changes_and_a_dead_source_needs_saying_s
         "ipv4 = \"192.0.2.21\"",
     );
 
+    // Something else holds the ORPort on the target's address.
+    lab.run(
+        "ekumen2",
+        "systemd-run --unit=squat perl -MIO::Socket::INET -e 'my $s = IO::Socket::INET->new(LocalAddr => \"192.0.2.21:443\", Listen => 1, ReuseAddr => 1) or die; sleep 600'",
+    );
+    let mut tries = 0;
+    while !lab.run("ekumen2", "ss -Hltn").contains("192.0.2.21:443") {
+        tries += 1;
+        assert!(tries < 100, "the squatter never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    migrate(&f, &lab, &["--yes"], &[]).code(1).err_has(&[
+        "ekumen2: the ORPort 443 is taken (192.0.2.21:443 listening): free it, or give the relay another orport in the inventory",
+    ]);
+    assert_eq!(lab.is_active("ekumen", "tor@ekumen"), "active");
+    lab.run("ekumen2", "systemctl stop squat");
+
     // A dead source: refused unless said, then shown as unprovable, and confirmed.
     lab.stop_host("ekumen");
     migrate(&f, &lab, &["--yes"], &[]).code(1).err_has(&[
