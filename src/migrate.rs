@@ -750,8 +750,9 @@ fn verify(
     ))
 }
 
-/// `migrate --rollback`: the target stopped (masked, its keys quarantined and removed), then the
-/// source restored and started; the journal is removed. Refused once the source's keys are gone.
+/// `migrate --rollback`: the target stopped (masked, its keys quarantined and removed, a tombstone
+/// naming the source), then the source restored and started; the journal is removed. Refused
+/// once the source's keys are gone.
 pub fn rollback(o: &MigrateOptions) -> anyhow::Result<()> {
     let nick = o.nick.as_str();
     let jpath = Journal::path(&o.paths.inventory, nick);
@@ -782,7 +783,14 @@ pub fn rollback(o: &MigrateOptions) -> anyhow::Result<()> {
     rt.block_on(async {
         // The target first: whatever deploy did there stops before the source starts again.
         let t = reach.open(&Target::from(dst)).await.map_err(|e| anyhow::anyhow!("target {}: {e}", j.to))?;
-        for verb in [Verb::Stop, Verb::Quarantine, Verb::Purge] {
+        // Its tombstone there names the source: an inventory still placing the relay on the
+        // target is refused there, and a later migrate to it lifts the tombstone on purpose.
+        let tomb = Verb::Tombstone {
+            to: j.from.clone(),
+            when: now(),
+            fingerprint: j.fingerprint.clone(),
+        };
+        for verb in [Verb::Stop, Verb::Quarantine, tomb, Verb::Purge] {
             let w = verb.word();
             let p = probe(&t, nick, Verb::Probe { port: 1 }).await.map_err(|e| anyhow::anyhow!("{}: {e}", j.to))?;
             // Nothing of the relay there (deploy never ran, or this is done): nothing to undo.

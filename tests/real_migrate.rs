@@ -338,6 +338,22 @@ fn a_target_failing_verification_keeps_the_source_keys_and_rollback_restores_the
     oignon(&f, &lab, &["plan", "--detailed-exitcode", "--brief"])
         .code(0)
         .out_has(&["Fleet: 2 hosts, 0 with changes"]);
+    let tomb = lab
+        .read_string("ekumen2", "/var/lib/oignon/moved/ekumen")
+        .expect("a tombstone on the target");
+    assert!(tomb.contains("to\tekumen\n"), "{tomb}");
+
+    // Migrating again to the host it was rolled back from works: its tombstone there is lifted.
+    migrate(&f, &lab, &["--yes"], &[])
+        .code(0)
+        .out_has(&["4. deploy (ekumen2): done", "6. purge (ekumen): done"]);
+    lab.wait_active("ekumen2", "tor@ekumen", UP);
+    assert!(lab
+        .read("ekumen2", "/var/lib/oignon/moved/ekumen")
+        .is_none());
+    oignon(&f, &lab, &["plan", "--detailed-exitcode", "--brief"])
+        .code(0)
+        .out_has(&["Fleet: 2 hosts, 0 with changes"]);
 }
 
 #[test]
