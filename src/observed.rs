@@ -46,7 +46,7 @@ pub struct Observed {
     pub instance_states: BTreeMap<String, InstanceState>,
     /// Tombstones of relays that left this host (`X` records), by name.
     pub tombstones: BTreeMap<String, Tombstone>,
-    /// Relays migrated to this host (`A` records), by name; `to` holds the host they came from.
+    /// Relays migrated to this host (`N` records), by name; `to` holds the host they came from.
     pub arrivals: BTreeMap<String, Tombstone>,
     /// Directories under /etc/tor/instances.
     pub instance_dirs: Vec<String>,
@@ -117,10 +117,10 @@ pub struct Tombstone {
 }
 
 impl Tombstone {
-    /// From the record's fields (`["X" or "A", name, to, when, fp]`), each checked; None
+    /// From the record's fields (`["X" or "N", name, to, when, fp]`), each checked; None
     /// otherwise.
     pub fn parse(f: &[&str]) -> Option<Tombstone> {
-        let ["X" | "A", name, to, when, fp] = f else {
+        let ["X" | "N", name, to, when, fp] = f else {
             return None;
         };
         let ok = |s: &str, extra: &str| {

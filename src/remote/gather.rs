@@ -97,7 +97,7 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
                 let t = Tombstone::parse(&f).ok_or_else(bad)?;
                 o.tombstones.insert(t.name.clone(), t);
             }
-            ["A", ..] => {
+            ["N", ..] => {
                 let t = Tombstone::parse(&f).ok_or_else(bad)?;
                 o.arrivals.insert(t.name.clone(), t);
             }
@@ -201,7 +201,7 @@ R\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload 
     #[test]
     fn instance_states_and_tombstones_are_read_and_checked() {
         let sha = "a".repeat(64);
-        let out = format!("I\tekumen\tactive\tenabled\t{sha}\nI\told\tinactive\tmasked\t-\nX\told\tekumen2\t2026-12-02T17:00:00Z\tABCD\nA\tnew\tekumen\t2026-12-02T17:00:00Z\tABCD\nK\tend\tok\n");
+        let out = format!("I\tekumen\tactive\tenabled\t{sha}\nI\told\tinactive\tmasked\t-\nX\told\tekumen2\t2026-12-02T17:00:00Z\tABCD\nN\tnew\tekumen\t2026-12-02T17:00:00Z\tABCD\nK\tend\tok\n");
         let o = parse(out.as_bytes()).unwrap();
         assert!(o.instance_states["ekumen"].is_active());
         assert_eq!(

@@ -26,7 +26,7 @@
 #                                                 as _tor-NAME (`-` absent): one identity, one place
 #   X NAME TO WHEN FINGERPRINT                    a tombstone (/var/lib/oignon/moved/NAME): the relay
 #                                                 moved TO another host (or was retired) at WHEN
-#   A NAME FROM WHEN FINGERPRINT                  an arrival (/var/lib/oignon/arrived/NAME): the relay
+#   N NAME FROM WHEN FINGERPRINT                  an arrival (/var/lib/oignon/arrived/NAME): the relay
 #                                                 was migrated here FROM another host at WHEN
 #   D NAME                                        a directory under /etc/tor/instances
 #   M PATH SHA256 NOW                             what the last apply wrote (/var/lib/oignon/managed);
@@ -225,7 +225,7 @@ instance_states() {
   done
 }
 instance_states
-# Tombstones (X) and arrivals (A): each field through the same character rules (the host's data).
+# Tombstones (X) and arrivals (N): each field through the same character rules (the host's data).
 marks() {
   [ -d "$state/$1" ] && ! link_in "/var/lib/oignon/$1" >/dev/null || return 0
   for t in "$state/$1"/*; do
@@ -239,7 +239,7 @@ marks() {
   done
 }
 marks moved X
-marks arrived A
+marks arrived N
 for d in "$root"/etc/tor/instances/*/; do
   [ -d "$d" ] || continue
   d=${d%/}
