@@ -118,7 +118,12 @@ impl Journal {
         let dir = path.parent().ok_or("journal path has no directory")?;
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let text = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        crate::secrets::write_atomic(path, &text).map_err(|e| format!("{}: {e}", path.display()))
+        crate::secrets::write_atomic(path, &text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        // The rename itself must survive a crash: the step it records is done.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("{}: {e}", dir.display()))
     }
 
     pub fn done(&self, step: &str) -> bool {

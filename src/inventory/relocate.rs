@@ -178,11 +178,22 @@ pub fn patch(edits: &[Edit]) -> String {
     out
 }
 
-/// Writes each edit atomically (temp file in the same directory, fsync, rename).
+/// Writes each edit atomically: a temp file in the same directory with the file's permissions,
+/// fsync, rename over it, fsync of the directory. A crash leaves each file wholly old or new.
 pub fn write(edits: &[Edit]) -> Result<(), String> {
+    use std::io::Write as _;
     for e in edits {
-        crate::secrets::write_atomic(&e.path, e.new.as_bytes())
-            .map_err(|x| format!("{}: {x}", e.path.display()))?;
+        let say = |x: std::io::Error| format!("{}: {x}", e.path.display());
+        let dir = e.path.parent().unwrap_or(Path::new("."));
+        let perms = std::fs::metadata(&e.path).map_err(say)?.permissions();
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(say)?;
+        tmp.as_file().set_permissions(perms).map_err(say)?;
+        tmp.write_all(e.new.as_bytes()).map_err(say)?;
+        tmp.as_file().sync_all().map_err(say)?;
+        tmp.persist(&e.path).map_err(|x| say(x.error))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(say)?;
     }
     Ok(())
 }
@@ -297,6 +308,20 @@ mod tests {
             "{e}"
         );
         assert!(relocate(d.path(), "ekumen", "ekumen").unwrap().is_empty());
+    }
+
+    #[test]
+    fn writing_keeps_the_file_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = dir(&[("gandi.toml", GANDI)]);
+        let p = d.path().join("gandi.toml");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write(&relocate(d.path(), "ekumen", "ekumen2").unwrap()).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        assert!(std::fs::read_to_string(&p)
+            .unwrap()
+            .ends_with("orport = 443   # the one port Gandi lets through\n"));
     }
 
     #[test]
