@@ -44,9 +44,13 @@ pub const EXIT_AFTER_ENV: &str = "OIGNON_MIGRATE_EXIT_AFTER";
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
     pub paths: Paths,
+    /// The identity that decrypts secrets/ (None: the default places).
     pub identity: Option<PathBuf>,
+    /// `ssh -F FILE` for every connection.
     pub ssh_config: Option<PathBuf>,
+    /// The relay.
     pub nick: String,
+    /// The host it moves to.
     pub to: String,
     pub dry_run: bool,
     /// The source is down: its steps are skipped, and the plan says the old copy is unproven.
@@ -126,6 +130,7 @@ impl Journal {
             .map_err(|e| format!("{}: {e}", dir.display()))
     }
 
+    /// Whether `step` is recorded as done.
     pub fn done(&self, step: &str) -> bool {
         self.steps.iter().any(|s| s.step == step)
     }

@@ -3,7 +3,7 @@
 
 use crate::remote::record::Records;
 
-/// A host-side step of a migration or a retirement.
+/// A host-side step of a migration or a retirement (see migrate.sh's header for each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verb {
     Probe {
@@ -81,6 +81,7 @@ impl Verb {
         Ok(v)
     }
 
+    /// The verb as migrate.sh takes it.
     pub fn word(&self) -> &'static str {
         match self {
             Verb::Probe { .. } => "probe",
