@@ -99,4 +99,9 @@ pub enum Command {
     Host(crate::commands::host::Args),
     /// Check a new host's facts (one round trip, a table), then install what a relay needs.
     Bootstrap(crate::commands::bootstrap::Args),
+    /// Move a relay and its identity to another host: one plan over both, never two copies.
+    Migrate(crate::commands::migrate::Args),
+    /// Stop a relay for good: stop, disable, mask, tombstone, destroy its keys there, archive its
+    /// config, and remove it from the inventory.
+    Retire(crate::commands::retire::Args),
 }

@@ -126,6 +126,39 @@ pub enum HostError {
     /// A bug: a host task panicked, or a state that cannot happen did.
     #[error("{why}")]
     Internal { host: String, why: String },
+    /// Relays of the plan left this host (migrated or retired: their tombstone is here); creating
+    /// or starting them again would run a second copy of an identity that lives elsewhere.
+    #[error(
+        "refused: {} left this host ({}); an older inventory must not bring it back, and nothing was written. If it must run here again, apply with {}",
+        .instances.join(", "),
+        .why.join("; "),
+        .instances.iter().map(|n| format!("--resurrect {n}")).collect::<Vec<_>>().join(" ")
+    )]
+    Tombstoned {
+        host: String,
+        instances: Vec<String>,
+        /// Per instance, what its tombstone says (where it went, when).
+        why: Vec<String>,
+    },
+    /// A relay migrated to this host is missing from the inventory here: the inventory is older
+    /// than the migration; removing it would take the relay down.
+    #[error("refused: {instance} was migrated to this host from {from} at {when}, and this inventory does not have it here: it is older than the migration (pull the current one); nothing was written. To end {instance} here, `oignon retire {instance}`")]
+    Arrived {
+        host: String,
+        instance: String,
+        from: String,
+        when: String,
+    },
+    /// The same relay identity is active on this host and another one: the directory
+    /// authorities punish two copies of one relay.
+    #[error("refused: the identity of {instance} here (ed25519 master key sha256 {id_sha:.16}…) is also active on host {other} (as {other_instance}): one identity must run in one place; stop one copy (`oignon retire` or `oignon migrate`), then plan again")]
+    DuplicateIdentity {
+        host: String,
+        instance: String,
+        other: String,
+        other_instance: String,
+        id_sha: String,
+    },
     /// An error read back from a saved plan, where only its text is kept.
     #[error("{text}")]
     Saved { host: String, text: String },
@@ -178,6 +211,9 @@ impl HostError {
             | Reboot { host, .. }
             | NotConnected { host }
             | Internal { host, .. }
+            | Tombstoned { host, .. }
+            | Arrived { host, .. }
+            | DuplicateIdentity { host, .. }
             | Saved { host, .. } => host,
         }
     }

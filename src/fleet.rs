@@ -197,6 +197,8 @@ pub struct PlanOptions {
     pub hosters: Vec<String>,
     /// How many hosts to work on at once.
     pub parallel: usize,
+    /// `--resurrect NICKNAME`: relays whose tombstone on a host may be overridden.
+    pub resurrect: Vec<String>,
 }
 
 impl PlanOptions {
@@ -299,13 +301,21 @@ pub fn plan(
             Err(e) => HostPlan::failed(&gh.transport_name, e.clone()),
         })
         .collect();
+    let mut plan = Plan {
+        schema: SCHEMA.into(),
+        inputs,
+        transport: run_transport,
+        hosts,
+    };
+    // The guards of "one identity, one running place" (see plan.rs).
+    crate::plan::allow_resurrect(&mut plan, &o.resurrect);
+    let observed: Vec<(&str, &crate::observed::Observed)> = gathered
+        .iter()
+        .filter_map(|(d, g)| g.observed.as_ref().ok().map(|o| (d.name.as_str(), o)))
+        .collect();
+    crate::plan::refuse_duplicate_identities(&mut plan, &observed);
     Ok(Some(Planned {
-        plan: Plan {
-            schema: SCHEMA.into(),
-            inputs,
-            transport: run_transport,
-            hosts,
-        },
+        plan,
         hosts: gathered,
         reach,
         targets,

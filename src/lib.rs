@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod gather;
 pub mod hardening;
 pub mod inventory;
+pub mod migrate;
 pub mod observed;
 pub mod onboard;
 pub mod plan;

@@ -209,7 +209,94 @@ pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) ->
         });
     }
     notices(&mut p, desired, observed, transport);
+    refuse_tombstoned(&mut p, desired, observed);
     p
+}
+
+/// One identity, one running place: a relay whose tombstone is on this host (it was migrated or
+/// retired from here) is never created or started here again by a plan, whatever the inventory
+/// says (an older checkout's, a colleague's), unless the operator says `--resurrect NICKNAME`
+/// ([`allow_resurrect`]).
+fn refuse_tombstoned(p: &mut HostPlan, desired: &DesiredHost, observed: &Observed) {
+    let mut instances = vec![];
+    let mut why = vec![];
+    for i in &desired.instances {
+        if let Some(t) = observed.tombstones.get(i) {
+            instances.push(i.clone());
+            why.push(if t.to == "-" {
+                format!("{i} was retired at {}", t.when)
+            } else {
+                format!(
+                    "{i} moved to host {} at {}, fingerprint {}",
+                    t.to, t.when, t.fingerprint
+                )
+            });
+        }
+    }
+    if !instances.is_empty() {
+        p.error = Some(HostError::Tombstoned {
+            host: p.host.clone(),
+            instances,
+            why,
+        });
+    }
+}
+
+/// Lifts the tombstone refusal for the relays named (`--resurrect NICKNAME`, any case).
+pub fn allow_resurrect(plan: &mut Plan, names: &[String]) {
+    for h in &mut plan.hosts {
+        if let Some(HostError::Tombstoned { instances, why, .. }) = &mut h.error {
+            let keep: Vec<bool> = instances
+                .iter()
+                .map(|i| !names.iter().any(|n| n.eq_ignore_ascii_case(i)))
+                .collect();
+            let mut k = keep.iter();
+            instances.retain(|_| *k.next().unwrap_or(&true));
+            let mut k = keep.iter();
+            why.retain(|_| *k.next().unwrap_or(&true));
+            if instances.is_empty() {
+                h.error = None;
+            }
+        }
+    }
+}
+
+/// The relays `--resurrect` lets this host's plan bring back (their tombstones are here).
+pub fn resurrected(observed: &Observed, desired: &DesiredHost, names: &[String]) -> Vec<String> {
+    desired
+        .instances
+        .iter()
+        .filter(|i| observed.tombstones.contains_key(*i))
+        .filter(|i| names.iter().any(|n| n.eq_ignore_ascii_case(i)))
+        .cloned()
+        .collect()
+}
+
+/// Across the hosts gathered: one relay identity (the sha256 of its ed25519 master public key)
+/// active on two hosts refuses both hosts' plans, each naming the other.
+pub fn refuse_duplicate_identities(plan: &mut Plan, observed: &[(&str, &Observed)]) {
+    let mut active: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for (host, o) in observed {
+        for st in o.instance_states.values().filter(|s| s.is_active()) {
+            if let Some(sha) = &st.id_sha {
+                active.entry(sha).or_default().push((host, &st.name));
+            }
+        }
+    }
+    for (sha, places) in active.iter().filter(|(_, v)| v.len() > 1) {
+        for (i, (host, inst)) in places.iter().enumerate() {
+            let (other, other_inst) = places[(i + 1) % places.len()];
+            if let Some(h) = plan.hosts.iter_mut().find(|h| h.host == *host) {
+                h.error = Some(HostError::DuplicateIdentity {
+                    host: host.to_string(),
+                    instance: inst.to_string(),
+                    other: other.to_string(),
+                    other_instance: other_inst.to_string(),
+                    id_sha: sha.to_string(),
+                });
+            }
+        }
+    }
 }
 
 /// Relay instances the host lacks (no user or no DataDirectory yet): one change each.
@@ -419,7 +506,16 @@ fn instance_removals(p: &mut HostPlan, desired: &DesiredHost, observed: &Observe
             continue;
         }
         let torrc = format!("/etc/tor/instances/{d}/torrc");
-        if observed.managed.contains_key(&torrc) {
+        if let Some(a) = observed.arrivals.get(d) {
+            // Migrated here: an inventory without it here is older than the move (a colleague's
+            // checkout), and would take the relay down. Its end here is `oignon retire`.
+            p.error = Some(HostError::Arrived {
+                host: p.host.clone(),
+                instance: d.clone(),
+                from: a.to.clone(),
+                when: a.when.clone(),
+            });
+        } else if observed.managed.contains_key(&torrc) {
             p.changes.push(Change {
                 kind: ChangeKind::RemoveInstance,
                 target: d.clone(),
@@ -776,6 +872,124 @@ mod tests {
             ["systemctl", "enable", "--now", "tor@r1"]
         );
         assert_eq!(p.handlers[0].reason, "tor@r1 is failed on the host");
+    }
+
+    fn a_plan(hosts: Vec<HostPlan>) -> Plan {
+        Plan {
+            schema: SCHEMA.into(),
+            inputs: {
+                let set = || crate::saved::InputSet {
+                    digest: String::new(),
+                    files: BTreeMap::new(),
+                };
+                crate::saved::Inputs {
+                    digest: String::new(),
+                    inventory: set(),
+                    roles: set(),
+                    secrets: set(),
+                }
+            },
+            transport: crate::saved::RunTransport::new(None, None).expect("no paths to resolve"),
+            hosts,
+        }
+    }
+
+    #[test]
+    fn a_tombstoned_relay_is_refused_unless_resurrected() {
+        let mut o = running("x\n", true);
+        o.instances.get_mut("r1").unwrap().active = "inactive".into();
+        o.tombstones.insert(
+            "r1".into(),
+            crate::observed::Tombstone {
+                name: "r1".into(),
+                to: "h2".into(),
+                when: "2026-12-02T17:00:00Z".into(),
+                fingerprint: "AB".into(),
+            },
+        );
+        let p = plan_host(&host(vec![torrc("x\n")]), &o, "t");
+        let e = p.error.as_ref().expect("refused").to_string();
+        assert!(
+            e.contains("refused: r1 left this host (r1 moved to host h2 at 2026-12-02T17:00:00Z"),
+            "{e}"
+        );
+        assert!(e.contains("--resurrect r1"), "{e}");
+        let mut plan = a_plan(vec![p]);
+        allow_resurrect(&mut plan, &["other".into()]);
+        assert!(plan.hosts[0].error.is_some());
+        allow_resurrect(&mut plan, &["R1".into()]);
+        assert!(plan.hosts[0].error.is_none());
+        assert_eq!(
+            plan.hosts[0].handlers[0].command,
+            ["systemctl", "enable", "--now", "tor@r1"]
+        );
+    }
+
+    #[test]
+    fn a_relay_migrated_here_is_not_removed_by_an_older_inventory() {
+        let mut o = running("x\n", true);
+        o.instance_dirs.push("r1".into());
+        o.arrivals.insert(
+            "r1".into(),
+            crate::observed::Tombstone {
+                name: "r1".into(),
+                to: "old".into(),
+                when: "2026-12-02T17:00:00Z".into(),
+                fingerprint: "AB".into(),
+            },
+        );
+        let mut d = host(vec![]);
+        d.instances.clear();
+        let p = plan_host(&d, &o, "t");
+        let e = p.error.as_ref().expect("refused").to_string();
+        assert!(
+            e.contains("refused: r1 was migrated to this host from old at 2026-12-02T17:00:00Z"),
+            "{e}"
+        );
+        assert!(e.contains("`oignon retire r1`"), "{e}");
+        // Without the mark, the instance that left the inventory is removed as before.
+        o.arrivals.clear();
+        let p = plan_host(&d, &o, "t");
+        assert!(
+            p.error.is_none() && p.count(ChangeKind::RemoveInstance) == 1,
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn one_identity_active_on_two_hosts_refuses_both_naming_the_other() {
+        let state = |active: &str, sha: &str| crate::observed::InstanceState {
+            name: "r1".into(),
+            active_state: active.into(),
+            unit_file_state: "enabled".into(),
+            id_sha: Some(sha.into()),
+        };
+        let (mut a, mut b, mut c) = (
+            Observed::default(),
+            Observed::default(),
+            Observed::default(),
+        );
+        a.instance_states.insert("r1".into(), state("active", "s1"));
+        b.instance_states.insert("r1".into(), state("active", "s1"));
+        c.instance_states
+            .insert("r1".into(), state("inactive", "s1"));
+        let hp = |n: &str| HostPlan {
+            host: n.into(),
+            ..HostPlan::failed("t", HostError::NotConnected { host: n.into() })
+        };
+        let mut plan = a_plan(vec![hp("a"), hp("b"), hp("c")]);
+        for h in &mut plan.hosts {
+            h.error = None;
+        }
+        refuse_duplicate_identities(&mut plan, &[("a", &a), ("b", &b), ("c", &c)]);
+        let e = plan.hosts[0].error.as_ref().expect("a refused").to_string();
+        assert!(e.contains("is also active on host b (as r1)"), "{e}");
+        let e = plan.hosts[1].error.as_ref().expect("b refused").to_string();
+        assert!(e.contains("is also active on host a (as r1)"), "{e}");
+        assert!(
+            plan.hosts[2].error.is_none(),
+            "a stopped copy is no second copy"
+        );
     }
 
     #[test]

@@ -94,6 +94,11 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         close_all(&rt, hosts);
         return Ok(ExitCode::from(exit_code([], Outcome::Failed)));
     }
+    if let Err(msg) = oignon::migrate::lift_tombstones(&rt, &hosts, &a.targets.resurrect) {
+        close_all(&rt, hosts);
+        eprintln!("error: {msg}");
+        return Ok(ExitCode::from(exit_code([], Outcome::Failed)));
+    }
     let rollout = RolloutOptions {
         serial: a.serial,
         max_fail: a.max_fail,

@@ -109,6 +109,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 hosters: vec![],
                 local: None,
                 parallel: 1,
+                resurrect: vec![],
             },
             yes: a.yes,
             serial: None,

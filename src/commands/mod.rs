@@ -7,8 +7,10 @@ pub mod check;
 pub mod completions;
 pub mod host;
 pub mod hoster;
+pub mod migrate;
 pub mod plan;
 pub mod render;
+pub mod retire;
 pub mod secrets;
 
 use crate::cli::{Cli, ColorChoice, Command, Global};
@@ -61,5 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hoster(a) => ended(hoster::run(&cli.global, a)),
         Command::Host(a) => ended(host::run(&cli.global, a)),
         Command::Bootstrap(a) => bootstrap::run(&cli.global, a),
+        Command::Migrate(a) => migrate::run(&cli.global, a),
+        Command::Retire(a) => retire::run(&cli.global, a),
     }
 }

@@ -22,6 +22,10 @@ pub struct Targets {
     /// How many hosts to work on at once.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub parallel: usize,
+    /// Bring back a relay that was migrated away from or retired on a host (its tombstone there
+    /// refuses it otherwise): apply unmasks it and removes the tombstone (repeatable).
+    #[arg(long, value_name = "NICKNAME")]
+    pub resurrect: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +57,7 @@ impl Targets {
             hosts: self.hosts.clone(),
             hosters: self.hosters.clone(),
             parallel: self.parallel,
+            resurrect: self.resurrect.clone(),
         }
     }
 }

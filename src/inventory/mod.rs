@@ -11,6 +11,7 @@ pub mod edit;
 pub mod file;
 mod introspect;
 pub mod load;
+pub mod relocate;
 mod resolve;
 pub mod source;
 pub mod text;

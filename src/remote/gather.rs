@@ -28,6 +28,10 @@ pub fn requests(desired: &DesiredHost) -> Result<Vec<u8>, RecordError> {
     Ok(out.into_bytes())
 }
 
+// The types of the `I` and `X` records live in observed.rs (what a host looks like), which the
+// plan reads and which must not name this module (architecture.rs); they are named here too.
+pub use crate::observed::{InstanceState, Tombstone};
+
 /// Parses gather.sh's output. Unknown or malformed lines are errors: a truncated answer must never
 /// look like "the files are absent".
 pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
@@ -75,7 +79,7 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
                 o.files
                     .insert(path.to_string(), ObservedFile::Other(kind.to_string()));
             }
-            ["I", name, user, dd, active] => {
+            ["R", name, user, dd, active] => {
                 o.instances.insert(
                     name.to_string(),
                     ObservedInstance {
@@ -84,6 +88,18 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
                         active: active.to_string(),
                     },
                 );
+            }
+            ["I", name, active, unit_file, id_sha] => {
+                let st = InstanceState::parse(name, active, unit_file, id_sha).ok_or_else(bad)?;
+                o.instance_states.insert(name.to_string(), st);
+            }
+            ["X", ..] => {
+                let t = Tombstone::parse(&f).ok_or_else(bad)?;
+                o.tombstones.insert(t.name.clone(), t);
+            }
+            ["N", ..] => {
+                let t = Tombstone::parse(&f).ok_or_else(bad)?;
+                o.arrivals.insert(t.name.clone(), t);
             }
             ["D", name] => o.instance_dirs.push(name.to_string()),
             ["M", path, sum, now] => {
@@ -159,7 +175,7 @@ mod tests {
     #[test]
     fn parses_every_record_kind() {
         let out = "F\t/a\t0\nF\t/b\t1\troot\troot\t644\t-\taGkK\nF\t/k\t1\t_tor-x\t_tor-x\t600\tabc\nT\t/d\tdirectory\n\
-I\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload tor@x\nK\tcmdline\tro quiet\nK\tend\tok\n";
+R\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload tor@x\nK\tcmdline\tro quiet\nK\tend\tok\n";
         let o = parse(out.as_bytes()).unwrap();
         assert_eq!(o.files["/a"], ObservedFile::Absent);
         let ObservedFile::Present {
@@ -180,6 +196,34 @@ I\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload 
         assert_eq!(o.cmdline.as_deref(), Some("ro quiet"));
         assert_eq!(o.managed["/old"], "aaa");
         assert_eq!(o.files["/old"].sha256(), Some("bbb"));
+    }
+
+    #[test]
+    fn instance_states_and_tombstones_are_read_and_checked() {
+        let sha = "a".repeat(64);
+        let out = format!("I\tekumen\tactive\tenabled\t{sha}\nI\told\tinactive\tmasked\t-\nX\told\tekumen2\t2026-12-02T17:00:00Z\tABCD\nN\tnew\tekumen\t2026-12-02T17:00:00Z\tABCD\nK\tend\tok\n");
+        let o = parse(out.as_bytes()).unwrap();
+        assert!(o.instance_states["ekumen"].is_active());
+        assert_eq!(
+            o.instance_states["ekumen"].id_sha.as_deref(),
+            Some(sha.as_str())
+        );
+        assert_eq!(o.instance_states["old"].unit_file_state, "masked");
+        assert_eq!(o.instance_states["old"].id_sha, None);
+        assert_eq!(o.tombstones["old"].to, "ekumen2");
+        assert_eq!(o.arrivals["new"].to, "ekumen");
+        for bad in [
+            "I\tbad-name\tactive\tenabled\t-\n",
+            "I\tx\tACTIVE;\tenabled\t-\n",
+            "I\tx\tactive\tenabled\tnothex\n",
+            "X\tx\th st\twhen\tFP\n",
+        ] {
+            let e = parse(format!("{bad}K\tend\tok\n").as_bytes()).unwrap_err();
+            assert!(
+                e.contains("unexpected gather output line 1"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 
     #[test]

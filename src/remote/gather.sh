@@ -16,8 +16,18 @@
 # Nothing is read as root through a link: a symbolic link anywhere in a path is reported, not
 # followed; inside a relay's DataDirectory (its user's) files are stat'ed and hashed AS that user
 # (setpriv, one call per instance). Files of the host, /etc/os-release included, are read as data.
-#   I NAME USER DATADIR ACTIVE                    user _tor-NAME exists (1/0), its DataDirectory
-#                                                 exists (1/0), `systemctl is-active tor@NAME`
+#   R NAME USER DATADIR ACTIVE                    a requested instance: user _tor-NAME exists (1/0),
+#                                                 its DataDirectory exists (1/0), `systemctl
+#                                                 is-active tor@NAME`
+#   I NAME ACTIVESTATE UNITFILESTATE IDSHA        every tor instance found on the host (a directory
+#                                                 in /etc/tor/instances or /var/lib/tor-instances):
+#                                                 systemd's states of tor@NAME (`-` unknown), the
+#                                                 sha256 of keys/ed25519_master_id_public_key read
+#                                                 as _tor-NAME (`-` absent): one identity, one place
+#   X NAME TO WHEN FINGERPRINT                    a tombstone (/var/lib/oignon/moved/NAME): the relay
+#                                                 moved TO another host (or was retired) at WHEN
+#   N NAME FROM WHEN FINGERPRINT                  an arrival (/var/lib/oignon/arrived/NAME): the relay
+#                                                 was migrated here FROM another host at WHEN
 #   D NAME                                        a directory under /etc/tor/instances
 #   M PATH SHA256 NOW                             what the last apply wrote (/var/lib/oignon/managed);
 #                                                 NOW is `-` for a requested path (see its F record),
@@ -170,9 +180,66 @@ if [ -n "$instances" ]; then
       active=${actives%%"$nl"*}
       case $actives in *"$nl"*) actives=${actives#*"$nl"} ;; *) actives= ;; esac
     fi
-    printf 'I\t%s\t%s\t%s\t%s\n' "$n" "$user" "$dd" "${active:-unknown}"
+    printf 'R\t%s\t%s\t%s\t%s\n' "$n" "$user" "$dd" "${active:-unknown}"
   done
 fi
+# Every instance on the host, in the inventory or not: `plan` refuses one identity active on two
+# hosts. Names are checked as nicknames (a directory name is the host's data, not ours).
+instance_states() {
+  names=
+  seen=$nl
+  for d in "$root"/etc/tor/instances/*/ "$root"/var/lib/tor-instances/*/; do
+    [ -d "$d" ] || continue
+    d=${d%/}
+    n=${d##*/}
+    case $n in '' | *[!A-Za-z0-9]*) continue ;; esac
+    [ "${#n}" -le 19 ] || continue
+    case $seen in *"$nl$n$nl"*) continue ;; esac
+    seen=$seen$n$nl
+    names="$names $n"
+  done
+  [ -n "$names" ] || return 0
+  states=
+  if [ -z "$root" ] && command -v systemctl >/dev/null 2>&1; then
+    # One systemctl for every unit: blocks of Id=, ActiveState=, UnitFileState=.
+    # shellcheck disable=SC2086
+    states=$(for n in $names; do printf 'tor@%s.service\n' "$n"; done |
+      xargs systemctl show -p Id -p ActiveState -p UnitFileState -- 2>/dev/null |
+      awk -F= '$1 == "Id" { id = $2 } $1 == "ActiveState" { a[id] = $2 } $1 == "UnitFileState" { u[id] = $2 }
+        END { for (i in a) printf "%s\t%s\t%s\n", i, a[i], (u[i] == "" ? "-" : u[i]) }')
+  fi
+  for n in $names; do
+    a=- u=- sha=-
+    line=$(printf '%s\n' "$states" | awk -F "$tab" -v id="tor@$n.service" '$1 == id { print; exit }')
+    if [ -n "$line" ]; then
+      a=$(printf '%s' "$line" | cut -f2 | tr -cd 'a-z-')
+      u=$(printf '%s' "$line" | cut -f3 | tr -cd 'a-z-')
+    fi
+    if [ -z "$root" ] && [ ! -L "/var/lib/tor-instances/$n" ] && id -u "_tor-$n" >/dev/null 2>&1; then
+      k=/var/lib/tor-instances/$n/keys/ed25519_master_id_public_key
+      sha=$(setpriv --reuid="_tor-$n" --regid="_tor-$n" --clear-groups --no-new-privs -- \
+        sh -c '[ -f "$1" ] && [ ! -L "$1" ] && sha256sum -- "$1"' sh "$k" 2>/dev/null) || sha=
+      sha=${sha%% *}
+    fi
+    printf 'I\t%s\t%s\t%s\t%s\n' "$n" "${a:--}" "${u:--}" "${sha:--}"
+  done
+}
+instance_states
+# Tombstones (X) and arrivals (N): each field through the same character rules (the host's data).
+marks() {
+  [ -d "$state/$1" ] && ! link_in "/var/lib/oignon/$1" >/dev/null || return 0
+  for t in "$state/$1"/*; do
+    [ -f "$t" ] && [ ! -L "$t" ] || continue
+    n=${t##*/}
+    case $n in '' | *[!A-Za-z0-9]*) continue ;; esac
+    to=$(sed -n 's/^to\t//p' "$t" | head -n 1 | tr -cd 'A-Za-z0-9.-')
+    when=$(sed -n 's/^when\t//p' "$t" | head -n 1 | tr -cd 'A-Za-z0-9:.+-')
+    fp=$(sed -n 's/^fingerprint\t//p' "$t" | head -n 1 | tr -cd 'A-F0-9')
+    printf '%s\t%s\t%s\t%s\t%s\n' "$2" "$n" "${to:--}" "${when:--}" "${fp:--}"
+  done
+}
+marks moved X
+marks arrived N
 for d in "$root"/etc/tor/instances/*/; do
   [ -d "$d" ] || continue
   d=${d%/}

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod bootstrap;
 pub mod gather;
 pub mod import;
+pub mod migrate;
 pub mod preflight;
 pub mod record;
 
@@ -25,3 +26,5 @@ pub const PREFLIGHT: &str = include_str!("preflight.sh");
 
 /// Installs what a relay needs (see the header of bootstrap.sh).
 pub const BOOTSTRAP: &str = concat!(include_str!("paths.sh"), include_str!("bootstrap.sh"));
+/// The host-side steps of `oignon migrate` and `oignon retire` (see the header of migrate.sh).
+pub const MIGRATE: &str = concat!(include_str!("paths.sh"), include_str!("migrate.sh"));
