@@ -40,6 +40,27 @@ pub const STEPS: [&str; 7] = [
 /// recorded; `K-unrecorded` right after it is done on the host, before the journal knows.
 pub const EXIT_AFTER_ENV: &str = "OIGNON_MIGRATE_EXIT_AFTER";
 
+/// Why a migration or retirement stopped. Its text says what happened and what to do; the
+/// journal says which steps are done.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// A precondition does not hold, or the request cannot be done: nothing (more) was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// A step, the deploy or the verification failed partway: rerun to resume, or roll back.
+    #[error("{0}")]
+    Stopped(String),
+    /// SSH setup or a connection failed.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    /// Planning the target's deploy could not start.
+    #[error(transparent)]
+    Plan(#[from] crate::fleet::PlanError),
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
 /// What `oignon migrate` was asked.
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
@@ -263,10 +284,10 @@ fn exit_hook(k: usize, recorded: bool) {
 
 /// Runs (or resumes, or shows) a migration. `confirm` asks the operator (the question given);
 /// it is not called with `yes` or `dry_run`. Every failure is an error saying what to do.
-pub fn migrate(o: &MigrateOptions, confirm: &dyn Fn(&str) -> bool) -> anyhow::Result<Ended> {
+pub fn migrate(o: &MigrateOptions, confirm: &dyn Fn(&str) -> bool) -> Result<Ended, MigrateError> {
     let nick = o.nick.as_str();
     let jpath = Journal::path(&o.paths.inventory, nick);
-    let journal = Journal::read(&jpath).map_err(anyhow::Error::msg)?;
+    let journal = Journal::read(&jpath).map_err(MigrateError::Refused)?;
     if let Some(j) = &journal {
         if let Some(at) = &j.finished {
             println!(
@@ -278,15 +299,17 @@ pub fn migrate(o: &MigrateOptions, confirm: &dyn Fn(&str) -> bool) -> anyhow::Re
             return Ok(Ended::Complete);
         }
         if j.to != o.to {
-            anyhow::bail!("{nick}: a migration to {} is under way (journal {}); finish it (`oignon migrate {nick} --to {}`) or roll it back (`oignon migrate {nick} --to {} --rollback`) first", j.to, jpath.display(), j.to, j.to);
+            return Err(MigrateError::Refused(format!("{nick}: a migration to {} is under way (journal {}); finish it (`oignon migrate {nick} --to {}`) or roll it back (`oignon migrate {nick} --to {} --rollback`) first", j.to, jpath.display(), j.to, j.to)));
         }
     }
     let Some(loaded) = crate::fleet::load(&o.paths, true) else {
-        anyhow::bail!("the inventory has errors (above); fix them, then migrate");
+        return Err(MigrateError::Refused(
+            "the inventory has errors (above); fix them, then migrate".into(),
+        ));
     };
     let fleet = loaded.fleet();
     let Some((src_spec, relay)) = find_relay(&loaded, nick) else {
-        anyhow::bail!(
+        return Err(MigrateError::Refused(format!(
             "no relay `{nick}` in the inventory; relays: {}",
             fleet
                 .hosts
@@ -294,35 +317,40 @@ pub fn migrate(o: &MigrateOptions, confirm: &dyn Fn(&str) -> bool) -> anyhow::Re
                 .flat_map(|h| h.relays.iter().map(|r| r.nickname.as_str()))
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )));
     };
     let from = journal
         .as_ref()
         .map(|j| j.from.clone())
         .unwrap_or_else(|| src_spec.name.clone());
     if from == o.to {
-        anyhow::bail!("{nick} is already on {}: nothing to migrate", o.to);
+        return Err(MigrateError::Refused(format!(
+            "{nick} is already on {}: nothing to migrate",
+            o.to
+        )));
     }
     let Some(to_spec) = fleet.hosts.iter().find(|h| h.name == o.to) else {
-        anyhow::bail!("no host `{}` in the inventory; add the new VM first (a `[[host]]` table with its name, addresses and uplink), then migrate; hosts: {}", o.to, fleet.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", "));
+        return Err(MigrateError::Refused(format!("no host `{}` in the inventory; add the new VM first (a `[[host]]` table with its name, addresses and uplink), then migrate; hosts: {}", o.to, fleet.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", "))));
     };
     let Some(src_spec) = fleet.hosts.iter().find(|h| h.name == from) else {
-        anyhow::bail!("no host `{from}` (the journal's source) in the inventory");
+        return Err(MigrateError::Refused(format!(
+            "no host `{from}` (the journal's source) in the inventory"
+        )));
     };
     // The identity must be in secrets/: the target gets it from there, and nowhere else.
     let fingerprint = match (loaded.store.has_identity(nick), loaded.store.fingerprint(nick)) {
         (true, Some(fp)) => fp,
-        _ => anyhow::bail!("{nick}'s identity is not in {}: the target could only get a new one. Run `oignon secrets import {from}` first (it reads the keys of the running relay and checks its fingerprint), then migrate", loaded.store.dir.display()),
+        _ => return Err(MigrateError::Refused(format!("{nick}'s identity is not in {}: the target could only get a new one. Run `oignon secrets import {from}` first (it reads the keys of the running relay and checks its fingerprint), then migrate", loaded.store.dir.display()))),
     };
-    let edits = relocate::relocate(&o.paths.inventory, nick, &o.to).map_err(anyhow::Error::msg)?;
-    let moved = moved_inventory(&o.paths.inventory, &edits).map_err(anyhow::Error::msg)?;
+    let edits =
+        relocate::relocate(&o.paths.inventory, nick, &o.to).map_err(MigrateError::Refused)?;
+    let moved = moved_inventory(&o.paths.inventory, &edits).map_err(MigrateError::Refused)?;
     let moved_paths = Paths {
         inventory: moved.path().to_path_buf(),
         ..o.paths.clone()
     };
     let rt = tokio::runtime::Runtime::new()?;
-    let reach = Reach::new(None, o.ssh_config.as_deref(), &[src_spec, to_spec], 2)
-        .map_err(anyhow::Error::msg)?;
+    let reach = Reach::new(None, o.ssh_config.as_deref(), &[src_spec, to_spec], 2)?;
     let mut hosts = Hosts {
         reach,
         source: Target::from(src_spec),
@@ -366,35 +394,36 @@ fn run(
     edits: &[Edit],
     moved_paths: &Paths,
     confirm: &dyn Fn(&str) -> bool,
-) -> anyhow::Result<Ended> {
+) -> Result<Ended, MigrateError> {
     let nick = o.nick.as_str();
     let (from, to) = (h.source.name.clone(), h.target.name.clone());
     let resuming = journal.is_some();
     let source_unreachable =
         o.source_unreachable || journal.as_ref().is_some_and(|j| j.source_unreachable);
     // Connect: both hosts (the source may be down only when the operator said so).
-    h.dst =
-        Some(rt.block_on(h.reach.open(&h.target)).map_err(|e| {
-            anyhow::anyhow!("target {to} is unreachable: {e}; migrate needs it up")
-        })?);
+    h.dst = Some(rt.block_on(h.reach.open(&h.target)).map_err(|e| {
+        MigrateError::Refused(format!(
+            "target {to} is unreachable: {e}; migrate needs it up"
+        ))
+    })?);
     match rt.block_on(h.reach.open(&h.source)) {
         Ok(t) => h.src = Some(t),
         Err(e) if source_unreachable => {
             eprintln!("warning: source {from} is unreachable ({e}); going on as --source-unreachable says");
         }
-        Err(e) => anyhow::bail!("source {from} is unreachable: {e}. If it is dead for good, rerun with --source-unreachable: the old copy then cannot be proven stopped, and you must make sure it never starts again"),
+        Err(e) => return Err(MigrateError::Refused(format!("source {from} is unreachable: {e}. If it is dead for good, rerun with --source-unreachable: the old copy then cannot be proven stopped, and you must make sure it never starts again"))),
     }
     let dst = h
         .dst
         .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("no target connection"))?;
+        .ok_or_else(|| MigrateError::Refused("no target connection".into()))?;
     let tprobe = rt
         .block_on(probe(dst, nick, Verb::Probe { port: orport }))
-        .map_err(|e| anyhow::anyhow!("{to}: {e}"))?;
+        .map_err(|e| MigrateError::Refused(format!("{to}: {e}")))?;
     let sprobe = match &h.src {
         Some(t) => Some(
             rt.block_on(probe(t, nick, Verb::Probe { port: orport }))
-                .map_err(|e| anyhow::anyhow!("{from}: {e}"))?,
+                .map_err(|e| MigrateError::Refused(format!("{from}: {e}")))?,
         ),
         None => None,
     };
@@ -437,11 +466,11 @@ fn run(
             for b in &bad {
                 eprintln!("error: {b}");
             }
-            anyhow::bail!(
+            return Err(MigrateError::Stopped(format!(
                 "{} precondition{} failed; nothing was changed",
                 bad.len(),
                 crate::text::plural(bad.len())
-            );
+            )));
         }
     }
     // The plan, over the two hosts.
@@ -516,7 +545,7 @@ fn run(
         finished: None,
     });
     if j.steps.is_empty() {
-        j.write(jpath).map_err(anyhow::Error::msg)?;
+        j.write(jpath).map_err(MigrateError::Stopped)?;
     }
     for (k, name) in STEPS.iter().enumerate() {
         let k = k + 1;
@@ -567,7 +596,7 @@ fn run(
                     o.verify_seconds,
                 )?,
                 _ => {
-                    relocate::write(edits).map_err(anyhow::Error::msg)?;
+                    relocate::write(edits).map_err(MigrateError::Stopped)?;
                     "done".into()
                 }
             }
@@ -583,7 +612,7 @@ fn run(
         if k == STEPS.len() {
             j.finished = Some(now());
         }
-        j.write(jpath).map_err(anyhow::Error::msg)?;
+        j.write(jpath).map_err(MigrateError::Stopped)?;
         exit_hook(k, true);
     }
     println!("{nick} now runs on {to} with fingerprint {fingerprint}; {from} keeps only its tombstone. Journal: {}", jpath.display());
@@ -634,13 +663,13 @@ fn host_step(
     host: &str,
     nick: &str,
     verb: Verb,
-) -> anyhow::Result<String> {
-    let t = t.ok_or_else(|| anyhow::anyhow!("{host}: not connected"))?;
+) -> Result<String, MigrateError> {
+    let t = t.ok_or_else(|| MigrateError::Stopped(format!("{host}: not connected")))?;
     let word = verb.word();
     match rt.block_on(step(t, nick, verb)) {
         Ok(StepAnswer::Done) => Ok("done".into()),
         Ok(StepAnswer::Already) => Ok("already done on the host".into()),
-        Err(e) => anyhow::bail!("{host}: step `{word}` failed: {e}. Nothing after it was done; fix the cause and run migrate again (it resumes here)"),
+        Err(e) => Err(MigrateError::Stopped(format!("{host}: step `{word}` failed: {e}. Nothing after it was done; fix the cause and run migrate again (it resumes here)"))),
     }
 }
 
@@ -650,10 +679,12 @@ fn deploy(
     rt: &tokio::runtime::Runtime,
     moved: &Paths,
     to: &str,
-) -> anyhow::Result<String> {
+) -> Result<String, MigrateError> {
     let popts = target_plan_options(o, moved);
     let Some(planned) = crate::fleet::plan(&popts, rt, &|_| Ok(()))? else {
-        anyhow::bail!("{to}: planning the deploy failed (above)");
+        return Err(MigrateError::Stopped(format!(
+            "{to}: planning the deploy failed (above)"
+        )));
     };
     let crate::fleet::Planned {
         mut plan,
@@ -664,7 +695,7 @@ fn deploy(
     crate::plan::refuse_identity_changes(&mut plan, &[]);
     if let Some(e) = plan.hosts.iter().find_map(|h| h.error.as_ref()) {
         crate::fleet::close_all(rt, hosts);
-        anyhow::bail!("{to}: {e}");
+        return Err(MigrateError::Stopped(format!("{to}: {e}")));
     }
     // A tombstone of this relay on the target (it once left it): lifted, as the plan allowed.
     for (d, g) in &hosts {
@@ -672,7 +703,10 @@ fn deploy(
             if !crate::plan::resurrected(obs, d, &popts.resurrect).is_empty() {
                 rt.block_on(step(t, &o.nick, Verb::Resurrect))
                     .map_err(|e| {
-                        anyhow::anyhow!("{to}: lifting the old tombstone of {}: {e}", o.nick)
+                        MigrateError::Stopped(format!(
+                            "{to}: lifting the old tombstone of {}: {e}",
+                            o.nick
+                        ))
                     })?;
             }
         }
@@ -697,7 +731,7 @@ fn deploy(
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_else(|| "failed".into());
-        anyhow::bail!("{to}: deploying failed: {why}. The source stays stopped with its keys in quarantine: fix the cause and run migrate again, or roll back with --rollback");
+        return Err(MigrateError::Stopped(format!("{to}: deploying failed: {why}. The source stays stopped with its keys in quarantine: fix the cause and run migrate again, or roll back with --rollback")));
     }
     Ok(format!(
         "done ({} changes applied)",
@@ -716,8 +750,8 @@ fn verify(
     fingerprint: &str,
     orport: u16,
     seconds: u64,
-) -> anyhow::Result<String> {
-    let t = t.ok_or_else(|| anyhow::anyhow!("{to}: not connected"))?;
+) -> Result<String, MigrateError> {
+    let t = t.ok_or_else(|| MigrateError::Stopped(format!("{to}: not connected")))?;
     let p = rt
         .block_on(probe(
             t,
@@ -727,20 +761,20 @@ fn verify(
                 seconds,
             },
         ))
-        .map_err(|e| anyhow::anyhow!("{to}: verifying: {e}"))?;
+        .map_err(|e| MigrateError::Stopped(format!("{to}: verifying: {e}")))?;
     let rollback = format!("nothing was removed from {from}; roll back with `oignon migrate {nick} --to {to} --rollback`, or fix {to} and run migrate again");
     if !p.running() {
-        anyhow::bail!("{to}: verification failed: tor@{nick} is {} (see `journalctl -u tor@{nick}` there); {rollback}", p.active_state);
+        return Err(MigrateError::Stopped(format!("{to}: verification failed: tor@{nick} is {} (see `journalctl -u tor@{nick}` there); {rollback}", p.active_state)));
     }
     match &p.journal_fingerprint {
         Some(fp) if fp == fingerprint => {}
-        Some(fp) => anyhow::bail!("{to}: verification failed: tor@{nick} runs with fingerprint {fp}, not {fingerprint} (secrets/): another identity; {rollback}"),
-        None => anyhow::bail!("{to}: verification failed: tor@{nick} logged no fingerprint within {seconds}s; {rollback}"),
+        Some(fp) => return Err(MigrateError::Stopped(format!("{to}: verification failed: tor@{nick} runs with fingerprint {fp}, not {fingerprint} (secrets/): another identity; {rollback}"))),
+        None => return Err(MigrateError::Stopped(format!("{to}: verification failed: tor@{nick} logged no fingerprint within {seconds}s; {rollback}"))),
     }
     if p.listening.is_empty() {
-        anyhow::bail!(
+        return Err(MigrateError::Stopped(format!(
             "{to}: verification failed: nothing listens on the ORPort {orport}; {rollback}"
-        );
+        )));
     }
     // Proven: the relay lives here now. The mark makes an older inventory (without it here)
     // refused on this host instead of taking it down.
@@ -753,7 +787,7 @@ fn verify(
             fingerprint: fingerprint.to_string(),
         },
     ))
-    .map_err(|e| anyhow::anyhow!("{to}: marking the arrival: {e}"))?;
+    .map_err(|e| MigrateError::Stopped(format!("{to}: marking the arrival: {e}")))?;
     Ok(format!(
         "tor logs fingerprint {fingerprint}; listening on {}",
         p.listening.join(", ")
@@ -763,20 +797,22 @@ fn verify(
 /// `migrate --rollback`: the target stopped (masked, its keys quarantined and removed, a tombstone
 /// naming the source), then the source restored and started; the journal is removed. Refused
 /// once the source's keys are gone.
-pub fn rollback(o: &MigrateOptions) -> anyhow::Result<()> {
+pub fn rollback(o: &MigrateOptions) -> Result<(), MigrateError> {
     let nick = o.nick.as_str();
     let jpath = Journal::path(&o.paths.inventory, nick);
-    let Some(j) = Journal::read(&jpath).map_err(anyhow::Error::msg)? else {
-        anyhow::bail!(
+    let Some(j) = Journal::read(&jpath).map_err(MigrateError::Refused)? else {
+        return Err(MigrateError::Refused(format!(
             "no migration of {nick} under way (no journal {}): nothing to roll back",
             jpath.display()
-        );
+        )));
     };
     if j.done("purge") {
-        anyhow::bail!("{nick}: the source's keys were already removed (step purge done at {}): the relay lives on {}; to move it back, `oignon migrate {nick} --to {}`", j.steps.iter().find(|s| s.step == "purge").map(|s| s.at.as_str()).unwrap_or("?"), j.to, j.from);
+        return Err(MigrateError::Refused(format!("{nick}: the source's keys were already removed (step purge done at {}): the relay lives on {}; to move it back, `oignon migrate {nick} --to {}`", j.steps.iter().find(|s| s.step == "purge").map(|s| s.at.as_str()).unwrap_or("?"), j.to, j.from)));
     }
     let Some(loaded) = crate::fleet::load(&o.paths, false) else {
-        anyhow::bail!("the inventory has errors (above)");
+        return Err(MigrateError::Refused(
+            "the inventory has errors (above)".into(),
+        ));
     };
     let fleet = loaded.fleet();
     let spec = |n: &str| {
@@ -784,15 +820,14 @@ pub fn rollback(o: &MigrateOptions) -> anyhow::Result<()> {
             .hosts
             .iter()
             .find(|h| h.name == n)
-            .ok_or_else(|| anyhow::anyhow!("no host `{n}` in the inventory"))
+            .ok_or_else(|| MigrateError::Refused(format!("no host `{n}` in the inventory")))
     };
     let (src, dst) = (spec(&j.from)?, spec(&j.to)?);
     let rt = tokio::runtime::Runtime::new()?;
-    let reach =
-        Reach::new(None, o.ssh_config.as_deref(), &[src, dst], 2).map_err(anyhow::Error::msg)?;
+    let reach = Reach::new(None, o.ssh_config.as_deref(), &[src, dst], 2)?;
     rt.block_on(async {
         // The target first: whatever deploy did there stops before the source starts again.
-        let t = reach.open(&Target::from(dst)).await.map_err(|e| anyhow::anyhow!("target {}: {e}", j.to))?;
+        let t = reach.open(&Target::from(dst)).await.map_err(|e| MigrateError::Stopped(format!("target {}: {e}", j.to)))?;
         // Its tombstone there names the source: an inventory still placing the relay on the
         // target is refused there, and a later migrate to it lifts the tombstone on purpose.
         let tomb = Verb::Tombstone {
@@ -802,7 +837,7 @@ pub fn rollback(o: &MigrateOptions) -> anyhow::Result<()> {
         };
         for verb in [Verb::Stop, Verb::Quarantine, tomb, Verb::Purge] {
             let w = verb.word();
-            let p = probe(&t, nick, Verb::Probe { port: 1 }).await.map_err(|e| anyhow::anyhow!("{}: {e}", j.to))?;
+            let p = probe(&t, nick, Verb::Probe { port: 1 }).await.map_err(|e| MigrateError::Stopped(format!("{}: {e}", j.to)))?;
             // Nothing of the relay there (deploy never ran, or this is done): nothing to undo.
             if !p.config_dir && !p.keys && !p.quarantined && !p.running() {
                 break;
@@ -814,21 +849,22 @@ pub fn rollback(o: &MigrateOptions) -> anyhow::Result<()> {
                 Ok(a) => println!("{}: {w}: {}", j.to, if a == StepAnswer::Done { "done" } else { "already done" }),
                 Err(e) => {
                     t.close().await;
-                    anyhow::bail!("{}: {w} failed: {e}; the source was left as it is (stopped, keys in quarantine)", j.to);
+                    return Err(MigrateError::Stopped(format!("{}: {w} failed: {e}; the source was left as it is (stopped, keys in quarantine)", j.to)));
                 }
             }
         }
         t.close().await;
-        let s = reach.open(&Target::from(src)).await.map_err(|e| anyhow::anyhow!("source {}: {e}; nothing restored there", j.from))?;
+        let s = reach.open(&Target::from(src)).await.map_err(|e| MigrateError::Stopped(format!("source {}: {e}; nothing restored there", j.from)))?;
         let r = step(&s, nick, Verb::Rollback).await;
         s.close().await;
         match r {
             Ok(_) => println!("{}: keys restored, tombstone removed, tor@{nick} unmasked and started", j.from),
-            Err(e) => anyhow::bail!("{}: rollback failed: {e}", j.from),
+            Err(e) => return Err(MigrateError::Stopped(format!("{}: rollback failed: {e}", j.from))),
         }
         Ok(())
     })?;
-    std::fs::remove_file(&jpath).map_err(|e| anyhow::anyhow!("{}: {e}", jpath.display()))?;
+    std::fs::remove_file(&jpath)
+        .map_err(|e| MigrateError::Stopped(format!("{}: {e}", jpath.display())))?;
     println!(
         "Rolled back: {nick} runs on {} again; the inventory was not changed.",
         j.from
@@ -875,13 +911,15 @@ pub struct RetireOptions {
 /// `oignon retire NICKNAME`: the relay's end on its host (stop, disable, mask; keys quarantined
 /// then overwritten and removed; a tombstone; config archived), then its `[[host.relay]]` table
 /// removed from the inventory. Every host step is idempotent: a rerun after a failure resumes.
-pub fn retire(o: &RetireOptions, confirm: &dyn Fn(&str) -> bool) -> anyhow::Result<Ended> {
+pub fn retire(o: &RetireOptions, confirm: &dyn Fn(&str) -> bool) -> Result<Ended, MigrateError> {
     let nick = o.nick.as_str();
     let Some(loaded) = crate::fleet::load(&o.paths, false) else {
-        anyhow::bail!("the inventory has errors (above); fix them, then retire");
+        return Err(MigrateError::Refused(
+            "the inventory has errors (above); fix them, then retire".into(),
+        ));
     };
     let Some((spec, relay)) = find_relay(&loaded, nick) else {
-        anyhow::bail!(
+        return Err(MigrateError::Refused(format!(
             "no relay `{nick}` in the inventory (already retired?); relays: {}",
             loaded
                 .fleet()
@@ -890,16 +928,15 @@ pub fn retire(o: &RetireOptions, confirm: &dyn Fn(&str) -> bool) -> anyhow::Resu
                 .flat_map(|h| h.relays.iter().map(|r| r.nickname.as_str()))
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )));
     };
     let host = spec.name.clone();
-    let edits = relocate::remove(&o.paths.inventory, nick).map_err(anyhow::Error::msg)?;
+    let edits = relocate::remove(&o.paths.inventory, nick).map_err(MigrateError::Refused)?;
     let rt = tokio::runtime::Runtime::new()?;
-    let reach =
-        Reach::new(None, o.ssh_config.as_deref(), &[spec], 1).map_err(anyhow::Error::msg)?;
+    let reach = Reach::new(None, o.ssh_config.as_deref(), &[spec], 1)?;
     let t = rt
         .block_on(reach.open(&Target::from(spec)))
-        .map_err(|e| anyhow::anyhow!("{host} is unreachable: {e}; retire needs it up (a dead host: remove the relay from the inventory by hand)"))?;
+        .map_err(|e| MigrateError::Refused(format!("{host} is unreachable: {e}; retire needs it up (a dead host: remove the relay from the inventory by hand)")))?;
     let r = retire_on(o, &rt, &t, &host, relay.orport, &loaded, &edits, confirm);
     rt.block_on(t.close());
     r
@@ -915,11 +952,11 @@ fn retire_on(
     loaded: &Loaded,
     edits: &[Edit],
     confirm: &dyn Fn(&str) -> bool,
-) -> anyhow::Result<Ended> {
+) -> Result<Ended, MigrateError> {
     let nick = o.nick.as_str();
     let p = rt
         .block_on(probe(t, nick, Verb::Probe { port: orport }))
-        .map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
+        .map_err(|e| MigrateError::Stopped(format!("{host}: {e}")))?;
     // The tombstone names the identity that left: secrets/ first, else what tor wrote there.
     let Some(fingerprint) = loaded
         .store
@@ -927,7 +964,7 @@ fn retire_on(
         .or_else(|| p.fingerprint_file.clone())
         .or_else(|| p.tombstone.as_ref().map(|t| t.fingerprint.clone()))
     else {
-        anyhow::bail!("{nick}: no fingerprint in secrets/ nor on {host}: nothing says which identity retires; check the host by hand");
+        return Err(MigrateError::Stopped(format!("{nick}: no fingerprint in secrets/ nor on {host}: nothing says which identity retires; check the host by hand")));
     };
     println!("Retirement of {nick} ({fingerprint}) on {host}:");
     println!("  1. {host}: stop, disable and mask tor@{nick}");
@@ -966,7 +1003,7 @@ fn retire_on(
         let how = host_step(rt, Some(t), host, nick, verb)?;
         println!("{host}: {w}: {how}");
     }
-    relocate::write(edits).map_err(anyhow::Error::msg)?;
+    relocate::write(edits).map_err(MigrateError::Stopped)?;
     println!("inventory: {nick} removed. {nick} is retired; its tombstone stays on {host}.");
     Ok(Ended::Complete)
 }
