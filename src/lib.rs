@@ -26,6 +26,7 @@ pub mod saved;
 pub mod secret;
 pub mod secrets;
 pub mod show;
+pub mod status;
 pub mod text;
 pub mod tor;
 pub mod torrc;

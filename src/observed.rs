@@ -56,4 +56,8 @@ pub struct Observed {
     pub lock: Option<String>,
     /// The name a dead apply left in the lock file (the lock itself died with it).
     pub lock_left: Option<String>,
+    /// Every relay directory on the host, with its unit's states and identity (`I` records).
+    pub instance_states: BTreeMap<String, crate::remote::gather::InstanceState>,
+    /// What `oignon status` asked beyond the plan's facts (`q` requests), if it asked.
+    pub status: Option<crate::remote::gather::StatusFacts>,
 }

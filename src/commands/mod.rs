@@ -7,6 +7,7 @@ pub mod completions;
 pub mod plan;
 pub mod render;
 pub mod secrets;
+pub mod status;
 
 use crate::cli::{Cli, ColorChoice, Command, Global};
 use oignon::error::{exit_code, Outcome};
@@ -53,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(a) => apply::run(&cli.global, a),
         Command::Secrets(a) => ended(secrets::run(&cli.global, a)),
         Command::Fingerprints(a) => ended(secrets::fingerprints(&cli.global, a)),
+        Command::Status(a) => status::run(&cli.global, a),
         Command::Completions(a) => ended(completions::run(a)),
         Command::Man => ended(completions::man()),
     }

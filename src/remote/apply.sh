@@ -14,6 +14,8 @@
 #   H WORD...                     a handler to run after the changes; only the handlers oignon
 #                                 plans are accepted (systemctl ... tor@NAME, sysctl --system...)
 #   B                             record "reboot required" (the kernel command line changed)
+# Once the files are in place it records the time and the L record's WHO in
+# /var/lib/oignon/last-apply (TIME TAB WHO), which `oignon status` shows.
 # stdout: one result per line: LOCKED WHO | STALE-LOCK WHO | STALE PATH WANT HAVE | INVALID PATH
 #   + tor's words on stderr | REFUSED WHY | WROTE PATH | REMOVED PATH | RAN COMMAND |
 #   HANDLER-FAILED COMMAND | SKIPPED COMMAND [WHY] | OFFLINE COMMAND | BACKUP-FAILED PATH |
@@ -579,6 +581,9 @@ while IFS= read -r n; do
   printf 'REMOVED\t/etc/tor/instances/%s\n' "$n"
 done < "$work/xinstances"
 sort -u "$work/manifest" > "$state/managed.new" && mv -fT "$state/managed.new" "$state/managed" || exit 7
+# When and by whom the files last changed, for `oignon status` (gather.sh's A record).
+printf '%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%s' "$who" | tr -d '\000-\037')" > "$state/last-apply.new" &&
+  mv -fT "$state/last-apply.new" "$state/last-apply" || exit 7
 [ "$reboot" = 1 ] && date -u +%Y-%m-%dT%H:%M:%SZ > "$state/reboot-required"
 sync
 

@@ -4,7 +4,62 @@
 use crate::desired::DesiredHost;
 use crate::observed::{Observed, ObservedFile, ObservedInstance};
 use crate::remote::record::{RecordError, Records};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One relay directory on the host (`I NAME ACTIVESTATE UNITFILESTATE IDSHA`): found under
+/// /etc/tor/instances/ or /var/lib/tor-instances/, whether or not the inventory has it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InstanceState {
+    /// systemd's ActiveState of tor@NAME (active, failed, inactive...); None when unknown.
+    pub active_state: Option<String>,
+    /// systemd's UnitFileState (enabled, disabled, masked...); None when unknown.
+    pub unit_file_state: Option<String>,
+    /// sha256 of keys/ed25519_master_id_public_key, read as _tor-NAME; None when absent.
+    pub id_sha256: Option<String>,
+}
+
+/// What `oignon status` asks beyond the plan (`q` requests), per instance and for the host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusFacts {
+    pub instances: BTreeMap<String, InstanceFacts>,
+    /// `/var/lib/oignon/last-apply`: when (UTC) and by whom, if an apply recorded it.
+    pub last_apply: Option<(String, String)>,
+    /// `/run/reboot-required` exists (Debian's packages ask for a reboot).
+    pub reboot_required: bool,
+}
+
+/// One instance's facts for `oignon status` (an `S` record).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InstanceFacts {
+    /// The RSA fingerprint tor wrote in its DataDirectory's `fingerprint`.
+    pub fingerprint: Option<String>,
+    /// keys/ed25519_signing_cert's bytes (OfflineMasterKey relays).
+    pub signing_cert: Option<Vec<u8>>,
+    /// Whether its MetricsPort answered: None when none was asked.
+    pub metrics_up: Option<bool>,
+}
+
+/// The `q` requests of `oignon status`: for each (instance, MetricsPort), ask its fingerprint,
+/// signing certificate and whether the port answers. Appended to [`requests`]' lines.
+pub fn status_requests(instances: &[(String, Option<u16>)]) -> Result<Vec<u8>, RecordError> {
+    let mut out = Records::new();
+    for (name, port) in instances {
+        let port = port.map_or("-".to_string(), |p| p.to_string());
+        out.push(&["q", name, &port])?;
+    }
+    Ok(out.into_bytes())
+}
+
+/// `-` is the script's word for "unknown" or "absent".
+fn known(v: &str) -> Option<String> {
+    (v != "-" && !v.is_empty()).then(|| v.to_string())
+}
+
+/// The old `I NAME USER DATADIR ACTIVE` answer to an `i` request has the same width as the
+/// instance-state record; its USER and DATADIR are 0 or 1, never a systemd state.
+fn is_flag(v: &str) -> bool {
+    v == "0" || v == "1"
+}
 
 /// The gather requests for a host: every desired path (with the hash oignon wants there) and every
 /// instance. (Paths the last apply
@@ -74,6 +129,47 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
             ["T", path, kind] => {
                 o.files
                     .insert(path.to_string(), ObservedFile::Other(kind.to_string()));
+            }
+            ["I", name, active, unit, idsha] if !(is_flag(active) && is_flag(unit)) => {
+                o.instance_states.insert(
+                    name.to_string(),
+                    InstanceState {
+                        active_state: known(active),
+                        unit_file_state: known(unit),
+                        id_sha256: known(idsha),
+                    },
+                );
+            }
+            ["S", name, fpr, cert, metrics] => {
+                let signing_cert = match *cert {
+                    "-" => None,
+                    b64 => Some(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .map_err(|_| bad())?,
+                    ),
+                };
+                let metrics_up = match *metrics {
+                    "up" => Some(true),
+                    "down" => Some(false),
+                    "-" => None,
+                    _ => return Err(bad()),
+                };
+                o.status.get_or_insert_with(Default::default).instances.insert(
+                    name.to_string(),
+                    InstanceFacts {
+                        fingerprint: known(fpr),
+                        signing_cert,
+                        metrics_up,
+                    },
+                );
+            }
+            ["A", when, who] => {
+                o.status.get_or_insert_with(Default::default).last_apply =
+                    known(when).map(|w| (w, who.to_string()));
+            }
+            ["K", "reboot_required", v] => {
+                o.status.get_or_insert_with(Default::default).reboot_required = *v == "yes";
             }
             ["I", name, user, dd, active] => {
                 o.instances.insert(
@@ -180,6 +276,37 @@ I\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload 
         assert_eq!(o.cmdline.as_deref(), Some("ro quiet"));
         assert_eq!(o.managed["/old"], "aaa");
         assert_eq!(o.files["/old"].sha256(), Some("bbb"));
+    }
+
+    #[test]
+    fn parses_instance_states_and_status_facts_apart_from_the_old_instance_record() {
+        let out = "I\tx\t1\t0\tactive\nI\tx\tfailed\tenabled\tabcd\nI\ty\t-\t-\t-\n\
+S\tx\tAB12\taGkK\tup\nS\ty\t-\t-\t-\nA\t2026-12-02T10:00:00Z\tops@ctl\nK\treboot_required\tyes\nK\tend\tok\n";
+        let o = parse(out.as_bytes()).unwrap();
+        assert!(o.instances["x"].user_exists);
+        assert_eq!(
+            o.instance_states["x"],
+            InstanceState {
+                active_state: Some("failed".into()),
+                unit_file_state: Some("enabled".into()),
+                id_sha256: Some("abcd".into()),
+            }
+        );
+        assert_eq!(o.instance_states["y"], InstanceState::default());
+        let s = o.status.unwrap();
+        assert_eq!(s.instances["x"].fingerprint.as_deref(), Some("AB12"));
+        assert_eq!(s.instances["x"].signing_cert.as_deref(), Some(&b"hi\n"[..]));
+        assert_eq!(s.instances["x"].metrics_up, Some(true));
+        assert_eq!(s.instances["y"], InstanceFacts::default());
+        assert_eq!(s.last_apply, Some(("2026-12-02T10:00:00Z".into(), "ops@ctl".into())));
+        assert!(s.reboot_required);
+        assert!(parse(b"S\tx\t-\t-\tmaybe\nK\tend\tok\n").is_err());
+    }
+
+    #[test]
+    fn status_requests_carry_each_instance_and_its_metrics_port() {
+        let r = status_requests(&[("a".into(), Some(9035)), ("b".into(), None)]).unwrap();
+        assert_eq!(r, b"q\ta\t9035\nq\tb\t-\n");
     }
 
     #[test]
