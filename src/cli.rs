@@ -92,6 +92,8 @@ pub enum Command {
     /// How the fleet is now: one row per relay (unit, tor, identity, drift, reboot, certificate,
     /// metrics, last apply); exit 0 healthy, 2 attention, 1 a host unreachable.
     Status(crate::commands::status::Args),
+    /// Prometheus: file_sd targets and alert rules for the fleet.
+    Monitoring(crate::commands::monitoring::Args),
     /// Print shell completions.
     Completions(crate::commands::completions::Args),
     /// Print the man page (roff).

@@ -156,12 +156,12 @@ pub async fn gather_all_asking(
                 ),
                 Ok(t) => {
                     bar.set("gathering");
-                    let o = gather_asking(&t, &desired, extra)
-                        .await
-                        .map_err(|why| HostError::GatherFailed {
+                    let o = gather_asking(&t, &desired, extra).await.map_err(|why| {
+                        HostError::GatherFailed {
                             host: target.name.clone(),
                             why,
-                        });
+                        }
+                    });
                     (Some(t), o)
                 }
             };

@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod gather;
 pub mod hardening;
 pub mod inventory;
+pub mod monitoring;
 pub mod observed;
 pub mod plan;
 pub mod progress;

@@ -233,10 +233,7 @@ fn relay_row(
     if row.tor_version.is_none() {
         why.push("tor --version gave nothing: is tor installed?".into());
     }
-    let facts = observed
-        .status
-        .as_ref()
-        .and_then(|s| s.instances.get(nick));
+    let facts = observed.status.as_ref().and_then(|s| s.instances.get(nick));
     row.fingerprint = fingerprint(
         facts.and_then(|f| f.fingerprint.as_deref()),
         state.and_then(|s| s.id_sha256.as_deref()),
@@ -282,7 +279,10 @@ fn relay_row(
         why.push(format!("reboot pending: {r}"));
     }
     if relay.offline_master_key {
-        match facts.and_then(|f| f.signing_cert.as_deref()).and_then(cert_expiry_hours) {
+        match facts
+            .and_then(|f| f.signing_cert.as_deref())
+            .and_then(cert_expiry_hours)
+        {
             Some(hours) => {
                 row.signing_cert_expires = Some(hour_text(hours));
                 let left = hours * 3600 - now;
@@ -333,7 +333,8 @@ fn fingerprint(
     let Some(exp) = expected.filter(|e| e.fingerprint.is_some() || e.id_sha256.is_some()) else {
         return Fingerprint::Unchecked;
     };
-    let rsa_differs = matches!((host_fpr, &exp.fingerprint), (Some(h), Some(e)) if !h.eq_ignore_ascii_case(e));
+    let rsa_differs =
+        matches!((host_fpr, &exp.fingerprint), (Some(h), Some(e)) if !h.eq_ignore_ascii_case(e));
     let ed_differs =
         matches!((host_id_sha, &exp.id_sha256), (Some(h), Some(e)) if !h.eq_ignore_ascii_case(e));
     if rsa_differs || ed_differs {
@@ -379,7 +380,17 @@ fn duration_text(secs: i64) -> String {
 pub fn text(status: &Status) -> String {
     use std::fmt::Write as _;
     let header = [
-        "", "HOST", "HOSTER", "NICKNAME", "UNIT", "TOR", "FPR", "DRIFT", "REBOOT", "CERT", "METRICS",
+        "",
+        "HOST",
+        "HOSTER",
+        "NICKNAME",
+        "UNIT",
+        "TOR",
+        "FPR",
+        "DRIFT",
+        "REBOOT",
+        "CERT",
+        "METRICS",
         "LAST APPLY",
     ];
     let mut lines: Vec<[String; 12]> = vec![header.map(String::from)];
@@ -547,7 +558,12 @@ fn rows(
         let expected: BTreeMap<String, Expected> = spec
             .relays
             .iter()
-            .map(|r| (r.nickname.clone(), Expected::read(&loaded.store, &r.nickname)))
+            .map(|r| {
+                (
+                    r.nickname.clone(),
+                    Expected::read(&loaded.store, &r.nickname),
+                )
+            })
             .collect();
         match &g.observed {
             Ok(observed) => {
@@ -668,7 +684,10 @@ mod tests {
         let (fl, i) = marcuse();
         let mut o = healthy_observed(&fl.hosts[i]);
         o.instance_states.get_mut("marcuse1").unwrap().active_state = Some("failed".into());
-        o.instance_states.get_mut("marcuse2").unwrap().unit_file_state = Some("masked".into());
+        o.instance_states
+            .get_mut("marcuse2")
+            .unwrap()
+            .unit_file_state = Some("masked".into());
         let rows = rows_for(&o, &empty_plan("marcuse"));
         assert_eq!(rows[0].unit, "failed");
         assert_eq!(rows[0].attention, ["tor@marcuse1 is failed"]);
@@ -712,18 +731,28 @@ mod tests {
             instance: instance.map(String::from),
             role: None,
         };
-        plan.changes.push(change("/etc/tor/instances/marcuse2/torrc", Some("marcuse2")));
-        plan.changes.push(change("/etc/sysctl.d/90-oignon.conf", None));
+        plan.changes.push(change(
+            "/etc/tor/instances/marcuse2/torrc",
+            Some("marcuse2"),
+        ));
+        plan.changes
+            .push(change("/etc/sysctl.d/90-oignon.conf", None));
         plan.notices
             .push("reboot required: the running kernel's command line lacks pti=on".into());
         let rows = rows_for(&o, &plan);
         assert_eq!(rows[0].drift, ["/etc/sysctl.d/90-oignon.conf"]);
         assert_eq!(
             rows[1].drift,
-            ["/etc/tor/instances/marcuse2/torrc", "/etc/sysctl.d/90-oignon.conf"]
+            [
+                "/etc/tor/instances/marcuse2/torrc",
+                "/etc/sysctl.d/90-oignon.conf"
+            ]
         );
         assert!(rows[0].reboot.is_some());
-        assert!(rows[1].attention.iter().any(|a| a.starts_with("2 managed files differ")));
+        assert!(rows[1]
+            .attention
+            .iter()
+            .any(|a| a.starts_with("2 managed files differ")));
     }
 
     #[test]
@@ -734,8 +763,15 @@ mod tests {
         facts.instances.get_mut("marcuse2").unwrap().metrics_up = Some(false);
         let rows = rows_for(&o, &empty_plan("marcuse"));
         assert_eq!(rows[1].metrics, Some(false));
-        assert_eq!(rows[1].attention, ["MetricsPort 127.0.0.1:9036 does not answer"]);
-        assert!(text(&Status { schema: SCHEMA.into(), rows }).contains("DOWN"));
+        assert_eq!(
+            rows[1].attention,
+            ["MetricsPort 127.0.0.1:9036 does not answer"]
+        );
+        assert!(text(&Status {
+            schema: SCHEMA.into(),
+            rows
+        })
+        .contains("DOWN"));
     }
 
     #[test]
@@ -747,10 +783,17 @@ mod tests {
         };
         let rows = host_rows(&fl.hosts[i], Err(&e), &expected(&fl.hosts[i]), NOW);
         assert_eq!(rows[0].unit, "unreachable");
-        assert!(rows[0].error.as_deref().unwrap().contains("Connection refused"));
+        assert!(rows[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("Connection refused"));
         assert_eq!(Verdict::of(&rows), Verdict::Error);
         assert_eq!(Verdict::of(&rows).exit_code(), 1);
-        let t = text(&Status { schema: SCHEMA.into(), rows });
+        let t = text(&Status {
+            schema: SCHEMA.into(),
+            rows,
+        });
         assert!(t.contains("(1 host unreachable: marcuse)"), "{t}");
     }
 

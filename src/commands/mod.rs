@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod check;
 pub mod completions;
+pub mod monitoring;
 pub mod plan;
 pub mod render;
 pub mod secrets;
@@ -55,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secrets(a) => ended(secrets::run(&cli.global, a)),
         Command::Fingerprints(a) => ended(secrets::fingerprints(&cli.global, a)),
         Command::Status(a) => status::run(&cli.global, a),
+        Command::Monitoring(a) => ended(monitoring::run(&cli.global, a)),
         Command::Completions(a) => ended(completions::run(a)),
         Command::Man => ended(completions::man()),
     }

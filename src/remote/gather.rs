@@ -155,21 +155,26 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
                     "-" => None,
                     _ => return Err(bad()),
                 };
-                o.status.get_or_insert_with(Default::default).instances.insert(
-                    name.to_string(),
-                    InstanceFacts {
-                        fingerprint: known(fpr),
-                        signing_cert,
-                        metrics_up,
-                    },
-                );
+                o.status
+                    .get_or_insert_with(Default::default)
+                    .instances
+                    .insert(
+                        name.to_string(),
+                        InstanceFacts {
+                            fingerprint: known(fpr),
+                            signing_cert,
+                            metrics_up,
+                        },
+                    );
             }
             ["A", when, who] => {
                 o.status.get_or_insert_with(Default::default).last_apply =
                     known(when).map(|w| (w, who.to_string()));
             }
             ["K", "reboot_required", v] => {
-                o.status.get_or_insert_with(Default::default).reboot_required = *v == "yes";
+                o.status
+                    .get_or_insert_with(Default::default)
+                    .reboot_required = *v == "yes";
             }
             ["I", name, user, dd, active] => {
                 o.instances.insert(
@@ -298,7 +303,10 @@ S\tx\tAB12\taGkK\tup\nS\ty\t-\t-\t-\nA\t2026-12-02T10:00:00Z\tops@ctl\nK\treboot
         assert_eq!(s.instances["x"].signing_cert.as_deref(), Some(&b"hi\n"[..]));
         assert_eq!(s.instances["x"].metrics_up, Some(true));
         assert_eq!(s.instances["y"], InstanceFacts::default());
-        assert_eq!(s.last_apply, Some(("2026-12-02T10:00:00Z".into(), "ops@ctl".into())));
+        assert_eq!(
+            s.last_apply,
+            Some(("2026-12-02T10:00:00Z".into(), "ops@ctl".into()))
+        );
         assert!(s.reboot_required);
         assert!(parse(b"S\tx\t-\t-\tmaybe\nK\tend\tok\n").is_err());
     }
