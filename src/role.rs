@@ -31,6 +31,8 @@ pub enum ValidatorKind {
     Sysctl,
     /// `systemd-analyze verify` where available.
     Systemd,
+    /// `nft -c -f`: the ruleset parses and the running kernel accepts it, without loading it.
+    Nft,
 }
 
 impl ValidatorKind {
@@ -41,6 +43,7 @@ impl ValidatorKind {
             ValidatorKind::Grub => "grub",
             ValidatorKind::Sysctl => "sysctl",
             ValidatorKind::Systemd => "systemd",
+            ValidatorKind::Nft => "nft",
         }
     }
 }
@@ -88,6 +91,8 @@ pub struct Role {
     #[serde(skip)]
     pub name: String,
     pub description: String,
+    /// Debian packages the role needs on a host (bootstrap installs the union of its roles').
+    #[serde(default)] pub packages: Vec<String>,
     #[serde(default, rename = "file")]
     pub files: Vec<FileSpec>,
 }

@@ -21,6 +21,7 @@ mod lab_plan;
 mod local;
 mod monitoring;
 mod real_apply;
+mod real_firewall;
 mod real_status;
 mod real_vm;
 mod render;

@@ -7,7 +7,7 @@
 #   E PATH SHA256|0               the path must still be as planned (0: absent), else nothing is done
 #   I NAME                        create relay instance NAME as tor-instance-create would
 #   W PATH OWNER GROUP MODE VALIDATOR INSTANCE BASE64
-#                                 write PATH (VALIDATOR: torrc grub sysctl systemd or -)
+#                                 write PATH (VALIDATOR: torrc grub sysctl systemd nft or -)
 #   R PATH                        archive PATH under /var/backups/oignon, then remove it
 #   X NAME                        archive /etc/tor/instances/NAME (an instance that left the inventory)
 #   M PATH SHA256                 the manifest of what oignon manages after this apply
@@ -250,7 +250,7 @@ while IFS="$tab" read -r kind a b c d e f g rest; do
     check_account "$b" W
     check_account "$c" W
     check_mode "$d" W
-    case $e in torrc | grub | sysctl | systemd | -) ;; *) refuse "record W: validator \"$e\" is unknown" ;; esac
+    case $e in torrc | grub | sysctl | systemd | nft | -) ;; *) refuse "record W: validator \"$e\" is unknown" ;; esac
     [ "$f" = - ] || check_name "$f" W
     case $g in '' | *[!A-Za-z0-9+/=]*) refuse "record W for $a: the content is not base64" ;; esac
     [ -z "$rest" ] || refuse "record W for $a has too many fields"
@@ -450,6 +450,19 @@ while IFS="$tab" read -r p o g m v n; do
         fi
       fi
     done < "$t"
+    ;;
+  nft)
+    # The ruleset must parse and the running kernel must accept it (nft -c loads nothing).
+    [ -n "$root" ] && continue # a local image's kernel is not this machine's
+    if ! command -v nft >/dev/null 2>&1; then
+      printf 'INVALID\t%s\n' "$p"
+      echo "nft is missing on this host: cannot check the ruleset (install nftables)" >&2
+      invalid=1
+    elif ! nft -c -f "$t" >"$work/err" 2>&1; then
+      printf 'INVALID\t%s\n' "$p"
+      sed "s|$t|$p|g" "$work/err" >&2
+      invalid=1
+    fi
     ;;
   systemd)
     # Unit-file syntax first: sections, comments and Key=Value lines.

@@ -1,0 +1,99 @@
+//! The `dos-firewall` role on a real Debian 12 host (scripts/lab-real): the rendered nftables
+//! ruleset is checked by the host's own `nft -c` before it replaces anything, and once loaded it
+//! drops a source that opens too many connections to an ORPort while another source still gets
+//! through. Traffic stays inside the host's network namespace.
+
+use crate::harness::real::RealLab;
+use crate::harness::{oignon, Fixture};
+use std::process::Command;
+use std::time::Duration;
+
+const UP: Duration = Duration::from_secs(60);
+const RULES: &str = "/etc/nftables.d/oignon-dos-marcuse1.nft";
+
+/// The shipped fleet with the dos-firewall role on every host, and marcuse running.
+fn firewalled(test: &str) -> Option<(Fixture, RealLab)> {
+    let f = Fixture::shipped_on_real();
+    f.edit(
+        "inventory/fleet.toml",
+        "roles = [\"tor\", \"exit-policy\", \"kernel\", \"hardening\"]",
+        "roles = [\"tor\", \"exit-policy\", \"kernel\", \"hardening\", \"dos-firewall\"]",
+    );
+    let lab = RealLab::start(test, &f.real_hosts(&["marcuse"]))?;
+    Some((f, lab))
+}
+
+/// One TCP connection from `source` to marcuse1's ORPort (192.0.2.10:443) inside the host's
+/// namespace, with a 1 s bound: whether it was accepted.
+fn connects(lab: &RealLab, source: &str) -> bool {
+    let ns = &lab.host("marcuse").netns;
+    Command::new("ip")
+        .args(["netns", "exec", ns, "socat", "-u", "OPEN:/dev/null"])
+        .arg(format!(
+            "TCP:192.0.2.10:443,bind={source},connect-timeout=1"
+        ))
+        .output()
+        .expect("ip netns exec socat")
+        .status
+        .success()
+}
+
+#[test]
+fn a_source_over_the_limit_is_dropped_while_another_still_connects() {
+    let Some((f, lab)) = firewalled("a_source_over_the_limit_is_dropped_while_another_still_connects")
+    else {
+        return;
+    };
+    oignon(&f, &lab, &["apply", "--yes", "--brief"])
+        .code(0)
+        .out_has(&[RULES]);
+    lab.wait_active("marcuse", "tor@marcuse1", UP);
+    lab.wait_journal("marcuse", "tor@marcuse1", "Your Tor server's identity key fingerprint is", UP);
+    // Loaded as the confirm-or-revert handler will load it.
+    lab.run("marcuse", &format!("nft -f {RULES}"));
+    // "Another source": a second address on the namespace's loopback.
+    let ns = lab.host("marcuse").netns.clone();
+    let st = Command::new("ip")
+        .args(["netns", "exec", &ns, "ip", "addr", "add", "192.0.2.99/32", "dev", "lo"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Bounded: 20 attempts. torutils' burst is 8 new connections: the 9th goes over the rate,
+    // the source is put in the blocked set and every later attempt is dropped.
+    let results: Vec<bool> = (0..20).map(|_| connects(&lab, "192.0.2.10")).collect();
+    let accepted = results.iter().filter(|ok| **ok).count();
+    assert!(
+        (8..=9).contains(&accepted) && results[..8].iter().all(|ok| *ok),
+        "expected the first 8 connections accepted, then drops: {results:?}"
+    );
+    assert!(!results[19], "the flooding source still connects: {results:?}");
+    let blocked = lab.run("marcuse", "nft list set inet oignon_dos_marcuse1 blocked4");
+    assert!(blocked.contains("192.0.2.10"), "{blocked}");
+    // Another source is not punished for the first one.
+    assert!(connects(&lab, "192.0.2.99"), "another source was dropped too");
+}
+
+#[test]
+fn an_invalid_ruleset_is_refused_by_nft_and_the_old_one_stays() {
+    let Some((f, lab)) = firewalled("an_invalid_ruleset_is_refused_by_nft_and_the_old_one_stays")
+    else {
+        return;
+    };
+    oignon(&f, &lab, &["apply", "--yes", "--brief"]).code(0);
+    let before = lab.read_string("marcuse", RULES).expect("the ruleset was written");
+    lab.run("marcuse", &format!("nft -f {RULES}"));
+    let loaded = lab.run("marcuse", "nft list table inet oignon_dos_marcuse1");
+    // A ruleset the kernel refuses: a port out of range.
+    f.edit(
+        "roles/dos-firewall/templates/dos.nft.tera",
+        "tcp dport {{ relay.orport }} jump orport4",
+        "tcp dport 70000 jump orport4",
+    );
+    let run = oignon(&f, &lab, &["apply", "--yes", "--brief"]);
+    run.code(1).out_has(&["validation failed for"]);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains(RULES), "{said}");
+    assert!(said.contains("70000") || said.contains("Error"), "nft's own words are missing: {said}");
+    assert_eq!(lab.read_string("marcuse", RULES).as_deref(), Some(before.as_str()));
+    assert_eq!(lab.run("marcuse", "nft list table inet oignon_dos_marcuse1"), loaded);
+}
