@@ -92,7 +92,8 @@ pub struct Role {
     pub name: String,
     pub description: String,
     /// Debian packages the role needs on a host (bootstrap installs the union of its roles').
-    #[serde(default)] pub packages: Vec<String>,
+    #[serde(default)]
+    pub packages: Vec<String>,
     #[serde(default, rename = "file")]
     pub files: Vec<FileSpec>,
 }

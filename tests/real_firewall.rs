@@ -40,7 +40,8 @@ fn connects(lab: &RealLab, source: &str) -> bool {
 
 #[test]
 fn a_source_over_the_limit_is_dropped_while_another_still_connects() {
-    let Some((f, lab)) = firewalled("a_source_over_the_limit_is_dropped_while_another_still_connects")
+    let Some((f, lab)) =
+        firewalled("a_source_over_the_limit_is_dropped_while_another_still_connects")
     else {
         return;
     };
@@ -48,13 +49,28 @@ fn a_source_over_the_limit_is_dropped_while_another_still_connects() {
         .code(0)
         .out_has(&[RULES]);
     lab.wait_active("marcuse", "tor@marcuse1", UP);
-    lab.wait_journal("marcuse", "tor@marcuse1", "Your Tor server's identity key fingerprint is", UP);
+    lab.wait_journal(
+        "marcuse",
+        "tor@marcuse1",
+        "Your Tor server's identity key fingerprint is",
+        UP,
+    );
     // Loaded as the confirm-or-revert handler will load it.
     lab.run("marcuse", &format!("nft -f {RULES}"));
     // "Another source": a second address on the namespace's loopback.
     let ns = lab.host("marcuse").netns.clone();
     let st = Command::new("ip")
-        .args(["netns", "exec", &ns, "ip", "addr", "add", "192.0.2.99/32", "dev", "lo"])
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "addr",
+            "add",
+            "192.0.2.99/32",
+            "dev",
+            "lo",
+        ])
         .status()
         .unwrap();
     assert!(st.success());
@@ -66,11 +82,17 @@ fn a_source_over_the_limit_is_dropped_while_another_still_connects() {
         (8..=9).contains(&accepted) && results[..8].iter().all(|ok| *ok),
         "expected the first 8 connections accepted, then drops: {results:?}"
     );
-    assert!(!results[19], "the flooding source still connects: {results:?}");
+    assert!(
+        !results[19],
+        "the flooding source still connects: {results:?}"
+    );
     let blocked = lab.run("marcuse", "nft list set inet oignon_dos_marcuse1 blocked4");
     assert!(blocked.contains("192.0.2.10"), "{blocked}");
     // Another source is not punished for the first one.
-    assert!(connects(&lab, "192.0.2.99"), "another source was dropped too");
+    assert!(
+        connects(&lab, "192.0.2.99"),
+        "another source was dropped too"
+    );
 }
 
 #[test]
@@ -80,7 +102,9 @@ fn an_invalid_ruleset_is_refused_by_nft_and_the_old_one_stays() {
         return;
     };
     oignon(&f, &lab, &["apply", "--yes", "--brief"]).code(0);
-    let before = lab.read_string("marcuse", RULES).expect("the ruleset was written");
+    let before = lab
+        .read_string("marcuse", RULES)
+        .expect("the ruleset was written");
     lab.run("marcuse", &format!("nft -f {RULES}"));
     let loaded = lab.run("marcuse", "nft list table inet oignon_dos_marcuse1");
     // A ruleset the kernel refuses: a port out of range.
@@ -93,7 +117,16 @@ fn an_invalid_ruleset_is_refused_by_nft_and_the_old_one_stays() {
     run.code(1).out_has(&["validation failed for"]);
     let said = format!("{}{}", run.stdout, run.stderr);
     assert!(said.contains(RULES), "{said}");
-    assert!(said.contains("70000") || said.contains("Error"), "nft's own words are missing: {said}");
-    assert_eq!(lab.read_string("marcuse", RULES).as_deref(), Some(before.as_str()));
-    assert_eq!(lab.run("marcuse", "nft list table inet oignon_dos_marcuse1"), loaded);
+    assert!(
+        said.contains("70000") || said.contains("Error"),
+        "nft's own words are missing: {said}"
+    );
+    assert_eq!(
+        lab.read_string("marcuse", RULES).as_deref(),
+        Some(before.as_str())
+    );
+    assert_eq!(
+        lab.run("marcuse", "nft list table inet oignon_dos_marcuse1"),
+        loaded
+    );
 }
