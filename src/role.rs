@@ -17,6 +17,10 @@ pub enum HandlerKind {
     Sysctl,
     /// `update-grub`; the new command line is live only after a reboot.
     UpdateGrub,
+    /// Load every `/etc/nftables.d/oignon-*.nft` with confirm-or-revert: the host saves its
+    /// running ruleset, arms a timer that restores it, loads the new one; oignon confirms over a
+    /// NEW SSH connection, and without that the host puts the old ruleset back by itself.
+    NftLoad,
 }
 
 /// How a file is checked before it replaces the old one.

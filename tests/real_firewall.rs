@@ -4,7 +4,8 @@
 //! through. Traffic stays inside the host's network namespace.
 
 use crate::harness::real::RealLab;
-use crate::harness::{oignon, Fixture};
+use crate::harness::{oignon, run_in_env, Fixture};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -129,4 +130,90 @@ fn an_invalid_ruleset_is_refused_by_nft_and_the_old_one_stays() {
         lab.run("marcuse", "nft list table inet oignon_dos_marcuse1"),
         loaded
     );
+}
+
+#[test]
+fn a_ruleset_that_locks_ssh_out_is_reverted_by_the_host_and_it_answers_again() {
+    let Some((f, lab)) =
+        firewalled("a_ruleset_that_locks_ssh_out_is_reverted_by_the_host_and_it_answers_again")
+    else {
+        return;
+    };
+    oignon(&f, &lab, &["apply", "--yes", "--brief"])
+        .code(0)
+        .out_has(&["firewall confirmed over a new SSH connection"]);
+    // A mistake that locks the operator out: new SSH connections dropped. The apply's own
+    // connection is established, so it goes on: only a NEW connection tells.
+    f.edit(
+        "roles/dos-firewall/templates/dos.nft.tera",
+        "type filter hook input priority filter - 1; policy accept;",
+        "type filter hook input priority filter - 1; policy accept;\n\t\ttcp dport 22 ct state new drop",
+    );
+    let window = "15";
+    let args = |cmd: &'static str| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--ssh-config",
+            lab.ssh_config().to_str().unwrap(),
+            cmd,
+            "--host",
+            "marcuse",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if cmd == "apply" {
+            a.extend(["--yes".to_string(), "--brief".to_string()]);
+        }
+        a
+    };
+    let run = |cmd: &'static str| {
+        let a = args(cmd);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run_in_env(
+            &f.path("."),
+            &a,
+            &[("OIGNON_FIREWALL_WINDOW", Path::new(window))],
+        )
+    };
+    // The plan shows the confirm-or-revert load.
+    run("plan").code(0).out_has(&[
+        "oignon-nft-load 15",
+        "puts the old one back by itself after 15 s unless oignon confirms over a new SSH connection",
+    ]);
+    let started = std::time::Instant::now();
+    let applied = run("apply");
+    let applied_after = started.elapsed();
+    applied.code(1).out_has(&[
+        "the new firewall was loaded but could not be confirmed over a new SSH connection",
+        "the host puts the previous ruleset back by itself within 15 s",
+    ]);
+    // The host restores the old ruleset by itself, within the window (and a little slack).
+    let back = loop {
+        let rules = lab.run("marcuse", "nft list ruleset");
+        if !rules.contains("tcp dport 22 ct state new drop") {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "the lockout ruleset is still loaded after {:?}:\n{rules}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        back <= Duration::from_secs(30),
+        "reverted only after {back:?}"
+    );
+    eprintln!(
+        "lockout: apply returned after {:?}; old ruleset back after {back:?}",
+        applied_after
+    );
+    // The per-source limits that were confirmed before are back too.
+    assert!(lab
+        .run("marcuse", "nft list tables")
+        .contains("oignon_dos_marcuse1"));
+    // And the host answers a new connection again.
+    let again = lab.ssh("marcuse", "echo back");
+    assert!(again.status.success(), "{again:?}");
+    oignon(&f, &lab, &["status"]).out_has(&["marcuse1"]);
 }

@@ -19,7 +19,8 @@
 # stdout: one result per line: LOCKED WHO | STALE-LOCK WHO | STALE PATH WANT HAVE | INVALID PATH
 #   + tor's words on stderr | REFUSED WHY | WROTE PATH | REMOVED PATH | RAN COMMAND |
 #   HANDLER-FAILED COMMAND | SKIPPED COMMAND [WHY] | OFFLINE COMMAND | BACKUP-FAILED PATH |
-#   NOTE TEXT | ROLLED-BACK PATH UNIT | DONE
+#   NOTE TEXT | ROLLED-BACK PATH UNIT | CONFIRM SECONDS (a firewall loaded: confirm it over a new
+#   connection within SECONDS, or the host restores the old ruleset) | DONE
 # exit: 0 done, 3 locked, 4 stale, 5 invalid, 6 handler failed, 7 write failed, 9 a new unit file
 #   made the first relay fail to start and was rolled back, 8 refused (a record
 #   that is not what oignon sends, or a path that is not safe to write: nothing was changed)
@@ -98,6 +99,10 @@ check_handler() {
   'systemctl daemon-reload' | 'sysctl --system' | 'update-grub') return 0 ;;
   'systemctl reload tor@'* | 'systemctl restart tor@'*) n=${1##* tor@} ;;
   'systemctl enable --now tor@'* | 'systemctl disable --now tor@'*) n=${1##* tor@} ;;
+  'oignon-nft-load '*)
+    case ${1#oignon-nft-load } in '' | *[!0-9]* | ?????*) refuse "handler \"$1\": the confirmation window is not a number of seconds" ;; esac
+    return 0
+    ;;
   *) refuse "handler \"$1\" is not one oignon runs" ;;
   esac
   check_name "$n" H
@@ -600,6 +605,37 @@ printf '%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%s' "$who" | tr -d
 [ "$reboot" = 1 ] && date -u +%Y-%m-%dT%H:%M:%SZ > "$state/reboot-required"
 sync
 
+# Firewall confirm-or-revert (the oignon-nft-load handler; arg: the window in seconds). The running
+# ruleset is saved, a timer that restores it is armed BEFORE the new rules load (a load that cuts
+# this very connection is undone all the same), then every /etc/nftables.d/oignon-*.nft loads in
+# one transaction. oignon confirms over a NEW connection (confirm: stop the timer); unconfirmed,
+# the timer puts the saved ruleset back (flush and load, one transaction).
+nft_revert_unit=oignon-nft-revert
+nft_load() {
+  w=$1
+  set -- /etc/nftables.d/oignon-*.nft
+  [ -e "$1" ] || return 0
+  for f do no_links "$f"; done
+  systemctl stop "$nft_revert_unit.timer" 2>/dev/null
+  systemctl reset-failed "$nft_revert_unit.service" "$nft_revert_unit.timer" 2>/dev/null
+  (umask 077 && nft list ruleset > "$state/nft-before.new") && mv -fT "$state/nft-before.new" "$state/nft-before" || return 1
+  # shellcheck disable=SC2016
+  systemd-run --quiet --unit="$nft_revert_unit" --on-active="${w}s" --timer-property=AccuracySec=1s \
+    /bin/sh -c '{ echo "flush ruleset"; cat /var/lib/oignon/nft-before; } | nft -f - && echo "oignon: firewall change not confirmed: the previous ruleset is back"' || return 1
+  if ! cat -- "$@" | nft -f -; then
+    systemctl stop "$nft_revert_unit.timer"
+    return 1
+  fi
+}
+# Words of a handler are fixed by oignon and checked (check_handler), never user text.
+# shellcheck disable=SC2086
+run_handler() {
+  case $1 in
+  'oignon-nft-load '*) nft_load "${1#oignon-nft-load }" ;;
+  *) $1 ;;
+  esac
+}
+
 # Phase 10: handlers, each once; a handler that ran leaves the pending list. Each runs without the
 # lock's fd, so nothing it starts can hold the lock after this apply.
 failed=0
@@ -643,10 +679,9 @@ elif [ -f "$state/pending" ]; then
     check_handler "$cmd"
     starts=0
     case $cmd in 'systemctl restart tor@'* | 'systemctl enable --now tor@'*) starts=1 ;; esac
-    # Words of a handler are fixed by oignon and checked above (check_handler), never user text.
-    # shellcheck disable=SC2086
-    if $cmd > "$work/out" 2>&1 9>&-; then
+    if run_handler "$cmd" > "$work/out" 2>&1 9>&-; then
       printf 'RAN\t%s\n' "$cmd"
+      case $cmd in 'oignon-nft-load '*) printf 'CONFIRM\t%s\n' "${cmd#oignon-nft-load }" ;; esac
       grep -vxF -- "$cmd" "$state/pending" > "$state/pending.new"
       mv -fT "$state/pending.new" "$state/pending"
     elif [ "$units_changed" = 1 ] && [ "$canary" = 0 ] && [ "$starts" = 1 ]; then
@@ -669,8 +704,7 @@ elif [ -f "$state/pending" ]; then
       done < "$work/restore"
       systemctl daemon-reload 9>&- || true
       rolled=1
-      # shellcheck disable=SC2086
-      if $cmd > "$work/out" 2>&1 9>&-; then
+      if run_handler "$cmd" > "$work/out" 2>&1 9>&-; then
         printf 'RAN\t%s\n' "$cmd"
         grep -vxF -- "$cmd" "$state/pending" > "$state/pending.new"
         mv -fT "$state/pending.new" "$state/pending"
