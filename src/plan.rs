@@ -611,6 +611,28 @@ fn handlers(
             reason: why,
         });
     }
+    for (kind, argv) in [
+        (
+            HandlerKind::NodeExporterRestart,
+            ["systemctl", "restart", "prometheus-node-exporter"],
+        ),
+        (
+            HandlerKind::NginxReload,
+            ["systemctl", "reload-or-restart", "nginx"],
+        ),
+    ] {
+        let why: Vec<String> = reasons
+            .iter()
+            .filter(|(h, _)| h.kind == kind)
+            .flat_map(|(_, w)| w.iter().cloned())
+            .collect();
+        if !why.is_empty() {
+            out.push(HandlerRun {
+                command: argv.map(String::from).to_vec(),
+                reason: why.join("; "),
+            });
+        }
+    }
     let nft: Vec<String> = reasons
         .iter()
         .filter(|(h, _)| h.kind == HandlerKind::NftLoad)

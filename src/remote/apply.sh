@@ -97,6 +97,7 @@ check_sha() {
 check_handler() {
   case $1 in
   'systemctl daemon-reload' | 'sysctl --system' | 'update-grub') return 0 ;;
+  'systemctl restart prometheus-node-exporter' | 'systemctl reload-or-restart nginx') return 0 ;;
   'systemctl reload tor@'* | 'systemctl restart tor@'*) n=${1##* tor@} ;;
   'systemctl enable --now tor@'* | 'systemctl disable --now tor@'*) n=${1##* tor@} ;;
   'oignon-nft-load '*)
