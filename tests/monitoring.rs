@@ -99,3 +99,157 @@ fn a_broken_target_file_is_refused_by_promtool_so_the_check_above_can_fail() {
     let out = promtool(&["check", "config", config.to_str().unwrap()]);
     assert!(!out.status.success());
 }
+
+/// Per-host monitoring secrets for `host` at `addr`, made the way README's "Monitoring" says:
+/// a self-signed certificate for the host's address, its key, and an htpasswd line, each
+/// encrypted to the store's recipients. Returns (the certificate's path in clear, the password).
+fn monitoring_secrets(f: &Fixture, host: &str, addr: &str) -> (std::path::PathBuf, String) {
+    let clear = f.path("clear");
+    std::fs::create_dir_all(&clear).unwrap();
+    let (crt, key) = (clear.join("tls.crt"), clear.join("tls.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg(format!("/CN={host}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=IP:{addr}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    let password = "correct-horse-battery-staple".to_string();
+    let hash = Command::new("openssl")
+        .args(["passwd", "-apr1", &password])
+        .output()
+        .unwrap();
+    let htpasswd = clear.join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("prometheus:{}", String::from_utf8_lossy(&hash.stdout)),
+    )
+    .unwrap();
+    let dir = f.path(&format!("secrets/monitoring/{host}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, file) in [
+        ("tls.crt", &crt),
+        ("tls.key", &key),
+        ("htpasswd", &htpasswd),
+    ] {
+        let out = Command::new("age")
+            .arg("-R")
+            .arg(f.path("secrets/recipients.txt"))
+            .arg("-o")
+            .arg(dir.join(format!("{name}.age")))
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    (crt, password)
+}
+
+#[test]
+fn the_proxy_serves_each_metrics_port_and_node_exporter_over_tls_to_prometheus_only() {
+    use crate::harness::oignon;
+    use crate::harness::real::RealLab;
+    let test = "the_proxy_serves_each_metrics_port_and_node_exporter_over_tls_to_prometheus_only";
+    let f = Fixture::shipped_on_real();
+    f.edit(
+        "inventory/fleet.toml",
+        "roles = [\"tor\", \"exit-policy\", \"kernel\", \"hardening\"]",
+        "roles = [\"tor\", \"exit-policy\", \"kernel\", \"hardening\", \"monitoring\"]",
+    );
+    // Without its secrets the plan says what is missing and how to make it.
+    let Some(lab) = RealLab::start(test, &f.real_hosts(&["marcuse"])) else {
+        return;
+    };
+    oignon(&f, &lab, &["plan"]).code(1).err_has(&[
+        "role `monitoring` deploys /etc/oignon/monitoring/tls.crt on host `marcuse` from",
+        "age -R",
+    ]);
+    let (crt, password) = monitoring_secrets(&f, "marcuse", "192.0.2.10");
+    let applied = oignon(&f, &lab, &["apply", "--yes", "--brief"]);
+    applied.code(0).out_has(&[
+        "ran `systemctl restart prometheus-node-exporter`",
+        "ran `systemctl reload-or-restart nginx`",
+    ]);
+    assert!(
+        !applied.stdout.contains(&password) && !applied.stderr.contains("BEGIN PRIVATE KEY"),
+        "a secret leaked into the output"
+    );
+    for unit in ["tor@marcuse1", "tor@marcuse2"] {
+        lab.wait_active("marcuse", unit, std::time::Duration::from_secs(60));
+        lab.wait_journal(
+            "marcuse",
+            unit,
+            "Your Tor server's identity key fingerprint is",
+            std::time::Duration::from_secs(60),
+        );
+    }
+    let ns = lab.host("marcuse").netns.clone();
+    // Prometheus's view, from another address of the namespace: TLS verified against the
+    // certificate, with the password.
+    let curl = |path: &str, auth: bool| -> (String, String) {
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &ns,
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "-",
+        ])
+        .args(["-w", "\n%{http_code}", "--cacert"])
+        .arg(&crt);
+        if auth {
+            c.arg("-u").arg(format!("prometheus:{password}"));
+        }
+        let out = c
+            .arg(format!("https://192.0.2.10:9443{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (body.to_string(), code.to_string())
+    };
+    let (body, code) = curl("/tor/marcuse1", true);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("tor_relay_load_onionskins_total"), "{body}");
+    let (body, code) = curl("/tor/marcuse2", true);
+    assert_eq!(code, "200");
+    assert!(body.contains("tor_relay_connections"), "{body}");
+    let (body, code) = curl("/node", true);
+    assert_eq!(code, "200");
+    assert!(
+        body.contains("node_cpu_seconds_total"),
+        "{}",
+        &body[..body.len().min(400)]
+    );
+    // Without the password: refused. An unknown path: nothing.
+    assert_eq!(curl("/tor/marcuse1", false).1, "401");
+    assert_eq!(curl("/tor/nobody", true).1, "404");
+    // node-exporter itself is on loopback only: not reachable on the host's address.
+    let direct = Command::new("ip")
+        .args(["netns", "exec", &ns, "curl", "-sS", "--max-time", "3"])
+        .arg("http://192.0.2.10:9100/metrics")
+        .output()
+        .unwrap();
+    assert!(
+        !direct.status.success(),
+        "node-exporter answers beyond loopback"
+    );
+    // Secrets on the host: the key is root's alone, the password file nginx's group's.
+    let modes = lab.run(
+        "marcuse",
+        "stat -c '%n %U:%G %a' /etc/oignon/monitoring/tls.key /etc/oignon/monitoring/htpasswd",
+    );
+    assert!(modes.contains("tls.key root:root 600"), "{modes}");
+    assert!(modes.contains("htpasswd root:www-data 640"), "{modes}");
+}
