@@ -57,7 +57,40 @@ pub struct Observed {
     /// The name a dead apply left in the lock file (the lock itself died with it).
     pub lock_left: Option<String>,
     /// Every relay directory on the host, with its unit's states and identity (`I` records).
-    pub instance_states: BTreeMap<String, crate::remote::gather::InstanceState>,
+    pub instance_states: BTreeMap<String, InstanceState>,
     /// What `oignon status` asked beyond the plan's facts (`q` requests), if it asked.
-    pub status: Option<crate::remote::gather::StatusFacts>,
+    pub status: Option<StatusFacts>,
+}
+
+/// One relay directory on the host (`I NAME ACTIVESTATE UNITFILESTATE IDSHA`): found under
+/// /etc/tor/instances/ or /var/lib/tor-instances/, whether or not the inventory has it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InstanceState {
+    /// systemd's ActiveState of tor@NAME (active, failed, inactive...); None when unknown.
+    pub active_state: Option<String>,
+    /// systemd's UnitFileState (enabled, disabled, masked...); None when unknown.
+    pub unit_file_state: Option<String>,
+    /// sha256 of keys/ed25519_master_id_public_key, read as _tor-NAME; None when absent.
+    pub id_sha256: Option<String>,
+}
+
+/// What `oignon status` asks beyond the plan (`q` requests), per instance and for the host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusFacts {
+    pub instances: BTreeMap<String, InstanceFacts>,
+    /// `/var/lib/oignon/last-apply`: when (UTC) and by whom, if an apply recorded it.
+    pub last_apply: Option<(String, String)>,
+    /// `/run/reboot-required` exists (Debian's packages ask for a reboot).
+    pub reboot_required: bool,
+}
+
+/// One instance's facts for `oignon status` (an `S` record).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InstanceFacts {
+    /// The RSA fingerprint tor wrote in its DataDirectory's `fingerprint`.
+    pub fingerprint: Option<String>,
+    /// keys/ed25519_signing_cert's bytes (OfflineMasterKey relays).
+    pub signing_cert: Option<Vec<u8>>,
+    /// Whether its MetricsPort answered: None when none was asked.
+    pub metrics_up: Option<bool>,
 }

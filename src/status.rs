@@ -139,15 +139,20 @@ impl Verdict {
         }
     }
 
-    /// As error.rs maps every run's ending to a status: an unreachable host is a host error (1);
-    /// attention is the "something to look at" of `plan --detailed-exitcode` (2).
-    pub fn exit_code(self) -> u8 {
-        let outcome = match self {
+    /// How the run ended, for [`crate::error::exit_code`], the one place that maps endings to
+    /// numbers: an unreachable host fails the run (1); attention is the "something to look at" of
+    /// `plan --detailed-exitcode` (2).
+    pub fn outcome(self) -> Outcome {
+        match self {
             Verdict::Healthy => Outcome::Clean,
             Verdict::Attention => Outcome::Changes,
             Verdict::Error => Outcome::Failed,
-        };
-        crate::error::exit_code([], outcome)
+        }
+    }
+
+    /// The exit status of this verdict (0, 2 or 1), as [`crate::error::exit_code`] decides it.
+    pub fn exit_code(self) -> u8 {
+        crate::error::exit_code([], self.outcome())
     }
 }
 

@@ -217,3 +217,56 @@ fn a_ruleset_that_locks_ssh_out_is_reverted_by_the_host_and_it_answers_again() {
     assert!(again.status.success(), "{again:?}");
     oignon(&f, &lab, &["status"]).out_has(&["marcuse1"]);
 }
+
+/// The shipped fleet with the dos-firewall role, no hosts needed.
+fn firewalled_fixture() -> Fixture {
+    let f = Fixture::shipped();
+    f.edit(
+        "inventory/fleet.toml",
+        "roles = [\"tor\", \"exit-policy\", \"kernel\", \"hardening\"]",
+        "roles = [\"tor\", \"exit-policy\", \"kernel\", \"hardening\", \"dos-firewall\"]",
+    );
+    f
+}
+
+#[test]
+fn dos_firewall_limits_come_from_the_inventory_and_a_host_overrides_one_key() {
+    let f = firewalled_fixture();
+    f.edit(
+        "inventory/ielo-liazo.toml",
+        "uplink = \"100 Mbit/s\"\n",
+        "uplink = \"100 Mbit/s\"\ndefaults = { dos_firewall = { per_minute = 20 } }\n",
+    );
+    f.run(&["render", "--host", "marcuse"]).code(0).out_has(&[
+        "ip saddr limit rate over 20/minute burst 8 packets",
+        "ip saddr ct count over 8",
+        "timeout 24h",
+        "ip daddr 192.0.2.10 tcp dport 443 jump orport4",
+        "ip6 daddr 2001:db8:10::1 tcp dport 9001 jump orport6",
+        "elements = { 128.31.0.39,",
+    ]);
+    f.run(&["render", "--host", "ekumen"])
+        .code(0)
+        .out_has(&["ip saddr limit rate over 8/minute burst 8 packets"]);
+}
+
+#[test]
+fn a_dos_firewall_limit_out_of_bounds_or_misspelt_is_located() {
+    let f = firewalled_fixture();
+    f.edit(
+        "inventory/fleet.toml",
+        "burst_factor = 1.0\n",
+        "burst_factor = 1.0\ndos_firewall = { per_minute = 0, burst = 8 }\n",
+    );
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "dos_firewall.per_minute = 0 is out of bounds (1 to 600)",
+        "inventory/fleet.toml:",
+        "new connections a minute from one source",
+    ]);
+    f.edit(
+        "inventory/fleet.toml",
+        "dos_firewall = { per_minute = 0,",
+        "dos_firewall = { per_min = 8,",
+    );
+    f.run(&["check", "--no-tor"]).code(1).err_has(&["per_min"]);
+}

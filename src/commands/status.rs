@@ -26,5 +26,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", oignon::status::text(&status));
     }
-    Ok(ExitCode::from(Verdict::of(&status.rows).exit_code()))
+    Ok(ExitCode::from(exit_code(
+        [],
+        Verdict::of(&status.rows).outcome(),
+    )))
 }

@@ -4,40 +4,11 @@
 use crate::desired::DesiredHost;
 use crate::observed::{Observed, ObservedFile, ObservedInstance};
 use crate::remote::record::{RecordError, Records};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-/// One relay directory on the host (`I NAME ACTIVESTATE UNITFILESTATE IDSHA`): found under
-/// /etc/tor/instances/ or /var/lib/tor-instances/, whether or not the inventory has it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct InstanceState {
-    /// systemd's ActiveState of tor@NAME (active, failed, inactive...); None when unknown.
-    pub active_state: Option<String>,
-    /// systemd's UnitFileState (enabled, disabled, masked...); None when unknown.
-    pub unit_file_state: Option<String>,
-    /// sha256 of keys/ed25519_master_id_public_key, read as _tor-NAME; None when absent.
-    pub id_sha256: Option<String>,
-}
-
-/// What `oignon status` asks beyond the plan (`q` requests), per instance and for the host.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StatusFacts {
-    pub instances: BTreeMap<String, InstanceFacts>,
-    /// `/var/lib/oignon/last-apply`: when (UTC) and by whom, if an apply recorded it.
-    pub last_apply: Option<(String, String)>,
-    /// `/run/reboot-required` exists (Debian's packages ask for a reboot).
-    pub reboot_required: bool,
-}
-
-/// One instance's facts for `oignon status` (an `S` record).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct InstanceFacts {
-    /// The RSA fingerprint tor wrote in its DataDirectory's `fingerprint`.
-    pub fingerprint: Option<String>,
-    /// keys/ed25519_signing_cert's bytes (OfflineMasterKey relays).
-    pub signing_cert: Option<Vec<u8>>,
-    /// Whether its MetricsPort answered: None when none was asked.
-    pub metrics_up: Option<bool>,
-}
+// The instance-state and status records' types live with the other observed facts (the plan
+// reads them and must not depend on the host scripts); named here too, beside their parser.
+pub use crate::observed::{InstanceFacts, InstanceState, StatusFacts};
 
 /// The `q` requests of `oignon status`: for each (instance, MetricsPort), ask its fingerprint,
 /// signing certificate and whether the port answers. Appended to [`requests`]' lines.
