@@ -48,7 +48,11 @@ fn a_source_over_the_limit_is_dropped_while_another_still_connects() {
     };
     oignon(&f, &lab, &["apply", "--yes", "--brief"])
         .code(0)
-        .out_has(&[RULES]);
+        .out_has(&[
+            RULES,
+            "ran `oignon-nft-load 60`",
+            "firewall confirmed over a new SSH connection",
+        ]);
     lab.wait_active("marcuse", "tor@marcuse1", UP);
     lab.wait_journal(
         "marcuse",
@@ -56,8 +60,16 @@ fn a_source_over_the_limit_is_dropped_while_another_still_connects() {
         "Your Tor server's identity key fingerprint is",
         UP,
     );
-    // Loaded as the confirm-or-revert handler will load it.
-    lab.run("marcuse", &format!("nft -f {RULES}"));
+    // Confirmed: the revert timer is gone, the rules stay, and they are what the boot loads.
+    assert_eq!(
+        lab.is_active("marcuse", "oignon-nft-revert.timer"),
+        "inactive"
+    );
+    assert_eq!(
+        lab.run("marcuse", "systemctl is-enabled oignon-firewall.service")
+            .trim(),
+        "enabled"
+    );
     // "Another source": a second address on the namespace's loopback.
     let ns = lab.host("marcuse").netns.clone();
     let st = Command::new("ip")
@@ -106,7 +118,6 @@ fn an_invalid_ruleset_is_refused_by_nft_and_the_old_one_stays() {
     let before = lab
         .read_string("marcuse", RULES)
         .expect("the ruleset was written");
-    lab.run("marcuse", &format!("nft -f {RULES}"));
     let loaded = lab.run("marcuse", "nft list table inet oignon_dos_marcuse1");
     // A ruleset the kernel refuses: a port out of range.
     f.edit(
@@ -216,6 +227,13 @@ fn a_ruleset_that_locks_ssh_out_is_reverted_by_the_host_and_it_answers_again() {
     let again = lab.ssh("marcuse", "echo back");
     assert!(again.status.success(), "{again:?}");
     oignon(&f, &lab, &["status"]).out_has(&["marcuse1"]);
+    // The unconfirmed ruleset never reaches the boot: after a reboot, the last confirmed one
+    // loads (its per-source limits), and SSH still gets through.
+    lab.reboot("marcuse");
+    let rules = lab.run("marcuse", "nft list ruleset");
+    assert!(rules.contains("table inet oignon_dos_marcuse1"), "{rules}");
+    assert!(!rules.contains("tcp dport 22"), "{rules}");
+    assert!(lab.ssh("marcuse", "true").status.success());
 }
 
 /// The shipped fleet with the dos-firewall role, no hosts needed.

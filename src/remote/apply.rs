@@ -151,9 +151,16 @@ pub fn confirm_window(done: &[String]) -> Option<u64> {
     })
 }
 
-/// Run on the host over a NEW connection to confirm a firewall change: stops the revert timer
-/// (and says so), or says that it is too late (the old ruleset is already back).
-pub const CONFIRM_SCRIPT: &str = "if systemctl is-active --quiet oignon-nft-revert.timer; then systemctl stop oignon-nft-revert.timer && rm -f /var/lib/oignon/nft-before && echo confirmed; else echo 'too late: the timer already restored the previous ruleset'; exit 3; fi";
+/// Run on the host over a NEW connection to confirm a firewall change: stops the revert timer,
+/// makes what was loaded the ruleset loaded at boot (oignon-firewall.service, enabled here), and
+/// says so; or says that it is too late (the old ruleset is already back). An unconfirmed ruleset
+/// never reaches the boot.
+pub const CONFIRM_SCRIPT: &str = "if systemctl is-active --quiet oignon-nft-revert.timer; then \
+systemctl stop oignon-nft-revert.timer && rm -f /var/lib/oignon/nft-before && \
+mv -fT /var/lib/oignon/nft-loaded /var/lib/oignon/nft-confirmed && \
+{ [ ! -f /etc/systemd/system/oignon-firewall.service ] || systemctl enable --quiet oignon-firewall.service; } && \
+echo confirmed; \
+else echo 'too late: the timer already restored the previous ruleset'; exit 3; fi";
 
 /// Reads apply.sh's answer: whether it completed (exit 0), what was done (its lines, in the
 /// user's words) and, if it failed, why (its exit status, with the answer lines that say more).

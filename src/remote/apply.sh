@@ -609,8 +609,9 @@ sync
 # Firewall confirm-or-revert (the oignon-nft-load handler; arg: the window in seconds). The running
 # ruleset is saved, a timer that restores it is armed BEFORE the new rules load (a load that cuts
 # this very connection is undone all the same), then every /etc/nftables.d/oignon-*.nft loads in
-# one transaction. oignon confirms over a NEW connection (confirm: stop the timer); unconfirmed,
-# the timer puts the saved ruleset back (flush and load, one transaction).
+# one transaction. oignon confirms over a NEW connection (confirm: stop the timer, and make what
+# was loaded the ruleset oignon-firewall.service loads at boot); unconfirmed, the timer puts the
+# saved ruleset back (flush and load, one transaction), and the boot keeps the last confirmed one.
 nft_revert_unit=oignon-nft-revert
 nft_load() {
   w=$1
@@ -623,7 +624,9 @@ nft_load() {
   # shellcheck disable=SC2016
   systemd-run --quiet --unit="$nft_revert_unit" --on-active="${w}s" --timer-property=AccuracySec=1s \
     /bin/sh -c '{ echo "flush ruleset"; cat /var/lib/oignon/nft-before; } | nft -f - && echo "oignon: firewall change not confirmed: the previous ruleset is back"' || return 1
-  if ! cat -- "$@" | nft -f -; then
+  # What is loaded is kept: the confirmation makes it the ruleset loaded at boot.
+  (umask 077 && cat -- "$@" > "$state/nft-loaded.new") && mv -fT "$state/nft-loaded.new" "$state/nft-loaded" || return 1
+  if ! nft -f "$state/nft-loaded"; then
     systemctl stop "$nft_revert_unit.timer"
     return 1
   fi
