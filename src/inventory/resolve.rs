@@ -24,6 +24,15 @@ pub(super) struct Resolver<'a> {
 /// A settings layer and where it was written.
 type Layer<'a> = (&'a Settings, Origin);
 
+/// One `dos_firewall` key: its name, how to read it, its bounds and the help of an error.
+type DosFirewallKey = (
+    &'static str,
+    fn(&file::DosFirewallSetting) -> Option<u32>,
+    u32,
+    u32,
+    &'static str,
+);
+
 /// What a host gives each of its relays: the layers they inherit, the host's addresses (the
 /// default of each relay's), and the uplink the relays share.
 #[derive(Clone, Copy)]
@@ -765,13 +774,7 @@ impl Resolver<'_> {
     /// otherwise; each within its bounds. Clears `ok` on a value out of them.
     fn dos_firewall(&mut self, layers: &[Layer], ok: &mut bool) -> DosFirewall {
         let mut out = DosFirewall::default();
-        let keys: [(
-            &str,
-            fn(&file::DosFirewallSetting) -> Option<u32>,
-            u32,
-            u32,
-            &str,
-        ); 4] = [
+        let keys: [DosFirewallKey; 4] = [
             (
                 "per_minute",
                 |d| d.per_minute,
