@@ -8,7 +8,8 @@ use crate::harness::{lab_of, oignon, sha, Fixture, LabFleet};
 fn handler_calls(lab: &Lab, host: &str) -> Vec<String> {
     lab.systemctl_log(lab_of(host))
         .into_iter()
-        .filter(|l| !l.starts_with("is-"))
+        // Reads are not handler calls: `is-active` and gather's `show` (instance states).
+        .filter(|l| !l.starts_with("is-") && !l.starts_with("show "))
         .collect()
 }
 

@@ -618,9 +618,14 @@ nft_load() {
   set -- /etc/nftables.d/oignon-*.nft
   [ -e "$1" ] || return 0
   for f do no_links "$f"; done
-  systemctl stop "$nft_revert_unit.timer" 2>/dev/null
+  if systemctl is-active --quiet "$nft_revert_unit.timer"; then
+    # An earlier change is still unconfirmed: the running rules are not known to be good. The
+    # timer is re-armed below to restore what ran BEFORE that change, kept in nft-before.
+    systemctl stop "$nft_revert_unit.timer"
+  else
+    (umask 077 && nft list ruleset > "$state/nft-before.new") && mv -fT "$state/nft-before.new" "$state/nft-before" || return 1
+  fi
   systemctl reset-failed "$nft_revert_unit.service" "$nft_revert_unit.timer" 2>/dev/null
-  (umask 077 && nft list ruleset > "$state/nft-before.new") && mv -fT "$state/nft-before.new" "$state/nft-before" || return 1
   # shellcheck disable=SC2016
   systemd-run --quiet --unit="$nft_revert_unit" --on-active="${w}s" --timer-property=AccuracySec=1s \
     /bin/sh -c '{ echo "flush ruleset"; cat /var/lib/oignon/nft-before; } | nft -f - && echo "oignon: firewall change not confirmed: the previous ruleset is back"' || return 1
