@@ -288,3 +288,85 @@ fn a_dos_firewall_limit_out_of_bounds_or_misspelt_is_located() {
     );
     f.run(&["check", "--no-tor"]).code(1).err_has(&["per_min"]);
 }
+
+#[test]
+fn a_second_change_before_the_first_is_confirmed_still_reverts_to_the_last_good_ruleset() {
+    let Some((f, lab)) = firewalled(
+        "a_second_change_before_the_first_is_confirmed_still_reverts_to_the_last_good_ruleset",
+    ) else {
+        return;
+    };
+    oignon(&f, &lab, &["apply", "--yes", "--brief"])
+        .code(0)
+        .out_has(&["firewall confirmed over a new SSH connection"]);
+    let template = "roles/dos-firewall/templates/dos.nft.tera";
+    let hook = "type filter hook input priority filter - 1; policy accept;";
+    let apply = |window: &str| {
+        let cfg = lab.ssh_config();
+        let args = [
+            "--ssh-config",
+            cfg.to_str().unwrap(),
+            "apply",
+            "--yes",
+            "--brief",
+            "--host",
+            "marcuse",
+        ];
+        run_in_env(
+            &f.path("."),
+            &args,
+            &[("OIGNON_FIREWALL_WINDOW", Path::new(window))],
+        )
+    };
+    // A first mistake: new SSH connections dropped; its apply waits for a confirmation that
+    // cannot come. The established connection (kept for the next run) still gets through.
+    f.edit(
+        template,
+        hook,
+        &format!("{hook}\n\t\ttcp dport 22 ct state new drop"),
+    );
+    std::thread::scope(|s| {
+        let first = s.spawn(|| apply("30"));
+        let start = std::time::Instant::now();
+        while lab.is_active("marcuse", "oignon-nft-revert.timer") != "active"
+            || !lab
+                .run("marcuse", "nft list ruleset")
+                .contains("tcp dport 22")
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(25),
+                "the first change never loaded"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // A second change while the first is unconfirmed, through the kept connection.
+        f.edit(
+            template,
+            "tcp dport 22 ct state new drop",
+            "tcp dport 22 ct state new drop\n\t\ttcp dport 2222 drop",
+        );
+        apply("20")
+            .code(1)
+            .out_has(&["could not be confirmed over a new SSH connection"]);
+        first.join().unwrap().code(1);
+    });
+    // The revert goes back to the last CONFIRMED ruleset, not to the first mistake.
+    let start = std::time::Instant::now();
+    loop {
+        let rules = lab.run("marcuse", "nft list ruleset");
+        if !rules.contains("dport 2222") {
+            assert!(
+                !rules.contains("tcp dport 22"),
+                "reverted to the unconfirmed first change:\n{rules}"
+            );
+            assert!(rules.contains("table inet oignon_dos_marcuse1"), "{rules}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(45),
+            "never reverted:\n{rules}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(lab.ssh("marcuse", "true").status.success());
+}
