@@ -89,6 +89,8 @@ pub struct StatusFacts {
 pub struct InstanceFacts {
     /// The RSA fingerprint tor wrote in its DataDirectory's `fingerprint`.
     pub fingerprint: Option<String>,
+    /// A `fingerprint` file is there but is not one tor wrote (unreadable, or not a fingerprint).
+    pub fingerprint_unreadable: bool,
     /// keys/ed25519_signing_cert's bytes (OfflineMasterKey relays).
     pub signing_cert: Option<Vec<u8>>,
     /// Whether its MetricsPort answered: None when none was asked.

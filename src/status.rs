@@ -68,6 +68,9 @@ pub enum Fingerprint {
     Differs,
     /// tor has not written its fingerprint on the host (never started there).
     Missing,
+    /// The host's `fingerprint` file is not one tor wrote: unreadable as the relay's user (a link
+    /// to someone else's file), or not a fingerprint.
+    Unreadable,
     /// secrets/ has no identity for the relay (manage_identities = false, or not made yet).
     Unchecked,
     /// The host could not be asked.
@@ -80,6 +83,7 @@ impl Fingerprint {
             Fingerprint::Matches => "ok",
             Fingerprint::Differs => "DIFFERS",
             Fingerprint::Missing => "missing",
+            Fingerprint::Unreadable => "UNREADABLE",
             Fingerprint::Unchecked => "-",
             Fingerprint::Unknown => "?",
         }
@@ -239,17 +243,24 @@ fn relay_row(
         why.push("tor --version gave nothing: is tor installed?".into());
     }
     let facts = observed.status.as_ref().and_then(|s| s.instances.get(nick));
-    row.fingerprint = fingerprint(
-        facts.and_then(|f| f.fingerprint.as_deref()),
-        state.and_then(|s| s.id_sha256.as_deref()),
-        expected,
-    );
+    row.fingerprint = if facts.is_some_and(|f| f.fingerprint_unreadable) {
+        Fingerprint::Unreadable
+    } else {
+        fingerprint(
+            facts.and_then(|f| f.fingerprint.as_deref()),
+            state.and_then(|s| s.id_sha256.as_deref()),
+            expected,
+        )
+    };
     match row.fingerprint {
         Fingerprint::Differs => why.push(format!(
             "{nick} runs another identity than secrets/relays/{nick} (fingerprint or ed25519 key differs)"
         )),
         Fingerprint::Missing => why.push(format!(
             "tor wrote no fingerprint in /var/lib/tor-instances/{nick}: has it ever started?"
+        )),
+        Fingerprint::Unreadable => why.push(format!(
+            "/var/lib/tor-instances/{nick}/fingerprint is not one tor wrote (unreadable as _tor-{nick}, or not a fingerprint): look at who made it"
         )),
         _ => {}
     }
@@ -618,6 +629,7 @@ mod tests {
                 r.nickname.clone(),
                 InstanceFacts {
                     fingerprint: Some(format!("FPR{}", r.nickname.to_uppercase())),
+                    fingerprint_unreadable: false,
                     signing_cert: None,
                     metrics_up: Some(true),
                 },

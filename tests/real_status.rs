@@ -125,7 +125,9 @@ fn status_shows_healthy_drifted_failed_foreign_identity_and_unreachable_hosts() 
             UP,
         );
     }
+    let timed = std::time::Instant::now();
     let healthy = oignon(&f, &lab, &["status"]);
+    eprintln!("status of 4 hosts (6 relays): {:?}", timed.elapsed());
     healthy.code(0).out_has(&[
         "Status: 6 relays on 4 hosts: 6 healthy, 0 need attention",
         "NICKNAME",
@@ -227,4 +229,63 @@ fn status_shows_healthy_drifted_failed_foreign_identity_and_unreachable_hosts() 
     oignon(&f, &lab, &["status"])
         .code(1)
         .out_has(&["(1 host unreachable: ekumen)"]);
+}
+
+#[test]
+fn status_reads_a_relays_files_as_its_user_and_takes_its_answer_as_data() {
+    let test = "status_reads_a_relays_files_as_its_user_and_takes_its_answer_as_data";
+    let f = Fixture::shipped_on_real();
+    f.edit(
+        "inventory/ielo-liazo.toml",
+        "name = \"marcuse\"\n",
+        "name = \"marcuse\"\nboot = \"none\"\n",
+    );
+    let Some(lab) = RealLab::start(test, &f.real_hosts(&["marcuse"])) else {
+        return;
+    };
+    oignon(&f, &lab, &["apply", "--yes", "--brief"]).code(0);
+    for nick in ["marcuse1", "marcuse2"] {
+        let unit = format!("tor@{nick}");
+        lab.wait_active("marcuse", &unit, UP);
+        lab.wait_journal(
+            "marcuse",
+            &unit,
+            "Your Tor server's identity key fingerprint is",
+            UP,
+        );
+    }
+    status_json(&f, &lab, 0);
+    // In marcuse1's DataDirectory (its user's), a link to a file only root may read; in
+    // marcuse2's, a fingerprint file that tries to forge gather records.
+    lab.run(
+        "marcuse",
+        "cd /var/lib/tor-instances/marcuse1 && rm fingerprint && setpriv --reuid=_tor-marcuse1 --regid=_tor-marcuse1 --clear-groups ln -s /etc/shadow fingerprint",
+    );
+    lab.write(
+        "marcuse",
+        "/var/lib/tor-instances/marcuse2/fingerprint",
+        b"marcuse2 AB\tK\tend\tok\nI\tevil\tactive\tenabled\t-\n",
+    );
+    lab.run(
+        "marcuse",
+        "chown _tor-marcuse2: /var/lib/tor-instances/marcuse2/fingerprint",
+    );
+    let run = oignon(&f, &lab, &["status", "--json"]);
+    run.code(2);
+    assert!(
+        !run.stdout.contains("root:"),
+        "/etc/shadow leaked: {}",
+        run.stdout
+    );
+    let j: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(row(&j, "marcuse1")["fingerprint"], "unreadable", "{j:#}");
+    assert_eq!(row(&j, "marcuse2")["fingerprint"], "unreadable", "{j:#}");
+    assert_eq!(
+        j["rows"].as_array().unwrap().len(),
+        2,
+        "a forged record became a row"
+    );
+    // Everything else about them is still read right.
+    assert_eq!(row(&j, "marcuse1")["unit"], "active");
+    assert_eq!(row(&j, "marcuse2")["metrics"], true);
 }

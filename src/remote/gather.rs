@@ -132,7 +132,8 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
                     .insert(
                         name.to_string(),
                         InstanceFacts {
-                            fingerprint: known(fpr),
+                            fingerprint: known(fpr).filter(|f| f != "?"),
+                            fingerprint_unreadable: *fpr == "?",
                             signing_cert,
                             metrics_up,
                         },
@@ -257,7 +258,7 @@ I\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload 
     #[test]
     fn parses_instance_states_and_status_facts_apart_from_the_old_instance_record() {
         let out = "I\tx\t1\t0\tactive\nI\tx\tfailed\tenabled\tabcd\nI\ty\t-\t-\t-\n\
-S\tx\tAB12\taGkK\tup\nS\ty\t-\t-\t-\nA\t2026-12-02T10:00:00Z\tops@ctl\nK\treboot_required\tyes\nK\tend\tok\n";
+S\tx\tAB12\taGkK\tup\nS\ty\t-\t-\t-\nS\tz\t?\t-\tdown\nA\t2026-12-02T10:00:00Z\tops@ctl\nK\treboot_required\tyes\nK\tend\tok\n";
         let o = parse(out.as_bytes()).unwrap();
         assert!(o.instances["x"].user_exists);
         assert_eq!(
@@ -274,6 +275,7 @@ S\tx\tAB12\taGkK\tup\nS\ty\t-\t-\t-\nA\t2026-12-02T10:00:00Z\tops@ctl\nK\treboot
         assert_eq!(s.instances["x"].signing_cert.as_deref(), Some(&b"hi\n"[..]));
         assert_eq!(s.instances["x"].metrics_up, Some(true));
         assert_eq!(s.instances["y"], InstanceFacts::default());
+        assert!(s.instances["z"].fingerprint_unreadable && s.instances["z"].fingerprint.is_none());
         assert_eq!(
             s.last_apply,
             Some(("2026-12-02T10:00:00Z".into(), "ops@ctl".into()))

@@ -31,7 +31,8 @@
 #                                                 of keys/ed25519_master_id_public_key read as
 #                                                 _tor-NAME (- if absent)
 #   S NAME FINGERPRINT CERT METRICS               for each q request: the RSA fingerprint tor wrote
-#                                                 (DataDirectory/fingerprint), keys/ed25519_signing_cert
+#                                                 (DataDirectory/fingerprint; - none, ? a file
+#                                                 that is not tor's), keys/ed25519_signing_cert
 #                                                 (base64; its expiry is read by oignon), and
 #                                                 MetricsPort up|down|- (none asked)
 #   A WHEN WHO                                    the last apply (/var/lib/oignon/last-apply)
@@ -252,8 +253,8 @@ if [ -f "$d/keys/ed25519_master_id_public_key" ]; then s=$(sha256sum < "$d/keys/
 printf "%s\n" "${s%% *}"
 [ "$2" = 1 ] || exit 0
 f=-
-if [ -f "$d/fingerprint" ]; then f=$(head -c 200 "$d/fingerprint" | head -n 1 | cut -d " " -f 2); fi
-printf "%s\n" "${f:--}"
+if [ -e "$d/fingerprint" ] || [ -L "$d/fingerprint" ]; then f=$(head -c 200 "$d/fingerprint" 2>/dev/null | head -n 1 | cut -d " " -f 2); f=${f:-?}; fi
+printf "%s\n" "$f"
 c=-
 if [ -f "$d/keys/ed25519_signing_cert" ]; then c=$(head -c 4096 "$d/keys/ed25519_signing_cert" | base64 -w0); fi
 printf "%s\n" "${c:--}"'
@@ -318,7 +319,9 @@ if [ -n "$asked" ]; then
     facts=$(dd_facts "$n" 1)
     fpr=$(printf '%s\n' "$facts" | sed -n 2p)
     cert=$(printf '%s\n' "$facts" | sed -n 3p)
-    case $fpr in '' | *[!0-9A-F]*) fpr=- ;; esac
+    # - : no fingerprint file; ? : one that is not tor's (unreadable, or not 40 hex digits).
+    case $fpr in - | '?') ;; '' | *[!0-9A-F]*) fpr='?' ;; esac
+    [ "$fpr" = - ] || [ "$fpr" = '?' ] || [ "${#fpr}" -eq 40 ] || fpr='?'
     case $cert in '' | *[!A-Za-z0-9+/=]*) cert=- ;; esac
     printf 'S\t%s\t%s\t%s\t%s\n' "$n" "$fpr" "$cert" "$(metrics_probe "$port")"
   done
