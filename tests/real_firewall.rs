@@ -27,16 +27,35 @@ fn firewalled(test: &str) -> Option<(Fixture, RealLab)> {
 /// One TCP connection from `source` to marcuse1's ORPort (192.0.2.10:443) inside the host's
 /// namespace, with a 1 s bound: whether it was accepted.
 fn connects(lab: &RealLab, source: &str) -> bool {
+    connects_to(lab, "192.0.2.10", source)
+}
+
+/// One TCP connection from `source` to `addr`:443 (marcuse1's ORPort on that address family)
+/// inside the host's namespace, with a 1 s bound: whether it was accepted.
+fn connects_to(lab: &RealLab, addr: &str, source: &str) -> bool {
     let ns = &lab.host("marcuse").netns;
+    let (to, from) = if addr.contains(':') {
+        (format!("TCP6:[{addr}]:443"), format!("[{source}]"))
+    } else {
+        (format!("TCP:{addr}:443"), source.to_string())
+    };
     Command::new("ip")
         .args(["netns", "exec", ns, "socat", "-u", "OPEN:/dev/null"])
-        .arg(format!(
-            "TCP:192.0.2.10:443,bind={source},connect-timeout=1"
-        ))
+        .arg(format!("{to},bind={from},connect-timeout=1"))
         .output()
         .expect("ip netns exec socat")
         .status
         .success()
+}
+
+/// Adds `addr` to the loopback of marcuse's namespace: "another source" there.
+fn add_source(lab: &RealLab, addr: &str) {
+    let ns = lab.host("marcuse").netns.clone();
+    let st = Command::new("ip")
+        .args(["netns", "exec", &ns, "ip", "addr", "add", addr, "dev", "lo"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip addr add {addr}");
 }
 
 #[test]
@@ -105,6 +124,28 @@ fn a_source_over_the_limit_is_dropped_while_another_still_connects() {
     assert!(
         connects(&lab, "192.0.2.99"),
         "another source was dropped too"
+    );
+
+    // IPv6 counts per /64: a flood from one address blocks its whole /64 (another address of
+    // it included), while another /64 still connects.
+    add_source(&lab, "2001:db8:10::2/128");
+    add_source(&lab, "2001:db8:99::1/128");
+    let v6 = "2001:db8:10::1";
+    let results: Vec<bool> = (0..20).map(|_| connects_to(&lab, v6, v6)).collect();
+    let accepted = results.iter().filter(|ok| **ok).count();
+    assert!(
+        (8..=9).contains(&accepted) && results[..8].iter().all(|ok| *ok) && !results[19],
+        "expected the first 8 IPv6 connections accepted, then drops: {results:?}"
+    );
+    let blocked = lab.run("marcuse", "nft list set inet oignon_dos_marcuse1 blocked6");
+    assert!(blocked.contains("2001:db8:10::"), "{blocked}");
+    assert!(
+        !connects_to(&lab, v6, "2001:db8:10::2"),
+        "another address of the same /64 still connects"
+    );
+    assert!(
+        connects_to(&lab, v6, "2001:db8:99::1"),
+        "another /64 was dropped too"
     );
 }
 
