@@ -172,6 +172,23 @@ fn the_proxy_serves_each_metrics_port_and_node_exporter_over_tls_to_prometheus_o
         "age -R",
     ]);
     let (crt, password) = monitoring_secrets(&f, "marcuse", "192.0.2.10");
+    // A saved plan names the secret files, never their content.
+    let saved = f.path("plan.json");
+    oignon(&f, &lab, &["plan", "--out", saved.to_str().unwrap()]).code(0);
+    let plan = std::fs::read_to_string(&saved).unwrap();
+    assert!(plan.contains("/etc/oignon/monitoring/tls.key"));
+    for leak in ["PRIVATE KEY", "$apr1$", "BEGIN CERTIFICATE"] {
+        assert!(!plan.contains(leak), "the saved plan holds {leak}");
+    }
+    for name in ["tls.key", "htpasswd"] {
+        use base64::Engine as _;
+        let clear = std::fs::read(f.path(&format!("clear/{name}"))).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&clear);
+        assert!(
+            !plan.contains(&b64[..40]),
+            "the saved plan holds {name}, base64"
+        );
+    }
     let applied = oignon(&f, &lab, &["apply", "--yes", "--brief"]);
     applied.code(0).out_has(&[
         "ran `systemctl restart prometheus-node-exporter`",
