@@ -222,6 +222,24 @@ fn relay_row(
         why.push(format!("cannot be planned: {e}"));
     }
     let state = observed.instance_states.get(nick);
+    // A local image (`--local`) is files, not a running system: its units, tor, fingerprint and
+    // MetricsPort cannot be looked at (gather reports the kernel command line only of a live one).
+    if observed.cmdline.is_none() {
+        row.unit = "image".into();
+        row.fingerprint = Fingerprint::Unknown;
+        row.tor_version = None;
+        row.drift = drift(plan, nick);
+        if !row.drift.is_empty() {
+            why.push(drift_text(&row.drift));
+        }
+        row.last_apply = observed
+            .status
+            .as_ref()
+            .and_then(|s| s.last_apply.clone())
+            .map(|(when, who)| LastApply { when, who });
+        row.attention = why;
+        return row;
+    }
     let active = state.and_then(|s| s.active_state.clone());
     row.unit_file = state.and_then(|s| s.unit_file_state.clone());
     row.unit = match (row.unit_file.as_deref(), active.as_deref()) {
@@ -264,24 +282,9 @@ fn relay_row(
         )),
         _ => {}
     }
-    row.drift = plan
-        .changes
-        .iter()
-        .filter(|c| c.instance.as_deref().is_none_or(|i| i == nick))
-        .map(|c| match c.kind {
-            ChangeKind::CreateInstance => format!("instance {} not created", c.target),
-            ChangeKind::RemoveInstance => format!("instance {} to remove", c.target),
-            _ => c.target.clone(),
-        })
-        .collect();
+    row.drift = drift(plan, nick);
     if !row.drift.is_empty() {
-        why.push(format!(
-            "{} managed file{} differ{} from the inventory: {}",
-            row.drift.len(),
-            crate::text::plural(row.drift.len()),
-            if row.drift.len() == 1 { "s" } else { "" },
-            row.drift.join(", ")
-        ));
+        why.push(drift_text(&row.drift));
     }
     let status = observed.status.as_ref();
     row.reboot = if plan.needs_reboot() {
@@ -325,6 +328,29 @@ fn relay_row(
         .map(|(when, who)| LastApply { when, who });
     row.attention = why;
     row
+}
+
+/// The plan's changes that concern relay `nick`: its own files and its host's.
+fn drift(plan: &HostPlan, nick: &str) -> Vec<String> {
+    plan.changes
+        .iter()
+        .filter(|c| c.instance.as_deref().is_none_or(|i| i == nick))
+        .map(|c| match c.kind {
+            ChangeKind::CreateInstance => format!("instance {} not created", c.target),
+            ChangeKind::RemoveInstance => format!("instance {} to remove", c.target),
+            _ => c.target.clone(),
+        })
+        .collect()
+}
+
+fn drift_text(drift: &[String]) -> String {
+    format!(
+        "{} managed file{} differ{} from the inventory: {}",
+        drift.len(),
+        crate::text::plural(drift.len()),
+        if drift.len() == 1 { "s" } else { "" },
+        drift.join(", ")
+    )
 }
 
 /// `Tor version 0.4.9.11.` → `0.4.9.11`.
@@ -632,6 +658,7 @@ mod tests {
     fn healthy_observed(spec: &HostSpec) -> Observed {
         let mut o = Observed {
             tor_version: Some("Tor version 0.4.9.11.".into()),
+            cmdline: Some("ro quiet".into()),
             ..Observed::default()
         };
         let mut facts = StatusFacts {
@@ -865,6 +892,19 @@ mod tests {
         );
         assert!(rows[0].signing_cert_expires.is_some());
         assert!(rows[1].attention.is_empty(), "not an offline-master relay");
+    }
+
+    #[test]
+    fn a_local_image_shows_its_files_not_a_running_relay() {
+        let (fl, i) = marcuse();
+        let mut o = healthy_observed(&fl.hosts[i]);
+        // gather.sh reports the kernel command line only of a live system.
+        o.cmdline = None;
+        o.instance_states.clear();
+        let rows = rows_for(&o, &empty_plan("marcuse"));
+        assert_eq!(rows[0].unit, "image");
+        assert!(rows[0].attention.is_empty(), "{:?}", rows[0].attention);
+        assert_eq!(Verdict::of(&rows), Verdict::Healthy);
     }
 
     #[test]

@@ -270,7 +270,8 @@ dd_facts() {
 }
 # Whether a MetricsPort on loopback answers HTTP 200 within 3 s (arg: PORT): up, down, or - .
 metrics_probe() {
-  [ "$1" = - ] && { echo -; return; }
+  # A local image runs nothing, and this machine's loopback is not the image's.
+  [ "$1" = - ] || [ -n "$root" ] && { echo -; return; }
   command -v bash >/dev/null 2>&1 || { echo down; return; }
   # shellcheck disable=SC2016
   l=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
