@@ -140,7 +140,9 @@ pub const ALERTS: &[Alert] = &[
     },
     Alert {
         name: "TorSocketsNearLimit",
-        expr: r#"tor_relay_load_socket_total{state="opened"} / ignoring(state) tor_relay_load_socket_total{state="limit"} > 0.9"#,
+        // tor 0.4.9 serves the limit as the series WITHOUT a state label (measured in the lab:
+        // `tor_relay_load_socket_total 19968` beside `{state="opened"} 5`).
+        expr: r#"tor_relay_load_socket_total{state="opened"} / ignoring(state) tor_relay_load_socket_total{state=""} > 0.9"#,
         r#for: "15m",
         severity: "warning",
         summary: "{{ $labels.nickname }} uses over 90% of its sockets",

@@ -270,3 +270,122 @@ fn the_proxy_serves_each_metrics_port_and_node_exporter_over_tls_to_prometheus_o
     assert!(modes.contains("tls.key root:root 600"), "{modes}");
     assert!(modes.contains("htpasswd root:www-data 640"), "{modes}");
 }
+
+/// `promtool test rules` input: tor-shaped series (label sets as tor 0.4.9's MetricsPort serves
+/// them, seen in the lab) for a relay in trouble beside a healthy one; each alert must fire for
+/// the first, with its labels and summary, and never for the second.
+const RULE_TESTS: &str = r#"rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'tor_relay_load_socket_total{state="opened",host="marcuse",nickname="marcuse1"}'
+        values: '19000x40'
+      - series: 'tor_relay_load_socket_total{host="marcuse",nickname="marcuse1"}'
+        values: '19968x40'
+      - series: 'tor_relay_load_socket_total{state="opened",host="marcuse",nickname="marcuse2"}'
+        values: '5x40'
+      - series: 'tor_relay_load_socket_total{host="marcuse",nickname="marcuse2"}'
+        values: '19968x40'
+      - series: 'tor_relay_flag{type="Running",host="marcuse",nickname="marcuse1"}'
+        values: '0x90'
+      - series: 'tor_relay_flag{type="Running",host="marcuse",nickname="marcuse2"}'
+        values: '1x90'
+      - series: 'up{exporter="tor",host="ekumen",nickname="ekumen"}'
+        values: '0x10'
+      - series: 'tor_relay_exit_dns_query_total{host="marylou",nickname="marylou1"}'
+        values: '0+1000x40'
+      - series: 'tor_relay_exit_dns_error_total{reason="timeout",host="marylou",nickname="marylou1"}'
+        values: '0+30x40'
+      - series: 'tor_relay_load_onionskins_total{type="ntor_v3",action="dropped",host="marylou",nickname="marylou2"}'
+        values: '0+5x40'
+      - series: 'tor_relay_signing_cert_expiry_timestamp{host="marcuse",nickname="marcuse1"}'
+        values: '43200x90'
+      - series: 'tor_relay_signing_cert_expiry_timestamp{host="marcuse",nickname="marcuse2"}'
+        values: '864000x90'
+      - series: 'tor_relay_signing_cert_expiry_timestamp{host="marylou",nickname="marylou1"}'
+        values: '8640000x90'
+      - series: 'tor_relay_load_oom_bytes_total{subsys="cell",host="marylou",nickname="marylou1"}'
+        values: '0+100x40'
+      - series: 'tor_relay_load_tcp_exhaustion_total{host="marylou",nickname="marylou2"}'
+        values: '0+1x40'
+    alert_rule_test:
+      - eval_time: 30m
+        alertname: TorSocketsNearLimit
+        exp_alerts:
+          - exp_labels: {severity: warning, host: marcuse, nickname: marcuse1}
+            exp_annotations: {summary: "marcuse1 uses over 90% of its sockets"}
+      - eval_time: 70m
+        alertname: TorFlagRunningMissing
+        exp_alerts:
+          - exp_labels: {severity: critical, host: marcuse, nickname: marcuse1, type: Running}
+            exp_annotations: {summary: "marcuse1 on marcuse lost the Running flag"}
+      - eval_time: 6m
+        alertname: TorInstanceDown
+        exp_alerts:
+          - exp_labels: {severity: critical, exporter: tor, host: ekumen, nickname: ekumen}
+            exp_annotations: {summary: "tor instance ekumen on ekumen does not answer"}
+      - eval_time: 35m
+        alertname: TorHighDnsErrorRate
+        exp_alerts:
+          - exp_labels: {severity: warning, host: marylou, nickname: marylou1}
+            exp_annotations: {summary: "exit marylou1: over 1.5% of DNS queries fail or time out"}
+      - eval_time: 30m
+        alertname: TorOnionskinsDropped
+        exp_alerts:
+          - exp_labels: {severity: warning, host: marylou, nickname: marylou2, type: ntor_v3, action: dropped}
+            exp_annotations: {summary: "marylou2 drops onionskins (circuit creations): overloaded"}
+      - eval_time: 10m
+        alertname: TorCertificateExpiryUnder1Day
+        exp_alerts:
+          - exp_labels: {severity: critical, host: marcuse, nickname: marcuse1}
+            exp_annotations: {summary: "marcuse1: the signing certificate expires in under a day"}
+      - eval_time: 70m
+        alertname: TorCertificateExpiryUnder15Days
+        exp_alerts:
+          - exp_labels: {severity: warning, host: marcuse, nickname: marcuse1}
+            exp_annotations: {summary: "marcuse1: the signing certificate expires in under 15 days (oignon secrets renew-signing)"}
+          - exp_labels: {severity: warning, host: marcuse, nickname: marcuse2}
+            exp_annotations: {summary: "marcuse2: the signing certificate expires in under 15 days (oignon secrets renew-signing)"}
+      - eval_time: 30m
+        alertname: TorOutOfMemory
+        exp_alerts:
+          - exp_labels: {severity: warning, subsys: cell, host: marylou, nickname: marylou1}
+            exp_annotations: {summary: "marylou1: tor's out-of-memory handler freed memory"}
+      - eval_time: 30m
+        alertname: TorTCPPortsExhausted
+        exp_alerts:
+          - exp_labels: {severity: warning, host: marylou, nickname: marylou2}
+            exp_annotations: {summary: "marylou2 ran out of TCP source ports"}
+"#;
+
+#[test]
+fn every_alert_fires_on_a_relay_in_trouble_and_not_on_a_healthy_one() {
+    let f = Fixture::shipped();
+    let dir = f.path("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    f.run(&[
+        "monitoring",
+        "rules",
+        "--out",
+        dir.join("rules.yml").to_str().unwrap(),
+    ])
+    .code(0);
+    std::fs::write(dir.join("test.yml"), RULE_TESTS).unwrap();
+    let out = Command::new("promtool")
+        .args(["test", "rules", "test.yml"])
+        .current_dir(&dir)
+        .output()
+        .expect("promtool");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool test rules:\n{said}");
+    // Every alert oignon writes is exercised here.
+    for a in oignon::monitoring::ALERTS {
+        assert!(
+            RULE_TESTS.contains(&format!("alertname: {}\n", a.name)),
+            "{} untested",
+            a.name
+        );
+    }
+}

@@ -69,6 +69,28 @@ fn metric_names_of_every_rule_are_served_by_a_real_metrics_port(lab: &RealLab) {
             );
         }
     }
+    // The label values the rules select on are tor's own.
+    for (metric, label) in [
+        ("tor_relay_flag", "type=\"Running\""),
+        ("tor_relay_load_onionskins_total", "action=\"dropped\""),
+        ("tor_relay_load_socket_total", "state=\"opened\""),
+    ] {
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label)),
+            "no {metric} with {label}:\n{}",
+            body.lines()
+                .filter(|l| l.starts_with(metric))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    // The socket limit is the series without a label (TorSocketsNearLimit divides by it).
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("tor_relay_load_socket_total ")),
+        "no unlabelled tor_relay_load_socket_total (the limit)"
+    );
     for m in NETWORKED_ONLY {
         assert!(
             !served.contains(m),
