@@ -188,12 +188,19 @@ pub fn host_rows(
                 attention: vec![],
             };
             match gathered {
-                Err(e) => Row {
-                    unit: "unreachable".into(),
-                    error: Some(e.to_string()),
-                    attention: vec![format!("host not reached: {e}")],
-                    ..blank
-                },
+                Err(e) => {
+                    // Not reached at all, or reached but its facts could not be read.
+                    let (unit, what) = match e {
+                        HostError::Unreachable { .. } => ("unreachable", "host not reached"),
+                        _ => ("error", "host not looked at"),
+                    };
+                    Row {
+                        unit: unit.into(),
+                        error: Some(e.to_string()),
+                        attention: vec![format!("{what}: {e}")],
+                        ..blank
+                    }
+                }
                 Ok((observed, plan)) => relay_row(
                     blank,
                     relay,
@@ -841,14 +848,14 @@ mod tests {
     }
 
     #[test]
-    fn an_unreachable_host_is_an_error_row_and_exits_1() {
+    fn a_host_that_cannot_be_looked_at_is_an_error_row_and_exits_1() {
         let (fl, i) = marcuse();
         // Any host error makes the host's rows errors (the real-host test uses a stopped host).
         let e = HostError::NotConnected {
             host: "marcuse".into(),
         };
         let rows = host_rows(&fl.hosts[i], Err(&e), &expected(&fl.hosts[i]), NOW);
-        assert_eq!(rows[0].unit, "unreachable");
+        assert_eq!(rows[0].unit, "error");
         assert_eq!(rows[0].error.as_deref(), Some("not connected"));
         assert_eq!(Verdict::of(&rows), Verdict::Error);
         assert_eq!(Verdict::of(&rows).exit_code(), 1);
@@ -857,6 +864,10 @@ mod tests {
             rows,
         });
         assert!(t.contains("(1 host unreachable: marcuse)"), "{t}");
+        assert!(
+            t.contains("! marcuse/marcuse1: host not looked at: not connected"),
+            "{t}"
+        );
     }
 
     #[test]
