@@ -178,6 +178,19 @@ pub fn rollout(
                         }),
                     },
                 };
+                if let Some(window_s) = crate::remote::apply::confirm_window(&r.done) {
+                    match confirm_firewall(&reach, target.as_ref(), window_s).await {
+                        Ok(done) => r.done.push(done),
+                        Err(why) => {
+                            r.ok = false;
+                            r.error = Some(HostError::FirewallUnconfirmed {
+                                host: hp.host.clone(),
+                                why,
+                                window_s,
+                            });
+                        }
+                    }
+                }
                 if r.ok
                     && reboot
                     && (hp.needs_reboot()
@@ -233,6 +246,45 @@ pub fn rollout(
         crate::fleet::close_all(rt, hosts);
     }
     out
+}
+
+/// Confirms a firewall the apply loaded, over a NEW SSH connection: if that connection gets
+/// through the new rules, the host's revert timer is stopped. Retried until the window is nearly
+/// over (a new ruleset may take a moment), never past it.
+async fn confirm_firewall(
+    reach: &Reach,
+    target: Option<&Target>,
+    window_s: u64,
+) -> Result<String, String> {
+    let (Some(ssh), Some(target)) = (&reach.ssh, target) else {
+        return Err("not reached over SSH".into());
+    };
+    let started = Instant::now();
+    // Keep a margin: a confirmation that lands after the revert would confirm nothing.
+    let deadline = Duration::from_secs(window_s.saturating_sub(5).max(1));
+    loop {
+        let last = match ssh
+            .run_fresh(
+                &target.name,
+                &target.ssh,
+                crate::remote::apply::CONFIRM_SCRIPT,
+            )
+            .await
+        {
+            Ok((true, _)) => {
+                return Ok(format!(
+                    "firewall confirmed over a new SSH connection after {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ))
+            }
+            Ok((false, said)) => return Err(said),
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() + Duration::from_secs(2) >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Who holds the lock: `user@controller`.

@@ -236,3 +236,19 @@ fn the_exit_code_checker_sees_a_number_picked_by_hand() {
     assert_eq!(own_exit_codes("ExitCode::SUCCESS").len(), 1);
     assert!(own_exit_codes("ExitCode::from(exit_code([], o))").is_empty());
 }
+
+#[test]
+fn status_and_monitoring_only_look() {
+    // `oignon status` gathers (one round trip, as plan) and never applies; the monitoring files
+    // are made from the inventory alone, without reaching any host.
+    never(
+        &["status"],
+        &["apply"],
+        "status looks at hosts and changes nothing",
+    );
+    never(
+        &["monitoring"],
+        HOST_IO,
+        "monitoring targets and rules come from the inventory alone",
+    );
+}

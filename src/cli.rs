@@ -89,6 +89,11 @@ pub enum Command {
     Secrets(crate::commands::secrets::Args),
     /// Nickname, RSA fingerprint and ed25519 id of every relay (or the CIISS rsa-fingerprint.txt).
     Fingerprints(crate::commands::secrets::FingerprintsArgs),
+    /// How the fleet is now: one row per relay (unit, tor, identity, drift, reboot, certificate,
+    /// metrics, last apply); exit 0 healthy, 2 attention, 1 a host unreachable.
+    Status(crate::commands::status::Args),
+    /// Prometheus: file_sd targets and alert rules for the fleet.
+    Monitoring(crate::commands::monitoring::Args),
     /// Print shell completions.
     Completions(crate::commands::completions::Args),
     /// Print the man page (roff).

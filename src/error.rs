@@ -123,6 +123,14 @@ pub enum HostError {
     /// The host has no open connection to apply through.
     #[error("not connected")]
     NotConnected { host: String },
+    /// A firewall was loaded but not confirmed over a new connection: the host restores the old
+    /// ruleset by itself when its window ends.
+    #[error("the new firewall was loaded but could not be confirmed over a new SSH connection ({why}); the host puts the previous ruleset back by itself within {window_s} s. Fix the rules (the role's template or the inventory), then apply again")]
+    FirewallUnconfirmed {
+        host: String,
+        why: String,
+        window_s: u64,
+    },
     /// A bug: a host task panicked, or a state that cannot happen did.
     #[error("{why}")]
     Internal { host: String, why: String },
@@ -209,6 +217,7 @@ impl HostError {
             | Lost { host, .. }
             | Payload { host, .. }
             | Reboot { host, .. }
+            | FirewallUnconfirmed { host, .. }
             | NotConnected { host }
             | Internal { host, .. }
             | Tombstoned { host, .. }

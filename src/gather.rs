@@ -110,7 +110,17 @@ pub enum GatherError {
 
 /// Gathers one host over an open transport: a single round trip.
 pub async fn gather(t: &Transport, desired: &DesiredHost) -> Result<Observed, GatherError> {
-    let requests = crate::remote::gather::requests(desired)?;
+    gather_asking(t, desired, Vec::new()).await
+}
+
+/// [`gather`], with more requests in the same round trip (`oignon status`'s `q` lines).
+pub async fn gather_asking(
+    t: &Transport,
+    desired: &DesiredHost,
+    extra: Vec<u8>,
+) -> Result<Observed, GatherError> {
+    let mut requests = crate::remote::gather::requests(desired)?;
+    requests.extend(extra);
     let out = t
         .run("gather", crate::remote::GATHER, &[], requests)
         .await?;
@@ -129,9 +139,19 @@ pub async fn gather_all(
     hosts: Vec<(&HostSpec, DesiredHost)>,
     progress: &crate::progress::Progress,
 ) -> Vec<(DesiredHost, Gathered)> {
+    let hosts = hosts.into_iter().map(|(s, d)| (s, d, Vec::new())).collect();
+    gather_all_asking(reach, hosts, progress).await
+}
+
+/// [`gather_all`], each host with more requests in its one round trip (see [`gather_asking`]).
+pub async fn gather_all_asking(
+    reach: Arc<Reach>,
+    hosts: Vec<(&HostSpec, DesiredHost, Vec<u8>)>,
+    progress: &crate::progress::Progress,
+) -> Vec<(DesiredHost, Gathered)> {
     let sem = Arc::new(tokio::sync::Semaphore::new(reach.parallel));
     let mut tasks = vec![];
-    for (spec, desired) in hosts {
+    for (spec, desired, extra) in hosts {
         let reach = reach.clone();
         let sem = sem.clone();
         let target = Target::from(spec);
@@ -150,12 +170,12 @@ pub async fn gather_all(
                 ),
                 Ok(t) => {
                     bar.set("gathering");
-                    let o = gather(&t, &desired)
-                        .await
-                        .map_err(|source| HostError::GatherFailed {
+                    let o = gather_asking(&t, &desired, extra).await.map_err(|source| {
+                        HostError::GatherFailed {
                             host: target.name.clone(),
                             source,
-                        });
+                        }
+                    });
                     (Some(t), o)
                 }
             };

@@ -62,6 +62,31 @@ pub struct Observed {
     pub lock: Option<String>,
     /// The name a dead apply left in the lock file (the lock itself died with it).
     pub lock_left: Option<String>,
+    /// What `oignon status` asked beyond the plan's facts (`q` requests), if it asked.
+    pub status: Option<StatusFacts>,
+}
+
+/// What `oignon status` asks beyond the plan (`q` requests), per instance and for the host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusFacts {
+    pub instances: BTreeMap<String, InstanceFacts>,
+    /// `/var/lib/oignon/last-apply`: when (UTC) and by whom, if an apply recorded it.
+    pub last_apply: Option<(String, String)>,
+    /// `/run/reboot-required` exists (Debian's packages ask for a reboot).
+    pub reboot_required: bool,
+}
+
+/// One instance's facts for `oignon status` (an `S` record).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InstanceFacts {
+    /// The RSA fingerprint tor wrote in its DataDirectory's `fingerprint`.
+    pub fingerprint: Option<String>,
+    /// A `fingerprint` file is there but is not one tor wrote (unreadable, or not a fingerprint).
+    pub fingerprint_unreadable: bool,
+    /// keys/ed25519_signing_cert's bytes (OfflineMasterKey relays).
+    pub signing_cert: Option<Vec<u8>>,
+    /// Whether its MetricsPort answered: None when none was asked.
+    pub metrics_up: Option<bool>,
 }
 
 /// A tor instance found on a host (the `I` record): systemd's view of `tor@NAME` and the hash of

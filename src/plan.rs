@@ -173,6 +173,19 @@ pub const RESTART_OPTIONS: &[&str] = &[
     "user",
 ];
 
+/// The handler that loads the host's nftables rulesets with confirm-or-revert (apply.sh).
+pub const NFT_LOAD: &str = "oignon-nft-load";
+
+/// Seconds a new firewall ruleset waits for oignon's confirmation before the host restores the
+/// old one: 60, or `OIGNON_FIREWALL_WINDOW` (5 to 3600; a slow link may need more, tests less).
+pub fn firewall_window() -> u64 {
+    std::env::var("OIGNON_FIREWALL_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|w| (5..=3600).contains(w))
+        .unwrap_or(60)
+}
+
 /// Plans one host.
 pub fn plan_host(desired: &DesiredHost, observed: &Observed, transport: &str) -> HostPlan {
     let mut p = HostPlan {
@@ -692,6 +705,43 @@ fn handlers(
         out.push(HandlerRun {
             command: vec!["update-grub".into()],
             reason: why,
+        });
+    }
+    for (kind, argv) in [
+        (
+            HandlerKind::NodeExporterRestart,
+            ["systemctl", "restart", "prometheus-node-exporter"],
+        ),
+        (
+            HandlerKind::NginxReload,
+            ["systemctl", "reload-or-restart", "nginx"],
+        ),
+    ] {
+        let why: Vec<String> = reasons
+            .iter()
+            .filter(|(h, _)| h.kind == kind)
+            .flat_map(|(_, w)| w.iter().cloned())
+            .collect();
+        if !why.is_empty() {
+            out.push(HandlerRun {
+                command: argv.map(String::from).to_vec(),
+                reason: why.join("; "),
+            });
+        }
+    }
+    let nft: Vec<String> = reasons
+        .iter()
+        .filter(|(h, _)| h.kind == HandlerKind::NftLoad)
+        .flat_map(|(_, w)| w.iter().cloned())
+        .collect();
+    if !nft.is_empty() {
+        let window = firewall_window();
+        out.push(HandlerRun {
+            command: vec![NFT_LOAD.into(), window.to_string()],
+            reason: format!(
+                "{}; confirm-or-revert: the host saves its running ruleset, loads the new one and puts the old one back by itself after {window} s unless oignon confirms over a new SSH connection",
+                nft.join("; ")
+            ),
         });
     }
     for inst in &desired.instances {

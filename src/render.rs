@@ -54,6 +54,61 @@ pub fn contact_info(fleet: &Fleet, host: &HostSpec, relay: &RelaySpec) -> String
     )
 }
 
+/// The `[[secret]]` files of the host's roles, decrypted from secrets/ to be deployed (plan and
+/// apply only: without the identity they are not rendered, as relay keys are not).
+fn role_secrets(
+    roles: &Roles,
+    host: &HostSpec,
+    store: &crate::secrets::Store,
+    id: &crate::secrets::Identity,
+    files: &mut Vec<DesiredFile>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for role in roles.roles.iter().filter(|r| host.roles.contains(&r.name)) {
+        for spec in &role.secrets {
+            let source = store
+                .dir
+                .join(format!("{}.age", spec.source.replace("{host}", &host.name)));
+            if !source.is_file() {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "role `{}` deploys {} on host `{}` from {}, which does not exist",
+                        role.name,
+                        spec.path,
+                        host.name,
+                        source.display()
+                    ))
+                    .help(format!(
+                        "encrypt it to the store's recipients: age -R {} -o {} FILE (see README, \"Monitoring\")",
+                        store.dir.join("recipients.txt").display(),
+                        source.display()
+                    )),
+                );
+                continue;
+            }
+            match id.decrypt(&source) {
+                Ok(secret) => files.push(DesiredFile {
+                    path: spec.path.clone(),
+                    content: Content::secret(secret),
+                    owner: spec.owner.clone(),
+                    group: spec.group.clone(),
+                    // Checked when the manifest was loaded (role.rs); 0600 never loosens it.
+                    mode: u32::from_str_radix(&spec.mode, 8).unwrap_or(0o600),
+                    role: role.name.clone(),
+                    handler: spec.handler.clone().map(|kind| Handler {
+                        kind,
+                        instance: None,
+                    }),
+                    validate: None,
+                    reboot_required: false,
+                    instance: None,
+                }),
+                Err(e) => diags.push(Diagnostic::error(e.to_string())),
+            }
+        }
+    }
+}
+
 /// Renders the hosts selected by `select` (all when it returns true for each).
 /// Relay identities for rendering: the store (public parts: FamilyId, fingerprints) and, when key
 /// files are to be deployed (plan, apply), the identity that decrypts them.
@@ -160,6 +215,9 @@ pub fn render(
                     }
                 }
             }
+        }
+        if let Some(id) = keys.identity {
+            role_secrets(roles, host, keys.store, id, &mut files, &mut diags);
         }
         let kernel_on = host.roles.iter().any(|r| r == "kernel") && host.boot == Boot::Grub;
         let notices = host

@@ -17,6 +17,14 @@ pub enum HandlerKind {
     Sysctl,
     /// `update-grub`; the new command line is live only after a reboot.
     UpdateGrub,
+    /// Load every `/etc/nftables.d/oignon-*.nft` with confirm-or-revert: the host saves its
+    /// running ruleset, arms a timer that restores it, loads the new one; oignon confirms over a
+    /// NEW SSH connection, and without that the host puts the old ruleset back by itself.
+    NftLoad,
+    /// `systemctl reload-or-restart nginx` (the monitoring role's TLS proxy).
+    NginxReload,
+    /// `systemctl restart prometheus-node-exporter` (it reads its ARGS only at start).
+    NodeExporterRestart,
 }
 
 /// How a file is checked before it replaces the old one.
@@ -31,6 +39,8 @@ pub enum ValidatorKind {
     Sysctl,
     /// `systemd-analyze verify` where available.
     Systemd,
+    /// `nft -c -f`: the ruleset parses and the running kernel accepts it, without loading it.
+    Nft,
 }
 
 impl ValidatorKind {
@@ -41,6 +51,7 @@ impl ValidatorKind {
             ValidatorKind::Grub => "grub",
             ValidatorKind::Sysctl => "sysctl",
             ValidatorKind::Systemd => "systemd",
+            ValidatorKind::Nft => "nft",
         }
     }
 }
@@ -81,6 +92,29 @@ fn mode_644() -> String {
     "0644".into()
 }
 
+/// A secret file a role deploys: the age file `secrets/SOURCE.age`, decrypted only to deploy it
+/// (plan and apply, with the identity), never shown. `{host}` in SOURCE is the host's name, so each
+/// host can have its own (a TLS key, a password file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    /// Absolute path on the host (no template).
+    pub path: String,
+    /// Under secrets/, without `.age`: `monitoring/{host}/tls.key`.
+    pub source: String,
+    #[serde(default = "root")]
+    pub owner: String,
+    #[serde(default = "root")]
+    pub group: String,
+    #[serde(default = "mode_600")]
+    pub mode: String,
+    pub handler: Option<HandlerKind>,
+}
+
+fn mode_600() -> String {
+    "0600".into()
+}
+
 /// A role manifest.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +128,9 @@ pub struct Role {
     /// union of the host's roles' lists. Each must be a Debian package name.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Secret files deployed from secrets/ (`[[secret]]`).
+    #[serde(default, rename = "secret")]
+    pub secrets: Vec<SecretSpec>,
 }
 
 /// Reads one role's manifest (`d/role.toml`) and checks its files; None (with the finding in
@@ -392,7 +429,78 @@ fn check_files(role: &Role, manifest: &Path) -> Vec<Diagnostic> {
             );
         }
     }
+    for (i, s) in role.secrets.iter().enumerate() {
+        let mut bad = |key: &str, msg: String, help: &str| {
+            let d = Diagnostic::error(msg)
+                .field(format!("secret.{i}.{key}"))
+                .help(help.to_string());
+            diags.push(locate_key_in(d, manifest, "secret", i, key));
+        };
+        for (key, value) in [("owner", &s.owner), ("group", &s.group)] {
+            if let Err(why) = check_account(value) {
+                bad(
+                    key,
+                    format!("{key} {} {why}", quote(value)),
+                    "a user or group name: letters, digits, `_`, `.` and `-`",
+                );
+            }
+        }
+        match parse_mode(&s.mode) {
+            Ok(m) if m & 0o7037 == 0 => {}
+            _ => bad(
+                "mode",
+                format!(
+                    "mode {} lets others than the owner (and its group, to read) at a secret",
+                    quote(&s.mode)
+                ),
+                "write \"0600\", or \"0640\" for a group that must read it",
+            ),
+        }
+        if !s.path.starts_with('/')
+            || s.path.contains("/../")
+            || s.path.contains("{{")
+            || s.path
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || "._@+-/".contains(c)))
+        {
+            bad(
+                "path",
+                format!("path {} is not an absolute plain path", quote(&s.path)),
+                "an absolute path of letters, digits and `._@+-/`, without `..` (no template)",
+            );
+        }
+        let source = s.source.replace("{host}", "host");
+        if source.is_empty()
+            || s.source.starts_with('/')
+            || source.split('/').any(|c| c.is_empty() || c == "..")
+            || source
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || "._-/".contains(c)))
+        {
+            bad("source", format!("source {} is not a path under secrets/", quote(&s.source)), "a relative path of letters, digits and `._-/` under secrets/, without `.age`; `{host}` is the host's name");
+        }
+    }
     diags
+}
+
+/// [`locate_key`] for an entry of another array of tables than `[[file]]`.
+fn locate_key_in(d: Diagnostic, manifest: &Path, table: &str, i: usize, key: &str) -> Diagnostic {
+    let Ok(text) = std::fs::read_to_string(manifest) else {
+        return d.in_file(manifest);
+    };
+    let span = toml_edit::ImDocument::parse(text.as_str())
+        .ok()
+        .and_then(|doc| {
+            doc.get(table)?
+                .as_array_of_tables()?
+                .get(i)?
+                .get(key)?
+                .span()
+        });
+    match span {
+        Some(s) => d.at(manifest, &text, s),
+        None => d.in_file(manifest),
+    }
 }
 
 /// A value quoted for a message, capped: a megabyte of input must not print megabytes.

@@ -8,10 +8,12 @@ pub mod completions;
 pub mod host;
 pub mod hoster;
 pub mod migrate;
+pub mod monitoring;
 pub mod plan;
 pub mod render;
 pub mod retire;
 pub mod secrets;
+pub mod status;
 
 use crate::cli::{Cli, ColorChoice, Command, Global};
 use oignon::error::{exit_code, Outcome};
@@ -58,6 +60,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(a) => apply::run(&cli.global, a),
         Command::Secrets(a) => ended(secrets::run(&cli.global, a)),
         Command::Fingerprints(a) => ended(secrets::fingerprints(&cli.global, a)),
+        Command::Status(a) => status::run(&cli.global, a),
+        Command::Monitoring(a) => ended(monitoring::run(&cli.global, a)),
         Command::Completions(a) => ended(completions::run(a)),
         Command::Man => ended(completions::man()),
         Command::Hoster(a) => ended(hoster::run(&cli.global, a)),

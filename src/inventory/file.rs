@@ -123,6 +123,8 @@ pub struct Settings {
     pub dos_defense: Option<DosSetting>,
     /// Burst as a multiple of the rate (≥ 1.0).
     pub burst_factor: Option<f64>,
+    /// The dos-firewall role's per-source limits on each ORPort; merged key by key.
+    pub dos_firewall: Option<DosFirewallSetting>,
     pub kernel_params: Option<Vec<String>>,
     pub kernel_params_remove: Option<Vec<String>>,
     pub sysctl: Option<BTreeMap<String, SysctlValue>>,
@@ -132,6 +134,16 @@ pub struct Settings {
     /// `OfflineMasterKey 1`: the ed25519 master key stays in secrets/; hosts get a signing key
     /// and certificate, renewed with `oignon secrets renew-signing`.
     pub offline_master_key: Option<bool>,
+}
+
+/// `dos_firewall = { per_minute = 8, burst = 8, concurrent = 8, block_hours = 24 }` as written;
+/// each key inherits on its own (a host may change one and keep the others).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct DosFirewallSetting {
+    pub per_minute: Option<u32>,
+    pub burst: Option<u32>,
+    pub concurrent: Option<u32>,
+    pub block_hours: Option<u32>,
 }
 
 /// A sysctl value as written: `2` or `"1"`.

@@ -187,6 +187,8 @@ pub struct RelaySpec {
     pub sandbox: bool,
     pub noexec: bool,
     pub dos_defense: DosDefense,
+    /// The dos-firewall role's limits on this relay's ORPort.
+    pub dos_firewall: DosFirewall,
     pub offline_master_key: bool,
     pub torrc_extra: Vec<String>,
     #[serde(skip)]
@@ -339,6 +341,33 @@ mod fuzz {
             let mut files = shipped();
             files.push(("inventory/zz.toml".into(), text));
             check_all(&from_texts(files));
+        }
+    }
+}
+
+/// Per-source limits on an ORPort (the dos-firewall role). The defaults are torutils', the
+/// reference relay operators use: a tor client or relay holds one or two connections to a relay,
+/// so more than 8 new connections a minute (burst 8) or 8 at once from one address (IPv6: one
+/// /64) is a flood; it is dropped for a day, which outlasts an attack without punishing an
+/// address reused by someone else for long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DosFirewall {
+    /// New connections a minute from one source, beyond the burst.
+    pub per_minute: u32,
+    pub burst: u32,
+    /// Connections one source may hold at once.
+    pub concurrent: u32,
+    /// How long a source over a limit stays dropped.
+    pub block_hours: u32,
+}
+
+impl Default for DosFirewall {
+    fn default() -> Self {
+        DosFirewall {
+            per_minute: 8,
+            burst: 8,
+            concurrent: 8,
+            block_hours: 24,
         }
     }
 }

@@ -7,8 +7,8 @@ use super::file::{self, DosSetting, InventoryFile, Settings};
 use super::source::{Seg, SourceFile};
 use super::text::shown as q;
 use super::{
-    bandwidth, locate, Boot, DosDefense, Fleet, HostSpec, Origin, RelaySpec, DEFAULT_KERNEL_PARAMS,
-    DEFAULT_ROLES,
+    bandwidth, locate, Boot, DosDefense, DosFirewall, Fleet, HostSpec, Origin, RelaySpec,
+    DEFAULT_KERNEL_PARAMS, DEFAULT_ROLES,
 };
 use crate::diagnostic::{suggest, Diagnostic};
 use crate::exit_policy;
@@ -23,6 +23,15 @@ pub(super) struct Resolver<'a> {
 
 /// A settings layer and where it was written.
 type Layer<'a> = (&'a Settings, Origin);
+
+/// One `dos_firewall` key: its name, how to read it, its bounds and the help of an error.
+type DosFirewallKey = (
+    &'static str,
+    fn(&file::DosFirewallSetting) -> Option<u32>,
+    u32,
+    u32,
+    &'static str,
+);
 
 /// What a host gives each of its relays: the layers they inherit, the host's addresses (the
 /// default of each relay's), and the uplink the relays share.
@@ -922,6 +931,69 @@ impl Resolver<'_> {
         (policy_name, rules)
     }
 
+    /// dos_firewall: each key from the most specific level that sets it, torutils' value
+    /// otherwise; each within its bounds. Clears `ok` on a value out of them.
+    fn dos_firewall(&mut self, layers: &[Layer], ok: &mut bool) -> DosFirewall {
+        let mut out = DosFirewall::default();
+        let keys: [DosFirewallKey; 4] = [
+            (
+                "per_minute",
+                |d| d.per_minute,
+                1,
+                600,
+                "new connections a minute from one source, e.g. 8 (torutils)",
+            ),
+            (
+                "burst",
+                |d| d.burst,
+                1,
+                1000,
+                "connections allowed at once before the rate applies, e.g. 8",
+            ),
+            (
+                "concurrent",
+                |d| d.concurrent,
+                1,
+                10_000,
+                "connections one source may hold at once, e.g. 8",
+            ),
+            (
+                "block_hours",
+                |d| d.block_hours,
+                1,
+                720,
+                "hours a source over a limit stays dropped, e.g. 24",
+            ),
+        ];
+        for (key, get, min, max, help) in keys {
+            let found = layers
+                .iter()
+                .rev()
+                .find_map(|(s, o)| s.dos_firewall.as_ref().and_then(get).map(|v| (v, o)));
+            let Some((v, o)) = found else { continue };
+            if !(min..=max).contains(&v) {
+                let mut at = o.clone();
+                at.path.push(Seg::Key("dos_firewall".into()));
+                at.path.push(Seg::Key(key.into()));
+                self.err(
+                    &at,
+                    "dos_firewall",
+                    format!("dos_firewall.{key} = {v} is out of bounds ({min} to {max})"),
+                    help,
+                );
+                *ok = false;
+                continue;
+            }
+            match key {
+                "per_minute" => out.per_minute = v,
+                "burst" => out.burst = v,
+                "concurrent" => out.concurrent = v,
+                _ => out.block_hours = v,
+            }
+        }
+        out
+    }
+
     /// dos_defense: a flag or auto/on/off, auto by default. Clears `ok` on another word.
     fn dos_defense(&mut self, layers: &[Layer], ok: &mut bool) -> DosDefense {
         match last(layers, |s| s.dos_defense.clone()) {
@@ -1026,6 +1098,7 @@ impl Resolver<'_> {
             last(&layers, f).map_or(dflt, |(v, _)| v)
         };
         let dos_defense = self.dos_defense(&layers, &mut ok);
+        let dos_firewall = self.dos_firewall(&layers, &mut ok);
         if !ok {
             return None;
         }
@@ -1047,6 +1120,7 @@ impl Resolver<'_> {
             sandbox: bool_of(|s| s.sandbox, true),
             noexec: bool_of(|s| s.noexec, true),
             dos_defense,
+            dos_firewall,
             offline_master_key: bool_of(|s| s.offline_master_key, false),
             torrc_extra,
             origin,

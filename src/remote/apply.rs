@@ -148,6 +148,32 @@ impl ScriptExit {
     }
 }
 
+/// How a `done` line says that a firewall was loaded and waits for confirmation (apply.sh's
+/// `CONFIRM SECONDS`); [`confirm_window`] reads it back.
+pub const CONFIRM_PENDING: &str =
+    "firewall loaded, the host restores the old ruleset unless confirmed within ";
+
+/// The confirmation window of a firewall this apply loaded, if it loaded one.
+pub fn confirm_window(done: &[String]) -> Option<u64> {
+    done.iter().find_map(|d| {
+        d.strip_prefix(CONFIRM_PENDING)?
+            .strip_suffix('s')?
+            .parse()
+            .ok()
+    })
+}
+
+/// Run on the host over a NEW connection to confirm a firewall change: stops the revert timer,
+/// makes what was loaded the ruleset loaded at boot (oignon-firewall.service, enabled here), and
+/// says so; or says that it is too late (the old ruleset is already back). An unconfirmed ruleset
+/// never reaches the boot.
+pub const CONFIRM_SCRIPT: &str = "if systemctl is-active --quiet oignon-nft-revert.timer; then \
+systemctl stop oignon-nft-revert.timer && rm -f /var/lib/oignon/nft-before && \
+mv -fT /var/lib/oignon/nft-loaded /var/lib/oignon/nft-confirmed && \
+{ [ ! -f /etc/systemd/system/oignon-firewall.service ] || systemctl enable --quiet oignon-firewall.service; } && \
+echo confirmed; \
+else echo 'too late: the timer already restored the previous ruleset'; exit 3; fi";
+
 /// Reads apply.sh's answer: whether it completed (exit 0), what was done (its lines, in the
 /// user's words) and, if it failed, why (its exit status, with the answer lines that say more).
 pub fn answer(
@@ -171,6 +197,7 @@ pub fn answer(
             ["REMOVED", p] => done.push(format!("removed {p} (archived in /var/backups/oignon)")),
             ["RAN", c] => done.push(format!("ran `{c}`")),
             ["NOTE", text] => done.push(format!("note: {text}")),
+            ["CONFIRM", secs] => done.push(format!("{CONFIRM_PENDING}{secs}s")),
             ["SKIPPED", c] => done.push(format!("skipped `{c}` (local image: runs at boot)")),
             ["SKIPPED", c, why] => done.push(format!("skipped `{c}` (local image): {why}")),
             ["OFFLINE", c] => done.push(format!(

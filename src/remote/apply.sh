@@ -7,17 +7,20 @@
 #   E PATH SHA256|0               the path must still be as planned (0: absent), else nothing is done
 #   I NAME                        create relay instance NAME as tor-instance-create would
 #   W PATH OWNER GROUP MODE VALIDATOR INSTANCE BASE64
-#                                 write PATH (VALIDATOR: torrc grub sysctl systemd or -)
+#                                 write PATH (VALIDATOR: torrc grub sysctl systemd nft or -)
 #   R PATH                        archive PATH under /var/backups/oignon, then remove it
 #   X NAME                        archive /etc/tor/instances/NAME (an instance that left the inventory)
 #   M PATH SHA256                 the manifest of what oignon manages after this apply
 #   H WORD...                     a handler to run after the changes; only the handlers oignon
 #                                 plans are accepted (systemctl ... tor@NAME, sysctl --system...)
 #   B                             record "reboot required" (the kernel command line changed)
+# Once the files are in place it records the time and the L record's WHO in
+# /var/lib/oignon/last-apply (TIME TAB WHO), which `oignon status` shows.
 # stdout: one result per line: LOCKED WHO | STALE-LOCK WHO | STALE PATH WANT HAVE | INVALID PATH
 #   + tor's words on stderr | REFUSED WHY | WROTE PATH | REMOVED PATH | RAN COMMAND |
 #   HANDLER-FAILED COMMAND | SKIPPED COMMAND [WHY] | OFFLINE COMMAND | BACKUP-FAILED PATH |
-#   NOTE TEXT | ROLLED-BACK PATH UNIT | DONE
+#   NOTE TEXT | ROLLED-BACK PATH UNIT | CONFIRM SECONDS (a firewall loaded: confirm it over a new
+#   connection within SECONDS, or the host restores the old ruleset) | DONE
 # exit: 0 done, 3 locked, 4 stale, 5 invalid, 6 handler failed, 7 write failed, 9 a new unit file
 #   made the first relay fail to start and was rolled back, 8 refused (a record
 #   that is not what oignon sends, or a path that is not safe to write: nothing was changed)
@@ -94,8 +97,13 @@ check_sha() {
 check_handler() {
   case $1 in
   'systemctl daemon-reload' | 'sysctl --system' | 'update-grub') return 0 ;;
+  'systemctl restart prometheus-node-exporter' | 'systemctl reload-or-restart nginx') return 0 ;;
   'systemctl reload tor@'* | 'systemctl restart tor@'*) n=${1##* tor@} ;;
   'systemctl enable --now tor@'* | 'systemctl disable --now tor@'*) n=${1##* tor@} ;;
+  'oignon-nft-load '*)
+    case ${1#oignon-nft-load } in '' | *[!0-9]* | ?????*) refuse "handler \"$1\": the confirmation window is not a number of seconds" ;; esac
+    return 0
+    ;;
   *) refuse "handler \"$1\" is not one oignon runs" ;;
   esac
   check_name "$n" H
@@ -248,7 +256,7 @@ while IFS="$tab" read -r kind a b c d e f g rest; do
     check_account "$b" W
     check_account "$c" W
     check_mode "$d" W
-    case $e in torrc | grub | sysctl | systemd | -) ;; *) refuse "record W: validator \"$e\" is unknown" ;; esac
+    case $e in torrc | grub | sysctl | systemd | nft | -) ;; *) refuse "record W: validator \"$e\" is unknown" ;; esac
     [ "$f" = - ] || check_name "$f" W
     case $g in '' | *[!A-Za-z0-9+/=]*) refuse "record W for $a: the content is not base64" ;; esac
     [ -z "$rest" ] || refuse "record W for $a has too many fields"
@@ -449,6 +457,19 @@ while IFS="$tab" read -r p o g m v n; do
       fi
     done < "$t"
     ;;
+  nft)
+    # The ruleset must parse and the running kernel must accept it (nft -c loads nothing).
+    [ -n "$root" ] && continue # a local image's kernel is not this machine's
+    if ! command -v nft >/dev/null 2>&1; then
+      printf 'INVALID\t%s\n' "$p"
+      echo "nft is missing on this host: cannot check the ruleset (install nftables)" >&2
+      invalid=1
+    elif ! nft -c -f "$t" >"$work/err" 2>&1; then
+      printf 'INVALID\t%s\n' "$p"
+      sed "s|$t|$p|g" "$work/err" >&2
+      invalid=1
+    fi
+    ;;
   systemd)
     # Unit-file syntax first: sections, comments and Key=Value lines.
     if grep -vE '^[[:space:]]*($|[#;]|\[[A-Za-z]+\]$|[A-Za-z0-9]+=)' "$t" >"$work/err"; then
@@ -579,8 +600,50 @@ while IFS= read -r n; do
   printf 'REMOVED\t/etc/tor/instances/%s\n' "$n"
 done < "$work/xinstances"
 sort -u "$work/manifest" > "$state/managed.new" && mv -fT "$state/managed.new" "$state/managed" || exit 7
+# When and by whom the files last changed, for `oignon status` (gather.sh's A record).
+printf '%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%s' "$who" | tr -d '\000-\037')" > "$state/last-apply.new" &&
+  mv -fT "$state/last-apply.new" "$state/last-apply" || exit 7
 [ "$reboot" = 1 ] && date -u +%Y-%m-%dT%H:%M:%SZ > "$state/reboot-required"
 sync
+
+# Firewall confirm-or-revert (the oignon-nft-load handler; arg: the window in seconds). The running
+# ruleset is saved, a timer that restores it is armed BEFORE the new rules load (a load that cuts
+# this very connection is undone all the same), then every /etc/nftables.d/oignon-*.nft loads in
+# one transaction. oignon confirms over a NEW connection (confirm: stop the timer, and make what
+# was loaded the ruleset oignon-firewall.service loads at boot); unconfirmed, the timer puts the
+# saved ruleset back (flush and load, one transaction), and the boot keeps the last confirmed one.
+nft_revert_unit=oignon-nft-revert
+nft_load() {
+  w=$1
+  set -- /etc/nftables.d/oignon-*.nft
+  [ -e "$1" ] || return 0
+  for f do no_links "$f"; done
+  if systemctl is-active --quiet "$nft_revert_unit.timer"; then
+    # An earlier change is still unconfirmed: the running rules are not known to be good. The
+    # timer is re-armed below to restore what ran BEFORE that change, kept in nft-before.
+    systemctl stop "$nft_revert_unit.timer"
+  else
+    (umask 077 && nft list ruleset > "$state/nft-before.new") && mv -fT "$state/nft-before.new" "$state/nft-before" || return 1
+  fi
+  systemctl reset-failed "$nft_revert_unit.service" "$nft_revert_unit.timer" 2>/dev/null
+  # shellcheck disable=SC2016
+  systemd-run --quiet --unit="$nft_revert_unit" --on-active="${w}s" --timer-property=AccuracySec=1s \
+    /bin/sh -c '{ echo "flush ruleset"; cat /var/lib/oignon/nft-before; } | nft -f - && echo "oignon: firewall change not confirmed: the previous ruleset is back"' || return 1
+  # What is loaded is kept: the confirmation makes it the ruleset loaded at boot.
+  (umask 077 && cat -- "$@" > "$state/nft-loaded.new") && mv -fT "$state/nft-loaded.new" "$state/nft-loaded" || return 1
+  if ! nft -f "$state/nft-loaded"; then
+    systemctl stop "$nft_revert_unit.timer"
+    return 1
+  fi
+}
+# Words of a handler are fixed by oignon and checked (check_handler), never user text.
+# shellcheck disable=SC2086
+run_handler() {
+  case $1 in
+  'oignon-nft-load '*) nft_load "${1#oignon-nft-load }" ;;
+  *) $1 ;;
+  esac
+}
 
 # Phase 10: handlers, each once; a handler that ran leaves the pending list. Each runs without the
 # lock's fd, so nothing it starts can hold the lock after this apply.
@@ -625,10 +688,9 @@ elif [ -f "$state/pending" ]; then
     check_handler "$cmd"
     starts=0
     case $cmd in 'systemctl restart tor@'* | 'systemctl enable --now tor@'*) starts=1 ;; esac
-    # Words of a handler are fixed by oignon and checked above (check_handler), never user text.
-    # shellcheck disable=SC2086
-    if $cmd > "$work/out" 2>&1 9>&-; then
+    if run_handler "$cmd" > "$work/out" 2>&1 9>&-; then
       printf 'RAN\t%s\n' "$cmd"
+      case $cmd in 'oignon-nft-load '*) printf 'CONFIRM\t%s\n' "${cmd#oignon-nft-load }" ;; esac
       grep -vxF -- "$cmd" "$state/pending" > "$state/pending.new"
       mv -fT "$state/pending.new" "$state/pending"
     elif [ "$units_changed" = 1 ] && [ "$canary" = 0 ] && [ "$starts" = 1 ]; then
@@ -651,8 +713,7 @@ elif [ -f "$state/pending" ]; then
       done < "$work/restore"
       systemctl daemon-reload 9>&- || true
       rolled=1
-      # shellcheck disable=SC2086
-      if $cmd > "$work/out" 2>&1 9>&-; then
+      if run_handler "$cmd" > "$work/out" 2>&1 9>&-; then
         printf 'RAN\t%s\n' "$cmd"
         grep -vxF -- "$cmd" "$state/pending" > "$state/pending.new"
         mv -fT "$state/pending.new" "$state/pending"

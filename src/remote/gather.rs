@@ -6,6 +6,26 @@ use crate::observed::{Observed, ObservedFile, ObservedInstance};
 use crate::remote::record::{RecordError, Records};
 use std::collections::BTreeSet;
 
+// The instance-state and status records' types live with the other observed facts (the plan
+// reads them and must not depend on the host scripts); named here too, beside their parser.
+pub use crate::observed::{InstanceFacts, InstanceState, StatusFacts};
+
+/// The `q` requests of `oignon status`: for each (instance, MetricsPort), ask its fingerprint,
+/// signing certificate and whether the port answers. Appended to [`requests`]' lines.
+pub fn status_requests(instances: &[(String, Option<u16>)]) -> Result<Vec<u8>, RecordError> {
+    let mut out = Records::new();
+    for (name, port) in instances {
+        let port = port.map_or("-".to_string(), |p| p.to_string());
+        out.push(&["q", name, &port])?;
+    }
+    Ok(out.into_bytes())
+}
+
+/// `-` is the script's word for "unknown" or "absent".
+fn known(v: &str) -> Option<String> {
+    (v != "-" && !v.is_empty()).then(|| v.to_string())
+}
+
 /// The gather requests for a host: every desired path (with the hash oignon wants there) and every
 /// instance. (Paths the last apply
 /// managed that left the inventory are found by the script itself, from the host's manifest.)
@@ -30,7 +50,7 @@ pub fn requests(desired: &DesiredHost) -> Result<Vec<u8>, RecordError> {
 
 // The types of the `I` and `X` records live in observed.rs (what a host looks like), which the
 // plan reads and which must not name this module (architecture.rs); they are named here too.
-pub use crate::observed::{InstanceState, Tombstone};
+pub use crate::observed::Tombstone;
 
 /// Parses gather.sh's output. Unknown or malformed lines are errors: a truncated answer must never
 /// look like "the files are absent".
@@ -78,6 +98,43 @@ pub fn parse(stdout: &[u8]) -> Result<Observed, String> {
             ["T", path, kind] => {
                 o.files
                     .insert(path.to_string(), ObservedFile::Other(kind.to_string()));
+            }
+            ["S", name, fpr, cert, metrics] => {
+                let signing_cert = match *cert {
+                    "-" => None,
+                    b64 => Some(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .map_err(|_| bad())?,
+                    ),
+                };
+                let metrics_up = match *metrics {
+                    "up" => Some(true),
+                    "down" => Some(false),
+                    "-" => None,
+                    _ => return Err(bad()),
+                };
+                o.status
+                    .get_or_insert_with(Default::default)
+                    .instances
+                    .insert(
+                        name.to_string(),
+                        InstanceFacts {
+                            fingerprint: known(fpr).filter(|f| f != "?"),
+                            fingerprint_unreadable: *fpr == "?",
+                            signing_cert,
+                            metrics_up,
+                        },
+                    );
+            }
+            ["A", when, who] => {
+                o.status.get_or_insert_with(Default::default).last_apply =
+                    known(when).map(|w| (w, who.to_string()));
+            }
+            ["K", "reboot_required", v] => {
+                o.status
+                    .get_or_insert_with(Default::default)
+                    .reboot_required = *v == "yes";
             }
             ["R", name, user, dd, active] => {
                 o.instances.insert(
@@ -224,6 +281,44 @@ R\tx\t1\t0\tactive\nD\tx\nM\t/b\tfff\t-\nM\t/old\taaa\tbbb\nP\tsystemctl reload 
                 "{bad:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn parses_status_facts_beside_instance_states() {
+        let sha = "ab".repeat(32);
+        let out = format!("R\tx\t1\t0\tactive\nI\tx\tfailed\tenabled\t{sha}\nI\ty\t-\t-\t-\n\
+S\tx\tAB12\taGkK\tup\nS\ty\t-\t-\t-\nS\tz\t?\t-\tdown\nA\t2026-12-02T10:00:00Z\tops@ctl\nK\treboot_required\tyes\nK\tend\tok\n");
+        let o = parse(out.as_bytes()).unwrap();
+        assert!(o.instances["x"].user_exists);
+        assert_eq!(
+            o.instance_states["x"],
+            InstanceState {
+                name: "x".into(),
+                active_state: "failed".into(),
+                unit_file_state: "enabled".into(),
+                id_sha: Some(sha.clone()),
+            }
+        );
+        assert_eq!(o.instance_states["y"].active_state, "-");
+        assert_eq!(o.instance_states["y"].id_sha, None);
+        let s = o.status.unwrap();
+        assert_eq!(s.instances["x"].fingerprint.as_deref(), Some("AB12"));
+        assert_eq!(s.instances["x"].signing_cert.as_deref(), Some(&b"hi\n"[..]));
+        assert_eq!(s.instances["x"].metrics_up, Some(true));
+        assert_eq!(s.instances["y"], InstanceFacts::default());
+        assert!(s.instances["z"].fingerprint_unreadable && s.instances["z"].fingerprint.is_none());
+        assert_eq!(
+            s.last_apply,
+            Some(("2026-12-02T10:00:00Z".into(), "ops@ctl".into()))
+        );
+        assert!(s.reboot_required);
+        assert!(parse(b"S\tx\t-\t-\tmaybe\nK\tend\tok\n").is_err());
+    }
+
+    #[test]
+    fn status_requests_carry_each_instance_and_its_metrics_port() {
+        let r = status_requests(&[("a".into(), Some(9035)), ("b".into(), None)]).unwrap();
+        assert_eq!(r, b"q\ta\t9035\nq\tb\t-\n");
     }
 
     #[test]

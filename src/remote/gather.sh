@@ -7,6 +7,8 @@
 #                   (base64) only when it differs, for the diff
 #   s PATH          a secret file: only its sha256 comes back, never its content
 #   i NAME          a relay instance (Debian tor@NAME)
+#   q NAME PORT     `oignon status` asks, for instance NAME: tor's fingerprint, the signing
+#                   certificate, and whether its MetricsPort (PORT, or - for none) answers
 # stdout, one record per line, tab-separated:
 #   F PATH 0                                      absent
 #   F PATH 1 OWNER GROUP MODE SHA256 [BASE64]     a regular file
@@ -33,7 +35,19 @@
 #                                                 NOW is `-` for a requested path (see its F record),
 #                                                 else its sha256 now, or 0 when it is gone
 #   P COMMAND                                     a handler an interrupted apply left pending
+#   I NAME ACTIVESTATE UNITFILESTATE IDSHA        one per directory in /etc/tor/instances/ or
+#                                                 /var/lib/tor-instances/ named as a nickname
+#                                                 (`systemctl show`, - if unknown), IDSHA the sha256
+#                                                 of keys/ed25519_master_id_public_key read as
+#                                                 _tor-NAME (- if absent)
+#   S NAME FINGERPRINT CERT METRICS               for each q request: the RSA fingerprint tor wrote
+#                                                 (DataDirectory/fingerprint; - none, ? a file
+#                                                 that is not tor's), keys/ed25519_signing_cert
+#                                                 (base64; its expiry is read by oignon), and
+#                                                 MetricsPort up|down|- (none asked)
+#   A WHEN WHO                                    the last apply (/var/lib/oignon/last-apply)
 #   K KEY VALUE                                   a fact; the last line is K end ok
+#                                                 (K reboot_required yes|no: /run/reboot-required)
 #                                                 (K lock: an apply holds the lock now; K lock-left:
 #                                                 a dead apply's name is in the lock file)
 set -u
@@ -47,6 +61,7 @@ files=
 want=$nl
 secret=$nl
 instances=
+asked=
 # What a DataDirectory's user runs to describe its files (args: paths): F or T records.
 # shellcheck disable=SC2016
 user_stat='for p do
@@ -114,6 +129,12 @@ while IFS="$tab" read -r kind arg sum; do
     fi
     ;;
   i) instances="$instances $arg" ;;
+  q)
+    # Checked again here: these become a user's argument and a TCP port on this host.
+    case $arg in '' | *[!A-Za-z0-9]*) continue ;; esac
+    case $sum in - | [1-9] | [1-9][0-9] | [1-9][0-9][0-9] | [1-9][0-9][0-9][0-9] | [1-9][0-9][0-9][0-9][0-9]) ;; *) continue ;; esac
+    asked=$asked$arg$tab$sum$nl
+    ;;
   esac
 done
 # DataDirectory files, as their users: one setpriv per instance.
@@ -183,48 +204,6 @@ if [ -n "$instances" ]; then
     printf 'R\t%s\t%s\t%s\t%s\n' "$n" "$user" "$dd" "${active:-unknown}"
   done
 fi
-# Every instance on the host, in the inventory or not: `plan` refuses one identity active on two
-# hosts. Names are checked as nicknames (a directory name is the host's data, not ours).
-instance_states() {
-  names=
-  seen=$nl
-  for d in "$root"/etc/tor/instances/*/ "$root"/var/lib/tor-instances/*/; do
-    [ -d "$d" ] || continue
-    d=${d%/}
-    n=${d##*/}
-    case $n in '' | *[!A-Za-z0-9]*) continue ;; esac
-    [ "${#n}" -le 19 ] || continue
-    case $seen in *"$nl$n$nl"*) continue ;; esac
-    seen=$seen$n$nl
-    names="$names $n"
-  done
-  [ -n "$names" ] || return 0
-  states=
-  if [ -z "$root" ] && command -v systemctl >/dev/null 2>&1; then
-    # One systemctl for every unit: blocks of Id=, ActiveState=, UnitFileState=.
-    # shellcheck disable=SC2086
-    states=$(for n in $names; do printf 'tor@%s.service\n' "$n"; done |
-      xargs systemctl show -p Id -p ActiveState -p UnitFileState -- 2>/dev/null |
-      awk -F= '$1 == "Id" { id = $2 } $1 == "ActiveState" { a[id] = $2 } $1 == "UnitFileState" { u[id] = $2 }
-        END { for (i in a) printf "%s\t%s\t%s\n", i, a[i], (u[i] == "" ? "-" : u[i]) }')
-  fi
-  for n in $names; do
-    a=- u=- sha=-
-    line=$(printf '%s\n' "$states" | awk -F "$tab" -v id="tor@$n.service" '$1 == id { print; exit }')
-    if [ -n "$line" ]; then
-      a=$(printf '%s' "$line" | cut -f2 | tr -cd 'a-z-')
-      u=$(printf '%s' "$line" | cut -f3 | tr -cd 'a-z-')
-    fi
-    if [ -z "$root" ] && [ ! -L "/var/lib/tor-instances/$n" ] && id -u "_tor-$n" >/dev/null 2>&1; then
-      k=/var/lib/tor-instances/$n/keys/ed25519_master_id_public_key
-      sha=$(setpriv --reuid="_tor-$n" --regid="_tor-$n" --clear-groups --no-new-privs -- \
-        sh -c '[ -f "$1" ] && [ ! -L "$1" ] && sha256sum -- "$1"' sh "$k" 2>/dev/null) || sha=
-      sha=${sha%% *}
-    fi
-    printf 'I\t%s\t%s\t%s\t%s\n' "$n" "${a:--}" "${u:--}" "${sha:--}"
-  done
-}
-instance_states
 # Tombstones (X) and arrivals (N): each field through the same character rules (the host's data).
 marks() {
   [ -d "$state/$1" ] && ! link_in "/var/lib/oignon/$1" >/dev/null || return 0
@@ -288,5 +267,100 @@ if [ -f "$root/etc/os-release" ] && ! link_in /etc/os-release >/dev/null; then
   # Read as data, never sourced: an image's os-release is not code to run here.
   os=$(sed -n 's/^PRETTY_NAME=//p' "$root/etc/os-release" | head -n 1 | tr -d '"\000-\037' | cut -c1-200)
   printf 'K\tos\t%s\n' "${os:-unknown}"
+fi
+# What a relay's user reads in its own DataDirectory (args: DIR WANT): the sha256 of the ed25519
+# master public key, then with WANT=1 the RSA fingerprint tor wrote and the signing certificate
+# (base64). Every value is checked again by root before it becomes a record: it is the user's data.
+# shellcheck disable=SC2016
+user_facts='d=$1
+s=-
+if [ -f "$d/keys/ed25519_master_id_public_key" ]; then s=$(sha256sum < "$d/keys/ed25519_master_id_public_key") || s=-; fi
+printf "%s\n" "${s%% *}"
+[ "$2" = 1 ] || exit 0
+f=-
+if [ -e "$d/fingerprint" ] || [ -L "$d/fingerprint" ]; then f=$(head -c 200 "$d/fingerprint" 2>/dev/null | head -n 1 | cut -d " " -f 2); f=${f:-?}; fi
+printf "%s\n" "$f"
+c=-
+if [ -f "$d/keys/ed25519_signing_cert" ]; then c=$(head -c 4096 "$d/keys/ed25519_signing_cert" | base64 -w0); fi
+printf "%s\n" "${c:--}"'
+# Reads a DataDirectory's facts as its user, or prints `-` lines when that is not safe: no such
+# user, or the directory is a link, not a directory, or not the user's (args: NAME WANT).
+dd_facts() {
+  if [ -z "$root" ] && id -u "_tor-$1" >/dev/null 2>&1 && ! link_in "/var/lib/tor-instances/$1" >/dev/null &&
+    ! dd_problem "/var/lib/tor-instances/$1/x" "$1" >/dev/null && [ -d "/var/lib/tor-instances/$1" ]; then
+    setpriv --reuid="_tor-$1" --regid="_tor-$1" --clear-groups --no-new-privs -- sh -c "$user_facts" sh "/var/lib/tor-instances/$1" "$2" 2>/dev/null
+  else
+    printf -- '-\n-\n-\n'
+  fi
+}
+# Whether a MetricsPort on loopback answers HTTP 200 within 3 s (arg: PORT): up, down, or - .
+metrics_probe() {
+  # A local image runs nothing, and this machine's loopback is not the image's.
+  [ "$1" = - ] || [ -n "$root" ] && { echo -; return; }
+  command -v bash >/dev/null 2>&1 || { echo down; return; }
+  # shellcheck disable=SC2016
+  l=$(timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+printf "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3
+head -n 1 <&3' sh "$1" 2>/dev/null)
+  case $l in "HTTP/1."[01]" 200"*) echo up ;; *) echo down ;; esac
+}
+# One I record per relay directory, in the inventory or not (`plan` refuses one identity active on
+# two hosts; `status` shows each unit): its unit's states (one systemctl call for all) and its
+# identity's hash, read as the relay's user. Names are checked as nicknames (a directory name is
+# the host's data, not ours).
+instance_states() {
+  names=
+  for d in "$root"/etc/tor/instances/*/ "$root"/var/lib/tor-instances/*/; do
+    [ -d "$d" ] || continue
+    n=${d%/}
+    n=${n##*/}
+    case $n in '' | *[!A-Za-z0-9]*) continue ;; esac
+    [ "${#n}" -le 19 ] || continue
+    case " $names " in *" $n "*) continue ;; esac
+    names="$names $n"
+  done
+  [ -n "$names" ] || return 0
+  shows=
+  if [ -z "$root" ] && command -v systemctl >/dev/null 2>&1; then
+    # shellcheck disable=SC2086
+    shows=$(for n in $names; do printf 'tor@%s.service\n' "$n"; done |
+      xargs systemctl show -p Id -p ActiveState -p UnitFileState -- 2>/dev/null)
+  fi
+  for n in $names; do
+    states=$(printf '%s\n' "$shows" | awk -F= -v id="tor@$n.service" '
+      /^$/ { if (mine) exit; a = ""; u = ""; next }
+      $1 == "Id" && $2 == id { mine = 1 }
+      $1 == "ActiveState" { a = $2 }
+      $1 == "UnitFileState" { u = $2 }
+      END { if (mine) printf "%s\t%s", (a == "" ? "-" : a), (u == "" ? "-" : u); else printf "-\t-" }')
+    a=${states%%"$tab"*}
+    u=${states#*"$tab"}
+    case $a in *[!a-z-]*) a=- ;; esac
+    case $u in *[!a-z-]*) u=- ;; esac
+    idsha=$(dd_facts "$n" 0 | head -n 1)
+    case $idsha in '' | *[!0-9a-f]*) idsha=- ;; esac
+    printf 'I\t%s\t%s\t%s\t%s\n' "$n" "$a" "$u" "$idsha"
+  done
+}
+instance_states
+if [ -n "$asked" ]; then
+  printf '%s' "$asked" | while IFS="$tab" read -r n port; do
+    facts=$(dd_facts "$n" 1)
+    fpr=$(printf '%s\n' "$facts" | sed -n 2p)
+    cert=$(printf '%s\n' "$facts" | sed -n 3p)
+    # - : no fingerprint file; ? : one that is not tor's (unreadable, or not 40 hex digits).
+    case $fpr in - | '?') ;; '' | *[!0-9A-F]*) fpr='?' ;; esac
+    [ "$fpr" = - ] || [ "$fpr" = '?' ] || [ "${#fpr}" -eq 40 ] || fpr='?'
+    case $cert in '' | *[!A-Za-z0-9+/=]*) cert=- ;; esac
+    printf 'S\t%s\t%s\t%s\t%s\n' "$n" "$fpr" "$cert" "$(metrics_probe "$port")"
+  done
+  if [ -f "$state/last-apply" ] && [ ! -L "$state/last-apply" ]; then
+    IFS="$tab" read -r when who < "$state/last-apply" || true
+    case $when in '' | *[!0-9TZ:-]*) when=- ;; esac
+    printf 'A\t%s\t%s\n' "$when" "$(printf '%s' "${who:--}" | tr -d '\000-\037' | cut -c1-200)"
+  fi
+  r=no
+  [ -e "$root/run/reboot-required" ] && r=yes
+  printf 'K\treboot_required\t%s\n' "$r"
 fi
 printf 'K\tend\tok\n'

@@ -137,6 +137,73 @@ impl SshSetup {
         })
     }
 
+    /// Runs `script` (`sh -c`) over a connection of its own: a NEW TCP connection and handshake,
+    /// never a ControlMaster's (an established connection outlives firewall rules that a new one
+    /// meets), with the same config, pinned key and strict host key checking as [`connect`].
+    /// Returns ssh's status and output; a connection that cannot be made is an error.
+    ///
+    /// [`connect`]: SshSetup::connect
+    pub async fn run_fresh(
+        &self,
+        host: &str,
+        destination: &str,
+        script: &str,
+    ) -> Result<(bool, String), TransportError> {
+        let dest = Destination::parse(destination).map_err(|e| TransportError {
+            what: format!("host `{host}`: refusing its ssh destination"),
+            detail: format!("{e} (the `ssh` field of host `{host}` in the inventory)"),
+        })?;
+        let pinned = self.pinned.get(destination);
+        let config = pinned
+            .map(|p| p.config.as_path())
+            .or(self.user_config.as_deref());
+        let mut c = tokio::process::Command::new("ssh");
+        if let Some(cfg) = config {
+            c.arg("-F").arg(cfg);
+        }
+        if let Some(p) = pinned {
+            c.arg("-o")
+                .arg(format!("UserKnownHostsFile={}", p.known_hosts.display()));
+        }
+        c.args([
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ControlPath=none",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .args(["-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("ConnectTimeout={}", CONNECT_TIMEOUT.as_secs()));
+        if let Some(u) = &dest.user {
+            c.arg("-l").arg(u);
+        }
+        if let Some(p) = dest.port {
+            c.arg("-p").arg(p.to_string());
+        }
+        // The remote command is one word for the remote shell: `sh -c` and the script quoted.
+        c.arg("--")
+            .arg(&dest.host)
+            .arg(format!("sh -c '{}'", script.replace('\'', "'\\''")))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = c.output().await.map_err(|e| TransportError {
+            what: format!("ssh {destination}"),
+            detail: format!("cannot run ssh: {e}"),
+        })?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        // 255: ssh itself failed (no connection, refused key): not the script's answer.
+        if out.status.code() == Some(255) {
+            return Err(TransportError {
+                what: format!("ssh {destination} (a new connection)"),
+                detail: text.trim().to_string(),
+            });
+        }
+        Ok((out.status.success(), text.trim().to_string()))
+    }
+
     /// Opens the master connection to `destination`, the `ssh` of inventory host `host` (one SSH
     /// handshake), or takes over an earlier run's that is still up (none).
     pub async fn connect(&self, host: &str, destination: &str) -> Result<SshHost, TransportError> {
