@@ -124,10 +124,26 @@ pub fn tor_version(s: &str) -> Option<TorVersion> {
 
 /// Compares the facts with the inventory: one row per fact, in the order.
 pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
-    let h = w.host;
-    let file = &w.file;
     let mut out = vec![];
-    // Release and architecture.
+    for section in [
+        release,
+        addresses,
+        routes,
+        grub,
+        disk,
+        clock,
+        ports,
+        init,
+        tor,
+        apt_sources,
+    ] {
+        section(f, w, &mut out);
+    }
+    out
+}
+
+/// The Debian release and the architecture (deb.torproject.org builds for three).
+fn release(f: &Facts, w: &Wanted, out: &mut Vec<Row>) {
     let release = if f.os_id.is_empty() {
         "unknown (no /etc/os-release)".to_string()
     } else {
@@ -169,7 +185,12 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
             "deb.torproject.org has no packages for this architecture: set tor_source = \"debian\" in [fleet]",
         ),
     );
-    // Addresses: the host's and any relay's own.
+}
+
+/// Each inventory address (the host's and any relay's own) on an interface.
+fn addresses(f: &Facts, w: &Wanted, out: &mut Vec<Row>) {
+    let h = w.host;
+    let file = &w.file;
     let mut addrs: Vec<IpAddr> = vec![IpAddr::V4(h.ipv4)];
     addrs.extend(h.ipv6.map(IpAddr::V6));
     for r in &h.relays {
@@ -201,7 +222,11 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
             ),
         );
     }
-    // Default routes.
+}
+
+/// The default routes (IPv6 only when the host has IPv6).
+fn routes(f: &Facts, w: &Wanted, out: &mut Vec<Row>) {
+    let h = w.host;
     out.push(
         row(
             "default route (IPv4)",
@@ -234,7 +259,12 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
             ),
         );
     }
-    // GRUB.
+}
+
+/// GRUB where the host boots with it (`boot = "grub"`), or the suggestion of `boot = "none"`.
+fn grub(f: &Facts, w: &Wanted, out: &mut Vec<Row>) {
+    let h = w.host;
+    let file = &w.file;
     let grub = f.grub_cfg && !f.grub_pkgs.is_empty();
     let grub_found = match (f.grub_cfg, f.grub_pkgs.is_empty()) {
         (true, false) => format!("GRUB ({})", f.grub_pkgs.join(", ")),
@@ -258,7 +288,10 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
             out.push(r);
         }
     }
-    // Free disk.
+}
+
+/// Free space on `/` and `/var`.
+fn disk(f: &Facts, _: &Wanted, out: &mut Vec<Row>) {
     for m in ["/", "/var"] {
         let free = f.free_kib.iter().find(|(p, _)| p == m).map(|(_, k)| *k);
         out.push(
@@ -273,7 +306,10 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
             ),
         );
     }
-    // The clock.
+}
+
+/// The clock's synchronisation (a note in a container, which shares the machine's clock).
+fn clock(f: &Facts, _: &Wanted, out: &mut Vec<Row>) {
     let in_container = !f.container.is_empty() && f.container != "none";
     let mut clock = row(
         "clock synchronised",
@@ -304,7 +340,12 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
         }
     }
     out.push(clock);
-    // Relay ports.
+}
+
+/// Every relay's ORPorts and MetricsPort free on its addresses (its own `tor@NICK` may hold them).
+fn ports(f: &Facts, w: &Wanted, out: &mut Vec<Row>) {
+    let h = w.host;
+    let file = &w.file;
     for r in &h.relays {
         let mut want: Vec<(IpAddr, u16, &str)> = vec![(IpAddr::V4(r.ipv4), r.orport, "ORPort")];
         if let Some(v6) = r.ipv6 {
@@ -347,7 +388,10 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
             );
         }
     }
-    // init.
+}
+
+/// systemd as PID 1.
+fn init(f: &Facts, _: &Wanted, out: &mut Vec<Row>) {
     out.push(
         row(
             "init",
@@ -359,7 +403,11 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
             "boot the host with systemd (apt-get install systemd-sysv): tor@NAME instances are systemd units",
         ),
     );
-    // tor.
+}
+
+/// tor on PATH and in dpkg against the fleet's minimum version.
+fn tor(f: &Facts, w: &Wanted, out: &mut Vec<Row>) {
+    let torproject = matches!(w.fleet.tor_source, TorSource::TorProject { .. });
     let min = w.fleet.min_tor_version;
     let bin = f.tor_version_line.as_deref().and_then(tor_version);
     let pkg = f.tor_pkg.as_deref().and_then(tor_version);
@@ -399,7 +447,10 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
         tor.status = Status::Ok;
     }
     out.push(tor);
-    // apt sources.
+}
+
+/// The apt source tor comes from.
+fn apt_sources(f: &Facts, w: &Wanted, out: &mut Vec<Row>) {
     match &w.fleet.tor_source {
         TorSource::Debian => {
             let debian: Vec<String> = f
@@ -470,7 +521,6 @@ pub fn rows(f: &Facts, w: &Wanted) -> Vec<Row> {
             out.push(r);
         }
     }
-    out
 }
 
 /// Whether a socket listening on `l` takes the address `a` (a wildcard takes its whole family;
