@@ -324,6 +324,8 @@ fn unmanaged_row(
     }
     (row.unit, row.unit_file) = unit_word(Some(state));
     row.tor_version = observed.tor_version.as_deref().map(tor_version);
+    // The host's reboot is shown, but judged on the inventory's rows only (once is enough).
+    row.reboot = reboot(observed, plan);
     // Masked after it started, it still runs: masking stops nothing.
     let runs = state.is_active();
     let at_boot = matches!(
@@ -434,13 +436,7 @@ fn relay_row(
         why.push(drift_text(&row.drift));
     }
     let status = observed.status.as_ref();
-    row.reboot = if plan.needs_reboot() {
-        Some("the running kernel's command line lacks the inventory's parameters".into())
-    } else if status.is_some_and(|s| s.reboot_required) {
-        Some("/run/reboot-required".into())
-    } else {
-        None
-    };
+    row.reboot = reboot(observed, plan);
     if let Some(r) = &row.reboot {
         why.push(format!("reboot pending: {r}"));
     }
@@ -475,6 +471,17 @@ fn relay_row(
         .map(|(when, who)| LastApply { when, who });
     row.attention = why;
     row
+}
+
+/// Why the host needs a reboot, if it does (a host's fact, shown on each of its rows).
+fn reboot(observed: &Observed, plan: &HostPlan) -> Option<String> {
+    if plan.needs_reboot() {
+        Some("the running kernel's command line lacks the inventory's parameters".into())
+    } else if observed.status.as_ref().is_some_and(|s| s.reboot_required) {
+        Some("/run/reboot-required".into())
+    } else {
+        None
+    }
 }
 
 /// The plan's changes that concern relay `nick`: its own files and its host's.
