@@ -469,6 +469,15 @@ fn the_plan_shows_the_confirm_window_the_inventory_sets_per_host() {
         "uplink = \"100 Mbit/s\"\n",
         "uplink = \"100 Mbit/s\"\ndefaults = { dos_firewall = { confirm_seconds = 180 } }\n",
     );
+    // Each key on its own: the fleet's per_minute still reaches the hoster's hosts.
+    f.edit(
+        "inventory/fleet.toml",
+        "burst_factor = 1.0\n",
+        "burst_factor = 1.0\ndos_firewall = { per_minute = 20 }\n",
+    );
+    f.run(&["render", "--host", "marcuse"])
+        .code(0)
+        .out_has(&["ip saddr limit rate over 20/minute burst 8 packets"]);
     let root = f.path("images");
     std::fs::create_dir_all(&root).unwrap();
     let root = root.to_str().unwrap();
