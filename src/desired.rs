@@ -122,6 +122,9 @@ pub struct DesiredHost {
     pub kernel_params: Option<Vec<String>>,
     /// Things the plan should say about this host (e.g. a signing certificate's expiry).
     pub notices: Vec<String>,
+    /// Seconds a new firewall ruleset waits for oignon's confirmation before the host puts the
+    /// old one back (the inventory's `dos_firewall.confirm_seconds`).
+    pub firewall_window: u64,
 }
 
 /// Every selected host's desired state.

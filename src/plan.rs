@@ -176,14 +176,11 @@ pub const RESTART_OPTIONS: &[&str] = &[
 /// The handler that loads the host's nftables rulesets with confirm-or-revert (apply.sh).
 pub const NFT_LOAD: &str = "oignon-nft-load";
 
-/// Seconds a new firewall ruleset waits for oignon's confirmation before the host restores the
-/// old one: 60, or `OIGNON_FIREWALL_WINDOW` (5 to 3600; a slow link may need more, tests less).
-pub fn firewall_window() -> u64 {
-    std::env::var("OIGNON_FIREWALL_WINDOW")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|w| (5..=3600).contains(w))
-        .unwrap_or(60)
+/// Seconds a new firewall ruleset of `desired` waits for oignon's confirmation before the host
+/// restores the old one: the inventory's `dos_firewall.confirm_seconds` (60 by default, 10 to
+/// 3600, checked where the inventory is read).
+pub fn firewall_window(desired: &DesiredHost) -> u64 {
+    desired.firewall_window
 }
 
 /// Plans one host.
@@ -735,7 +732,7 @@ fn handlers(
         .flat_map(|(_, w)| w.iter().cloned())
         .collect();
     if !nft.is_empty() {
-        let window = firewall_window();
+        let window = firewall_window(desired);
         out.push(HandlerRun {
             command: vec![NFT_LOAD.into(), window.to_string()],
             reason: format!(
@@ -834,6 +831,7 @@ mod tests {
             instances: vec!["r1".into()],
             kernel_params: Some(vec!["pti=on".into()]),
             notices: vec![],
+            firewall_window: 60,
         }
     }
 

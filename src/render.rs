@@ -235,6 +235,16 @@ pub fn render(
             instances: host.relays.iter().map(|r| r.nickname.clone()).collect(),
             kernel_params: kernel_on.then(|| host.kernel_params.clone()),
             notices,
+            // One value for the host's relays: none can set dos_firewall on its own.
+            firewall_window: host
+                .relays
+                .iter()
+                .map(|r| r.dos_firewall.confirm_seconds)
+                .max()
+                .map_or(
+                    u64::from(crate::inventory::DosFirewall::default().confirm_seconds),
+                    u64::from,
+                ),
         });
     }
     // An inherited roles list fails once per host: report it once.

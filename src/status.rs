@@ -9,32 +9,43 @@ use crate::error::{HostError, Outcome};
 use crate::fleet::{load, Loaded, PlanOptions};
 use crate::gather::{Gathered, Reach};
 use crate::inventory::{HostSpec, RelaySpec};
-use crate::observed::Observed;
+use crate::observed::{InstanceState, Observed};
 use crate::plan::{ChangeKind, HostPlan};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The version of `status --json`. Bumped on any incompatible change.
+/// The version of `status --json`. Bumped on any incompatible change. Still 1 with the rows of
+/// unmanaged instances: they came as additions only (new rows, and the new fields `managed` and
+/// `copy_of` on every row); no field changed name, type or meaning, so a reader of the first
+/// rows (which keys rows by host and nickname and judges by `attention`) stays right: an
+/// unmanaged row's `attention` is as meaningful as any other's.
 pub const SCHEMA: &str = "oignon.status/1";
 
 /// A signing certificate closer than this to its expiry needs attention (as ansible-relayor's
 /// TorCertificateExpiryUnder15Days alert): time to run `oignon secrets renew-signing`.
 pub const CERT_WARN_DAYS: i64 = 15;
 
-/// The fleet's status: every selected relay instance.
+/// The fleet's status: every tor instance of the selected hosts, the inventory's and the others.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub schema: String,
     pub rows: Vec<Row>,
 }
 
-/// One relay instance.
+/// One tor instance: a relay of the inventory, or one the host has that oignon does not manage.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Row {
     pub host: String,
     pub hoster: String,
+    /// The relay's nickname; for an unmanaged instance, its name on the host (tor@NAME).
     pub nickname: String,
+    /// Whether the inventory places this instance on this host. An unmanaged one (false) is a tor
+    /// instance the host has besides: a leftover, or a relay someone started by hand.
+    pub managed: bool,
+    /// An unmanaged instance whose identity (ed25519 master public key) is an inventory relay's:
+    /// that relay's nickname. A second copy of a relay (after a migration, the old one).
+    pub copy_of: Option<String>,
     /// tor@NAME: active, failed, inactive, activating..., `masked`, or `unreachable`/`unknown`.
     pub unit: String,
     /// systemd's UnitFileState (enabled, disabled, masked...), when known.
@@ -160,33 +171,58 @@ impl Verdict {
     }
 }
 
-/// The rows of one host, from what was gathered there (or why it could not be) and its plan.
-/// `now` is the current time in seconds since the epoch (for the certificate's days left).
+/// Every inventory relay's identity, keyed by the sha256 (lowercase hex) of its ed25519 master
+/// public key: its nickname and the host the inventory places it on. Lets a row of an unmanaged
+/// instance say whose identity it runs.
+pub type Identities = BTreeMap<String, (String, String)>;
+
+/// The index of identities of `relays` (nickname, host, what secrets/ says its identity is).
+pub fn identities<'a>(
+    relays: impl IntoIterator<Item = (&'a str, &'a str, &'a Expected)>,
+) -> Identities {
+    relays
+        .into_iter()
+        .filter_map(|(nick, host, e)| {
+            let sha = e.id_sha256.as_ref()?.to_ascii_lowercase();
+            Some((sha, (nick.to_string(), host.to_string())))
+        })
+        .collect()
+}
+
+/// The rows of one host, from what was gathered there (or why it could not be) and its plan:
+/// one per relay the inventory places there, then one per other tor instance the host has.
+/// `expected` holds the host's relays' identities, `known` every inventory relay's; `now` is the
+/// current time in seconds since the epoch (for the certificate's days left).
 pub fn host_rows(
     spec: &HostSpec,
     gathered: Result<(&Observed, &HostPlan), &HostError>,
     expected: &BTreeMap<String, Expected>,
+    known: &Identities,
     now: i64,
 ) -> Vec<Row> {
-    spec.relays
+    let blank = |nickname: &str, managed: bool| Row {
+        host: spec.name.clone(),
+        hoster: spec.hoster.clone(),
+        nickname: nickname.to_string(),
+        managed,
+        copy_of: None,
+        unit: "unknown".into(),
+        unit_file: None,
+        tor_version: None,
+        fingerprint: Fingerprint::Unknown,
+        drift: vec![],
+        reboot: None,
+        signing_cert_expires: None,
+        metrics: None,
+        last_apply: None,
+        error: None,
+        attention: vec![],
+    };
+    let mut rows: Vec<Row> = spec
+        .relays
         .iter()
         .map(|relay| {
-            let blank = Row {
-                host: spec.name.clone(),
-                hoster: spec.hoster.clone(),
-                nickname: relay.nickname.clone(),
-                unit: "unknown".into(),
-                unit_file: None,
-                tor_version: None,
-                fingerprint: Fingerprint::Unknown,
-                drift: vec![],
-                reboot: None,
-                signing_cert_expires: None,
-                metrics: None,
-                last_apply: None,
-                error: None,
-                attention: vec![],
-            };
+            let blank = blank(&relay.nickname, true);
             match gathered {
                 Err(e) => {
                     // Not reached at all, or reached but its facts could not be read.
@@ -211,7 +247,120 @@ pub fn host_rows(
                 ),
             }
         })
-        .collect()
+        .collect();
+    if let Ok((observed, plan)) = gathered {
+        // Names are exact: tor@Marcuse1 is another unit than tor@marcuse1.
+        for state in observed
+            .instance_states
+            .values()
+            .filter(|st| !spec.relays.iter().any(|r| r.nickname == st.name))
+        {
+            rows.push(unmanaged_row(
+                blank(&state.name, false),
+                spec,
+                state,
+                observed,
+                plan,
+                known,
+            ));
+        }
+    }
+    rows
+}
+
+/// `tor@NAME`'s state in one word: `masked` wins (it cannot start whatever else it says), then
+/// systemd's ActiveState; `absent` when the host reported no such instance.
+fn unit_word(state: Option<&InstanceState>) -> (String, Option<String>) {
+    // `-`: systemd could not say (gather.sh's word for unknown).
+    let known = |v: &String| (v != "-").then(|| v.clone());
+    let active = state.and_then(|s| known(&s.active_state));
+    let unit_file = state.and_then(|s| known(&s.unit_file_state));
+    let unit = match (unit_file.as_deref(), active.as_deref()) {
+        (Some("masked"), _) => "masked".into(),
+        (_, Some(a)) => a.into(),
+        (_, None) if state.is_none() => "absent".into(),
+        _ => "unknown".into(),
+    };
+    (unit, unit_file)
+}
+
+/// A tor instance the host has that the inventory does not place there. It needs attention when
+/// it runs or will run at boot (active, or enabled): a relay oignon does not manage is on the
+/// network from this host, often the old copy of a migrated relay. A masked or merely inactive
+/// leftover is shown, and healthy: its directories are kept on purpose (the keys stay).
+fn unmanaged_row(
+    mut row: Row,
+    spec: &HostSpec,
+    state: &InstanceState,
+    observed: &Observed,
+    plan: &HostPlan,
+    known: &Identities,
+) -> Row {
+    let name = state.name.as_str();
+    row.fingerprint = Fingerprint::Unchecked;
+    row.drift = plan
+        .changes
+        .iter()
+        .filter(|c| c.instance.as_deref() == Some(name))
+        .map(|c| match c.kind {
+            ChangeKind::RemoveInstance => format!("instance {} to remove", c.target),
+            _ => c.target.clone(),
+        })
+        .collect();
+    row.last_apply = observed
+        .status
+        .as_ref()
+        .and_then(|s| s.last_apply.clone())
+        .map(|(when, who)| LastApply { when, who });
+    let copy = state
+        .id_sha
+        .as_ref()
+        .and_then(|sha| known.get(&sha.to_ascii_lowercase()));
+    row.copy_of = copy.map(|(nick, _)| nick.clone());
+    // A local image is files: nothing runs there, nothing to judge but what it holds.
+    if observed.cmdline.is_none() {
+        row.unit = "image".into();
+        return row;
+    }
+    (row.unit, row.unit_file) = unit_word(Some(state));
+    row.tor_version = observed.tor_version.as_deref().map(tor_version);
+    // The host's reboot is shown, but judged on the inventory's rows only (once is enough).
+    row.reboot = reboot(observed, plan);
+    // Masked after it started, it still runs: masking stops nothing.
+    let runs = state.is_active();
+    let at_boot = matches!(
+        row.unit_file.as_deref(),
+        Some("enabled" | "enabled-runtime")
+    );
+    if !(runs || at_boot) {
+        return row;
+    }
+    let what = match (runs, at_boot) {
+        (true, true) => format!("tor@{name} runs and is enabled"),
+        (true, false) => format!("tor@{name} runs"),
+        _ => format!("tor@{name} is enabled: it starts at boot"),
+    };
+    let whose = match copy {
+        Some((nick, host)) if host == &spec.name => format!(
+            " with the identity of {nick} (second copy of {nick}, which the inventory places on this host too)"
+        ),
+        Some((nick, host)) => format!(
+            " with the identity of {nick} (second copy of {nick}, which the inventory places on {host}: after a migration, the old copy)"
+        ),
+        None => String::new(),
+    };
+    let fix = if row.drift.iter().any(|d| d.starts_with("instance ")) {
+        "; the next apply stops it (it left the inventory)".to_string()
+    } else {
+        format!(
+            "; stop it if it is not wanted: `systemctl disable --now tor@{name} && systemctl mask tor@{name}`, or add it to the inventory"
+        )
+    };
+    row.attention.push(format!(
+        "{what}{whose}, but oignon does not manage it (the inventory has no relay {name} on {}){fix}",
+        spec.name
+    ));
+    row
 }
 
 fn relay_row(
@@ -247,16 +396,7 @@ fn relay_row(
         row.attention = why;
         return row;
     }
-    // `-`: systemd could not say (gather.sh's word for unknown).
-    let known = |v: &String| (v != "-").then(|| v.clone());
-    let active = state.and_then(|s| known(&s.active_state));
-    row.unit_file = state.and_then(|s| known(&s.unit_file_state));
-    row.unit = match (row.unit_file.as_deref(), active.as_deref()) {
-        (Some("masked"), _) => "masked".into(),
-        (_, Some(a)) => a.into(),
-        (_, None) if state.is_none() => "absent".into(),
-        _ => "unknown".into(),
-    };
+    (row.unit, row.unit_file) = unit_word(state);
     if row.unit != "active" {
         why.push(format!("tor@{nick} is {}", row.unit));
     } else if row.unit_file.as_deref() != Some("enabled") {
@@ -296,13 +436,7 @@ fn relay_row(
         why.push(drift_text(&row.drift));
     }
     let status = observed.status.as_ref();
-    row.reboot = if plan.needs_reboot() {
-        Some("the running kernel's command line lacks the inventory's parameters".into())
-    } else if status.is_some_and(|s| s.reboot_required) {
-        Some("/run/reboot-required".into())
-    } else {
-        None
-    };
+    row.reboot = reboot(observed, plan);
     if let Some(r) = &row.reboot {
         why.push(format!("reboot pending: {r}"));
     }
@@ -337,6 +471,17 @@ fn relay_row(
         .map(|(when, who)| LastApply { when, who });
     row.attention = why;
     row
+}
+
+/// Why the host needs a reboot, if it does (a host's fact, shown on each of its rows).
+fn reboot(observed: &Observed, plan: &HostPlan) -> Option<String> {
+    if plan.needs_reboot() {
+        Some("the running kernel's command line lacks the inventory's parameters".into())
+    } else if observed.status.as_ref().is_some_and(|s| s.reboot_required) {
+        Some("/run/reboot-required".into())
+    } else {
+        None
+    }
 }
 
 /// The plan's changes that concern relay `nick`: its own files and its host's.
@@ -450,10 +595,17 @@ pub fn text(status: &Status) -> String {
             if r.attention.is_empty() { " " } else { "!" }.into(),
             r.host.clone(),
             r.hoster.clone(),
-            r.nickname.clone(),
+            if r.managed {
+                r.nickname.clone()
+            } else {
+                format!("{} (unmanaged)", r.nickname)
+            },
             r.unit.clone(),
             r.tor_version.clone().unwrap_or_else(|| "?".into()),
-            r.fingerprint.word().into(),
+            match &r.copy_of {
+                Some(nick) => format!("copy of {nick}"),
+                None => r.fingerprint.word().into(),
+            },
             match r.drift.len() {
                 _ if r.error.is_some() => "?".into(),
                 0 => "-".into(),
@@ -527,11 +679,16 @@ pub fn text(status: &Status) -> String {
         .map(|r| r.host.as_str())
         .collect();
     let healthy = status.rows.len() - attention.len();
+    let relays = status.rows.iter().filter(|r| r.managed).count();
+    let unmanaged = status.rows.len() - relays;
     let _ = writeln!(
         out,
-        "\nStatus: {} relay{} on {} host{}: {healthy} healthy, {} need{} attention{}",
-        status.rows.len(),
-        crate::text::plural(status.rows.len()),
+        "\nStatus: {relays} relay{}{} on {} host{}: {healthy} healthy, {} need{} attention{}",
+        crate::text::plural(relays),
+        match unmanaged {
+            0 => String::new(),
+            n => format!(" and {n} unmanaged instance{}", crate::text::plural(n)),
+        },
         hosts.len(),
         crate::text::plural(hosts.len()),
         attention.len(),
@@ -626,24 +783,41 @@ fn rows(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    // Every inventory relay's identity, selected or not: an unmanaged instance on a selected host
+    // may run a relay the inventory places on any host.
+    let fleet = loaded.fleet();
+    let expected: BTreeMap<String, Expected> = fleet
+        .hosts
+        .iter()
+        .flat_map(|h| &h.relays)
+        .map(|r| {
+            (
+                r.nickname.clone(),
+                Expected::read(&loaded.store, &r.nickname),
+            )
+        })
+        .collect();
+    let known = identities(fleet.hosts.iter().flat_map(|h| {
+        h.relays.iter().filter_map(|r| {
+            expected
+                .get(&r.nickname)
+                .map(|e| (r.nickname.as_str(), h.name.as_str(), e))
+        })
+    }));
     let mut out = vec![];
     for (spec, (desired, g)) in specs.iter().zip(gathered) {
-        let expected: BTreeMap<String, Expected> = spec
-            .relays
-            .iter()
-            .map(|r| {
-                (
-                    r.nickname.clone(),
-                    Expected::read(&loaded.store, &r.nickname),
-                )
-            })
-            .collect();
         match &g.observed {
             Ok(observed) => {
                 let plan = crate::plan::plan_host(desired, observed, &g.transport_name);
-                out.extend(host_rows(spec, Ok((observed, &plan)), &expected, now));
+                out.extend(host_rows(
+                    spec,
+                    Ok((observed, &plan)),
+                    &expected,
+                    &known,
+                    now,
+                ));
             }
-            Err(e) => out.extend(host_rows(spec, Err(e), &expected, now)),
+            Err(e) => out.extend(host_rows(spec, Err(e), &expected, &known, now)),
         }
     }
     out
@@ -713,6 +887,16 @@ mod tests {
             .collect()
     }
 
+    /// Every relay of the fleet, its identity hash as `expected` makes it.
+    fn known(fl: &crate::inventory::Fleet) -> Identities {
+        let all: Vec<(String, String, Expected)> = fl
+            .hosts
+            .iter()
+            .flat_map(|h| expected(h).into_iter().map(|(n, e)| (n, h.name.clone(), e)))
+            .collect();
+        identities(all.iter().map(|(n, h, e)| (n.as_str(), h.as_str(), e)))
+    }
+
     fn empty_plan(host: &str) -> HostPlan {
         HostPlan {
             host: host.into(),
@@ -728,7 +912,7 @@ mod tests {
     fn rows_for(o: &Observed, plan: &HostPlan) -> Vec<Row> {
         let fl = fleet();
         let spec = fl.hosts.iter().find(|h| h.name == "marcuse").unwrap();
-        host_rows(spec, Ok((o, plan)), &expected(spec), NOW)
+        host_rows(spec, Ok((o, plan)), &expected(spec), &known(&fl), NOW)
     }
 
     fn marcuse() -> (crate::inventory::Fleet, usize) {
@@ -857,7 +1041,13 @@ mod tests {
         let e = HostError::NotConnected {
             host: "marcuse".into(),
         };
-        let rows = host_rows(&fl.hosts[i], Err(&e), &expected(&fl.hosts[i]), NOW);
+        let rows = host_rows(
+            &fl.hosts[i],
+            Err(&e),
+            &expected(&fl.hosts[i]),
+            &known(&fl),
+            NOW,
+        );
         assert_eq!(rows[0].unit, "error");
         assert_eq!(rows[0].error.as_deref(), Some("not connected"));
         assert_eq!(Verdict::of(&rows), Verdict::Error);
@@ -898,7 +1088,13 @@ mod tests {
         cert.extend_from_slice(&hours.to_be_bytes());
         let facts = o.status.as_mut().unwrap();
         facts.instances.get_mut("marcuse1").unwrap().signing_cert = Some(cert);
-        let rows = host_rows(spec, Ok((&o, &empty_plan("marcuse"))), &expected(spec), NOW);
+        let rows = host_rows(
+            spec,
+            Ok((&o, &empty_plan("marcuse"))),
+            &expected(spec),
+            &known(&fl),
+            NOW,
+        );
         assert!(
             rows[0].attention[0].starts_with("the signing certificate expires in 2 days"),
             "{:?}",
@@ -921,6 +1117,162 @@ mod tests {
         assert_eq!(Verdict::of(&rows), Verdict::Healthy);
     }
 
+    fn plant(o: &mut Observed, name: &str, active: &str, unit_file: &str, id_sha: Option<&str>) {
+        o.instance_states.insert(
+            name.into(),
+            InstanceState {
+                name: name.into(),
+                active_state: active.into(),
+                unit_file_state: unit_file.into(),
+                id_sha: id_sha.map(String::from),
+            },
+        );
+    }
+
+    #[test]
+    fn an_instance_the_inventory_does_not_place_on_the_host_is_an_unmanaged_row_needing_attention()
+    {
+        let (fl, i) = marcuse();
+        let mut o = healthy_observed(&fl.hosts[i]);
+        plant(
+            &mut o,
+            "handmade",
+            "active",
+            "enabled",
+            Some(&"ab".repeat(32)),
+        );
+        let rows = rows_for(&o, &empty_plan("marcuse"));
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert!(rows[0].managed && rows[1].managed);
+        let u = &rows[2];
+        assert_eq!((u.nickname.as_str(), u.managed), ("handmade", false));
+        assert_eq!(u.unit, "active");
+        assert_eq!(u.copy_of, None);
+        assert_eq!(u.attention.len(), 1, "{u:?}");
+        assert!(
+            u.attention[0].starts_with(
+                "tor@handmade runs and is enabled, but oignon does not manage it (the inventory has no relay handmade on marcuse)"
+            ),
+            "{}",
+            u.attention[0]
+        );
+        assert!(u.attention[0].contains("systemctl disable --now tor@handmade"));
+        assert_eq!(Verdict::of(&rows).exit_code(), 2);
+        let t = text(&Status {
+            schema: SCHEMA.into(),
+            rows,
+        });
+        let line = t
+            .lines()
+            .find(|l| l.contains("handmade (unmanaged)"))
+            .unwrap();
+        assert!(line.starts_with('!'), "{t}");
+        assert!(
+            t.contains(
+                "Status: 2 relays and 1 unmanaged instance on 1 host: 2 healthy, 1 needs attention"
+            ),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn an_unmanaged_instance_running_a_relays_identity_is_named_its_second_copy() {
+        let (fl, i) = marcuse();
+        let mut o = healthy_observed(&fl.hosts[i]);
+        // ekumen's identity, on marcuse, under another name: the copy a migration left behind.
+        plant(
+            &mut o,
+            "oldekumen",
+            "active",
+            "disabled",
+            Some("SHA-EKUMEN"),
+        );
+        // marcuse1's own identity on its own host, twice.
+        plant(&mut o, "twin", "inactive", "enabled", Some("sha-marcuse1"));
+        let rows = rows_for(&o, &empty_plan("marcuse"));
+        let old = rows.iter().find(|r| r.nickname == "oldekumen").unwrap();
+        assert_eq!(old.copy_of.as_deref(), Some("ekumen"));
+        assert!(
+            old.attention[0].starts_with(
+                "tor@oldekumen runs with the identity of ekumen (second copy of ekumen, which the inventory places on ekumen: after a migration, the old copy)"
+            ),
+            "{:?}",
+            old.attention
+        );
+        let twin = rows.iter().find(|r| r.nickname == "twin").unwrap();
+        assert_eq!(twin.copy_of.as_deref(), Some("marcuse1"));
+        assert!(
+            twin.attention[0].starts_with(
+                "tor@twin is enabled: it starts at boot with the identity of marcuse1 (second copy of marcuse1, which the inventory places on this host too)"
+            ),
+            "{:?}",
+            twin.attention
+        );
+        let t = text(&Status {
+            schema: SCHEMA.into(),
+            rows,
+        });
+        assert!(t.contains("copy of ekumen"), "{t}");
+    }
+
+    #[test]
+    fn a_masked_inactive_leftover_is_shown_and_healthy() {
+        let (fl, i) = marcuse();
+        let mut o = healthy_observed(&fl.hosts[i]);
+        plant(&mut o, "leftover", "inactive", "masked", Some("sha-ekumen"));
+        // Inactive and disabled: not running, not starting at boot either.
+        plant(&mut o, "idle", "inactive", "disabled", None);
+        let rows = rows_for(&o, &empty_plan("marcuse"));
+        let left = rows.iter().find(|r| r.nickname == "leftover").unwrap();
+        assert_eq!(left.unit, "masked");
+        assert_eq!(left.copy_of.as_deref(), Some("ekumen"));
+        assert!(left.attention.is_empty(), "{left:?}");
+        let idle = rows.iter().find(|r| r.nickname == "idle").unwrap();
+        assert!(!idle.managed && idle.attention.is_empty(), "{idle:?}");
+        assert_eq!(Verdict::of(&rows).exit_code(), 0);
+        // A masked unit that still runs (masked after it started) is running all the same.
+        let mut o = healthy_observed(&fl.hosts[i]);
+        plant(&mut o, "leftover", "active", "masked", None);
+        let rows = rows_for(&o, &empty_plan("marcuse"));
+        assert_eq!(Verdict::of(&rows).exit_code(), 2, "{rows:?}");
+    }
+
+    #[test]
+    fn an_unmanaged_instance_the_next_apply_removes_says_so() {
+        let (fl, i) = marcuse();
+        let mut o = healthy_observed(&fl.hosts[i]);
+        plant(&mut o, "gone", "active", "enabled", None);
+        let mut plan = empty_plan("marcuse");
+        plan.changes.push(crate::plan::Change {
+            kind: ChangeKind::RemoveInstance,
+            target: "gone".into(),
+            reason: "relay left the inventory".into(),
+            drift: false,
+            conflict: false,
+            secret: false,
+            old_sha256: None,
+            new_sha256: None,
+            owner: None,
+            group: None,
+            mode: None,
+            diff: None,
+            content_base64: None,
+            validate: None,
+            instance: Some("gone".into()),
+            role: None,
+        });
+        let rows = rows_for(&o, &plan);
+        let gone = rows.iter().find(|r| r.nickname == "gone").unwrap();
+        assert_eq!(gone.drift, ["instance gone to remove"]);
+        assert!(
+            gone.attention[0].ends_with("; the next apply stops it (it left the inventory)"),
+            "{:?}",
+            gone.attention
+        );
+        // The inventory's rows do not carry another instance's removal.
+        assert!(rows[0].drift.is_empty() && rows[1].drift.is_empty());
+    }
+
     #[test]
     fn json_is_versioned() {
         let s = Status {
@@ -929,5 +1281,14 @@ mod tests {
         };
         let j = serde_json::to_value(&s).unwrap();
         assert_eq!(j["schema"], "oignon.status/1");
+        // The unmanaged rows' fields are additions to /1 (see SCHEMA).
+        let (fl, i) = marcuse();
+        let mut o = healthy_observed(&fl.hosts[i]);
+        plant(&mut o, "handmade", "active", "enabled", Some("sha-ekumen"));
+        let j = serde_json::to_value(rows_for(&o, &empty_plan("marcuse"))).unwrap();
+        assert_eq!(j[0]["managed"], true);
+        assert_eq!(j[0]["copy_of"], serde_json::Value::Null);
+        assert_eq!(j[2]["managed"], false);
+        assert_eq!(j[2]["copy_of"], "ekumen");
     }
 }

@@ -5,7 +5,6 @@
 
 use crate::harness::real::RealLab;
 use crate::harness::{oignon, run_in_env, Fixture};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -201,7 +200,12 @@ fn a_ruleset_that_locks_ssh_out_is_reverted_by_the_host_and_it_answers_again() {
         "type filter hook input priority filter - 1; policy accept;",
         "type filter hook input priority filter - 1; policy accept;\n\t\ttcp dport 22 ct state new drop",
     );
-    let window = "15";
+    // A short window from the inventory, so the test waits less (the default is 60 s).
+    f.edit(
+        "inventory/fleet.toml",
+        "burst_factor = 1.0\n",
+        "burst_factor = 1.0\ndos_firewall = { confirm_seconds = 15 }\n",
+    );
     let args = |cmd: &'static str| -> Vec<String> {
         let mut a: Vec<String> = [
             "--ssh-config",
@@ -221,13 +225,9 @@ fn a_ruleset_that_locks_ssh_out_is_reverted_by_the_host_and_it_answers_again() {
     let run = |cmd: &'static str| {
         let a = args(cmd);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        run_in_env(
-            &f.path("."),
-            &a,
-            &[("OIGNON_FIREWALL_WINDOW", Path::new(window))],
-        )
+        run_in_env(&f.path("."), &a, &[])
     };
-    // The plan shows the confirm-or-revert load.
+    // The plan shows the confirm-or-revert load, with the inventory's window.
     run("plan").code(0).out_has(&[
         "oignon-nft-load 15",
         "puts the old one back by itself after 15 s unless oignon confirms over a new SSH connection",
@@ -342,7 +342,24 @@ fn a_second_change_before_the_first_is_confirmed_still_reverts_to_the_last_good_
         .out_has(&["firewall confirmed over a new SSH connection"]);
     let template = "roles/dos-firewall/templates/dos.nft.tera";
     let hook = "type filter hook input priority filter - 1; policy accept;";
-    let apply = |window: &str| {
+    // Each apply's window is the inventory's when it starts (read once, with the inventory).
+    let window = |seconds: u32| {
+        let fleet = std::fs::read_to_string(f.path("inventory/fleet.toml")).unwrap();
+        let fleet = match fleet.find("dos_firewall = ") {
+            Some(at) => {
+                let end = at + fleet[at..].find('\n').unwrap();
+                format!("{}{}", &fleet[..at], &fleet[end + 1..])
+            }
+            None => fleet,
+        };
+        let fleet = fleet.replacen(
+            "burst_factor = 1.0\n",
+            &format!("burst_factor = 1.0\ndos_firewall = {{ confirm_seconds = {seconds} }}\n"),
+            1,
+        );
+        std::fs::write(f.path("inventory/fleet.toml"), fleet).unwrap();
+    };
+    let apply = || {
         let cfg = lab.ssh_config();
         let args = [
             "--ssh-config",
@@ -353,11 +370,7 @@ fn a_second_change_before_the_first_is_confirmed_still_reverts_to_the_last_good_
             "--host",
             "marcuse",
         ];
-        run_in_env(
-            &f.path("."),
-            &args,
-            &[("OIGNON_FIREWALL_WINDOW", Path::new(window))],
-        )
+        run_in_env(&f.path("."), &args, &[])
     };
     // A first mistake: new SSH connections dropped; its apply waits for a confirmation that
     // cannot come. The established connection (kept for the next run) still gets through.
@@ -366,8 +379,9 @@ fn a_second_change_before_the_first_is_confirmed_still_reverts_to_the_last_good_
         hook,
         &format!("{hook}\n\t\ttcp dport 22 ct state new drop"),
     );
+    window(30);
     std::thread::scope(|s| {
-        let first = s.spawn(|| apply("30"));
+        let first = s.spawn(apply);
         let start = std::time::Instant::now();
         while lab.is_active("marcuse", "oignon-nft-revert.timer") != "active"
             || !lab
@@ -386,7 +400,8 @@ fn a_second_change_before_the_first_is_confirmed_still_reverts_to_the_last_good_
             "tcp dport 22 ct state new drop",
             "tcp dport 22 ct state new drop\n\t\ttcp dport 2222 drop",
         );
-        apply("20")
+        window(20);
+        apply()
             .code(1)
             .out_has(&["could not be confirmed over a new SSH connection"]);
         first.join().unwrap().code(1);
@@ -410,4 +425,75 @@ fn a_second_change_before_the_first_is_confirmed_still_reverts_to_the_last_good_
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(lab.ssh("marcuse", "true").status.success());
+}
+
+#[test]
+fn a_confirm_window_out_of_bounds_or_misspelt_is_located() {
+    let f = firewalled_fixture();
+    f.edit(
+        "inventory/fleet.toml",
+        "burst_factor = 1.0\n",
+        "burst_factor = 1.0\ndos_firewall = { burst = 8, confirm_seconds = 5 }\n",
+    );
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "dos_firewall.confirm_seconds = 5 is out of bounds (10 to 3600)",
+        "inventory/fleet.toml:19:",
+        "under 10 s a new SSH connection may not make it in time",
+    ]);
+    f.edit(
+        "inventory/fleet.toml",
+        "confirm_seconds = 5",
+        "confirm_seconds = 7200",
+    );
+    f.run(&["check", "--no-tor"])
+        .code(1)
+        .err_has(&["dos_firewall.confirm_seconds = 7200 is out of bounds (10 to 3600)"]);
+    f.edit(
+        "inventory/fleet.toml",
+        "confirm_seconds = 7200",
+        "confirm_second = 90",
+    );
+    f.run(&["check", "--no-tor"]).code(1).err_has(&[
+        "unknown key `confirm_second`",
+        "inventory/fleet.toml:19:29",
+        "did you mean `confirm_seconds`?",
+    ]);
+}
+
+#[test]
+fn the_plan_shows_the_confirm_window_the_inventory_sets_per_host() {
+    let f = firewalled_fixture();
+    // A slow uplink: IELO-LIAZO's hosts get 3 minutes; the others keep the default.
+    f.edit(
+        "inventory/ielo-liazo.toml",
+        "uplink = \"100 Mbit/s\"\n",
+        "uplink = \"100 Mbit/s\"\ndefaults = { dos_firewall = { confirm_seconds = 180 } }\n",
+    );
+    // Each key on its own: the fleet's per_minute still reaches the hoster's hosts.
+    f.edit(
+        "inventory/fleet.toml",
+        "burst_factor = 1.0\n",
+        "burst_factor = 1.0\ndos_firewall = { per_minute = 20 }\n",
+    );
+    f.run(&["render", "--host", "marcuse"])
+        .code(0)
+        .out_has(&["ip saddr limit rate over 20/minute burst 8 packets"]);
+    let root = f.path("images");
+    std::fs::create_dir_all(&root).unwrap();
+    let root = root.to_str().unwrap();
+    f.run(&["plan", "--local", root, "--host", "marcuse"])
+        .code(0)
+        .out_has(&[
+            "oignon-nft-load 180",
+            "puts the old one back by itself after 180 s unless oignon confirms over a new SSH connection",
+        ]);
+    let ekumen = f.run(&["plan", "--local", root, "--host", "ekumen"]);
+    ekumen
+        .code(0)
+        .out_has(&["oignon-nft-load 60", "after 60 s"]);
+    assert!(
+        !ekumen.stdout.contains("oignon-nft-load 180"),
+        "{}",
+        ekumen.stdout
+    );
 }

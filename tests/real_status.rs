@@ -311,3 +311,81 @@ fn status_reads_a_relays_files_as_its_user_and_takes_its_answer_as_data() {
     assert_eq!(row(&j, "marcuse1")["unit"], "active");
     assert_eq!(row(&j, "marcuse2")["metrics"], true);
 }
+
+#[test]
+fn status_shows_an_instance_oignon_does_not_manage_and_which_relay_it_copies() {
+    let test = "status_shows_an_instance_oignon_does_not_manage_and_which_relay_it_copies";
+    let f = Fixture::shipped_on_real();
+    f.edit(
+        "inventory/ielo-liazo.toml",
+        "name = \"marcuse\"\n",
+        "name = \"marcuse\"\nboot = \"none\"\n",
+    );
+    let Some(lab) = RealLab::start(test, &f.real_hosts(&["marcuse"])) else {
+        return;
+    };
+    oignon(&f, &lab, &["apply", "--yes", "--brief"]).code(0);
+    for nick in ["marcuse1", "marcuse2"] {
+        let unit = format!("tor@{nick}");
+        lab.wait_active("marcuse", &unit, UP);
+        lab.wait_journal(
+            "marcuse",
+            &unit,
+            "Your Tor server's identity key fingerprint is",
+            UP,
+        );
+    }
+    status_json(&f, &lab, 0);
+    // What a migration can leave behind, made by hand: an instance with its own torrc (other
+    // ports) and marcuse1's keys, enabled and started, which the inventory does not know.
+    lab.run(
+        "marcuse",
+        "tor-instance-create oldcopy >/dev/null \
+         && sed -e 's/^Nickname .*/Nickname oldcopy/' -e 's/:443$/:7443/' -e '/^MetricsPort/d' \
+            /etc/tor/instances/marcuse1/torrc > /etc/tor/instances/oldcopy/torrc \
+         && install -d -m 0700 -o _tor-oldcopy -g _tor-oldcopy /var/lib/tor-instances/oldcopy/keys \
+         && cp -a /var/lib/tor-instances/marcuse1/keys/. /var/lib/tor-instances/oldcopy/keys/ \
+         && chown -R _tor-oldcopy:_tor-oldcopy /var/lib/tor-instances/oldcopy/keys \
+         && systemctl enable --now tor@oldcopy 2>/dev/null",
+    );
+    lab.wait_active("marcuse", "tor@oldcopy", UP);
+    lab.wait_journal(
+        "marcuse",
+        "tor@oldcopy",
+        "Your Tor server's identity key fingerprint is",
+        UP,
+    );
+    let j = status_json(&f, &lab, 2);
+    let old = row(&j, "oldcopy");
+    assert_eq!(old["managed"], false, "{old:#}");
+    assert_eq!(old["copy_of"], "marcuse1", "{old:#}");
+    assert_eq!(old["unit"], "active", "{old:#}");
+    assert_eq!(old["unit_file"], "enabled", "{old:#}");
+    assert_eq!(row(&j, "marcuse1")["managed"], true);
+    assert_eq!(row(&j, "marcuse1")["attention"], serde_json::json!([]));
+    let text = oignon(&f, &lab, &["status", "--color", "never"]);
+    eprintln!("{}", text.stdout); // the README's table
+    text.code(2).out_has(&[
+        "oldcopy (unmanaged)",
+        "copy of marcuse1",
+        "! marcuse/oldcopy: tor@oldcopy runs and is enabled with the identity of marcuse1 (second copy of marcuse1, which the inventory places on this host too), but oignon does not manage it (the inventory has no relay oldcopy on marcuse); stop it if it is not wanted: `systemctl disable --now tor@oldcopy && systemctl mask tor@oldcopy`",
+        "Status: 2 relays and 1 unmanaged instance on 1 host: 2 healthy, 1 needs attention",
+    ]);
+    let line = text
+        .stdout
+        .lines()
+        .find(|l| l.contains("oldcopy (unmanaged)"))
+        .unwrap();
+    assert!(line.starts_with('!'), "{}", text.stdout);
+
+    // Stopped and masked, as its fix says: a leftover, shown and healthy.
+    lab.run(
+        "marcuse",
+        "systemctl disable --now tor@oldcopy 2>/dev/null && systemctl mask tor@oldcopy 2>/dev/null",
+    );
+    let j = status_json(&f, &lab, 0);
+    let old = row(&j, "oldcopy");
+    assert_eq!(old["unit"], "masked", "{old:#}");
+    assert_eq!(old["attention"], serde_json::json!([]), "{old:#}");
+    assert_eq!(old["copy_of"], "marcuse1", "{old:#}");
+}

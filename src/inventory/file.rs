@@ -136,14 +136,17 @@ pub struct Settings {
     pub offline_master_key: Option<bool>,
 }
 
-/// `dos_firewall = { per_minute = 8, burst = 8, concurrent = 8, block_hours = 24 }` as written;
-/// each key inherits on its own (a host may change one and keep the others).
+/// `dos_firewall = { per_minute = 8, burst = 8, concurrent = 8, block_hours = 24,
+/// confirm_seconds = 60 }` as written; each key inherits on its own (a host may change one and
+/// keep the others).
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct DosFirewallSetting {
     pub per_minute: Option<u32>,
     pub burst: Option<u32>,
     pub concurrent: Option<u32>,
     pub block_hours: Option<u32>,
+    /// The confirm-or-revert window of a firewall change on the host, in seconds.
+    pub confirm_seconds: Option<u32>,
 }
 
 /// A sysctl value as written: `2` or `"1"`.

@@ -175,6 +175,7 @@ fn known_keys(parent: &[Seg]) -> &'static [&'static str] {
         ["host"] => fields_of::<Host>(),
         ["host", "relay"] => fields_of::<Relay>(),
         [.., "defaults"] => fields_of::<Settings>(),
+        [.., "dos_firewall"] => fields_of::<super::file::DosFirewallSetting>(),
         _ => &[],
     }
 }

@@ -350,6 +350,14 @@ mod fuzz {
 /// so more than 8 new connections a minute (burst 8) or 8 at once from one address (IPv6: one
 /// /64) is a flood; it is dropped for a day, which outlasts an attack without punishing an
 /// address reused by someone else for long.
+///
+/// `confirm_seconds` is not a limit but the safety net of loading one: a new ruleset stays only
+/// if oignon confirms it over a new SSH connection within that many seconds, otherwise the host
+/// puts the previous ruleset back by itself. 60 s (deploy-rs's default for its activations) is
+/// ten times what a confirmation takes in the lab (a new connection and one command, under 1 s)
+/// and long enough for a slow or lossy uplink's SSH handshake, while a change that locks the
+/// operator out costs a minute, not a call to the hoster. One value per host (the relay level
+/// cannot set `dos_firewall`): the host has one ruleset and one revert timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct DosFirewall {
     /// New connections a minute from one source, beyond the burst.
@@ -359,6 +367,8 @@ pub struct DosFirewall {
     pub concurrent: u32,
     /// How long a source over a limit stays dropped.
     pub block_hours: u32,
+    /// Seconds a new ruleset waits for oignon's confirmation before the host reverts it.
+    pub confirm_seconds: u32,
 }
 
 impl Default for DosFirewall {
@@ -368,6 +378,7 @@ impl Default for DosFirewall {
             burst: 8,
             concurrent: 8,
             block_hours: 24,
+            confirm_seconds: 60,
         }
     }
 }

@@ -935,7 +935,7 @@ impl Resolver<'_> {
     /// otherwise; each within its bounds. Clears `ok` on a value out of them.
     fn dos_firewall(&mut self, layers: &[Layer], ok: &mut bool) -> DosFirewall {
         let mut out = DosFirewall::default();
-        let keys: [DosFirewallKey; 4] = [
+        let keys: [DosFirewallKey; 5] = [
             (
                 "per_minute",
                 |d| d.per_minute,
@@ -964,6 +964,13 @@ impl Resolver<'_> {
                 720,
                 "hours a source over a limit stays dropped, e.g. 24",
             ),
+            (
+                "confirm_seconds",
+                |d| d.confirm_seconds,
+                10,
+                3600,
+                "seconds the host waits for oignon's confirmation of a new ruleset before it puts the old one back, e.g. 60: under 10 s a new SSH connection may not make it in time",
+            ),
         ];
         for (key, get, min, max, help) in keys {
             let found = layers
@@ -988,7 +995,8 @@ impl Resolver<'_> {
                 "per_minute" => out.per_minute = v,
                 "burst" => out.burst = v,
                 "concurrent" => out.concurrent = v,
-                _ => out.block_hours = v,
+                "block_hours" => out.block_hours = v,
+                _ => out.confirm_seconds = v,
             }
         }
         out

@@ -336,6 +336,7 @@ mod tests {
             instances: vec![],
             kernel_params: None,
             notices: vec![],
+            firewall_window: 60,
         };
         let change: Change = serde_json::from_value(serde_json::json!({
             "kind": "update", "target": "/etc/x", "reason": "r", "drift": false, "secret": false,
@@ -371,6 +372,7 @@ mod tests {
             instances: vec![],
             kernel_params: None,
             notices: vec![],
+            firewall_window: 60,
         };
         let change = |owner: &str, target: &str| -> Change {
             serde_json::from_value(serde_json::json!({

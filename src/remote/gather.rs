@@ -223,6 +223,7 @@ mod tests {
             instances: vec!["r1".into()],
             kernel_params: None,
             notices: vec![],
+            firewall_window: 60,
         };
         let req = String::from_utf8(requests(&h).unwrap()).unwrap();
         let want = crate::util::sha256_hex(b"x");
