@@ -167,6 +167,16 @@ pub enum HostError {
         other_instance: String,
         id_sha: String,
     },
+    /// The plan would start an instance here with an identity that is active on another host:
+    /// two copies of one relay, which the directory authorities punish.
+    #[error("refused: {instance} would start here with the identity (ed25519 master key sha256 {id_sha:.16}…) that is active on host {other} (as {other_instance}); nothing was written. One identity runs in one place: stop it on {other} first (`oignon retire {other_instance}`, or an apply of {other} from an inventory that no longer has it there), then plan again; `oignon migrate` moves a relay with its identity in one plan")]
+    StartsElsewhereActive {
+        host: String,
+        instance: String,
+        other: String,
+        other_instance: String,
+        id_sha: String,
+    },
     /// An error read back from a saved plan, where only its text is kept.
     #[error("{text}")]
     Saved { host: String, text: String },
@@ -223,6 +233,7 @@ impl HostError {
             | Tombstoned { host, .. }
             | Arrived { host, .. }
             | DuplicateIdentity { host, .. }
+            | StartsElsewhereActive { host, .. }
             | Saved { host, .. } => host,
         }
     }
