@@ -84,7 +84,16 @@ fn host_retire_ends_both_relays_of_a_host_and_removes_it_from_the_inventory() {
         .unwrap()
         .contains("name = \"ekumen\""));
 
-    host_retire(&["marcuse", "--yes"]).code(0).out_has(&[
+    let r = host_retire(&["marcuse", "--yes"]);
+    // Both relays stop first (together: each stop waits tor's ShutdownWaitLength), then each
+    // relay's keys, tombstone and purge.
+    let at = |s: &str| r.stdout.find(s).unwrap_or(usize::MAX);
+    assert!(
+        at("marcuse: marcuse2: stop: done") < at("marcuse: marcuse1: quarantine: done"),
+        "{}",
+        r.stdout
+    );
+    r.code(0).out_has(&[
         "marcuse: marcuse1: stop: done",
         "marcuse: marcuse1: quarantine: done",
         "marcuse: marcuse1: tombstone: done",
