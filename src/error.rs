@@ -169,13 +169,21 @@ pub enum HostError {
     },
     /// The plan would start an instance here with an identity that is active on another host:
     /// two copies of one relay, which the directory authorities punish.
-    #[error("refused: {instance} would start here with the identity (ed25519 master key sha256 {id_sha:.16}…) that is active on host {other} (as {other_instance}); nothing was written. One identity runs in one place: stop it on {other} first (`oignon retire {other_instance}`, or an apply of {other} from an inventory that no longer has it there), then plan again; `oignon migrate` moves a relay with its identity in one plan")]
+    #[error("refused: {instance} would start here with the identity (ed25519 master key sha256 {id_sha:.16}…) that is active on host {other} (as {other_instance}); nothing was written. One identity runs in one place: {}; `oignon migrate` moves a relay with its identity in one plan, never two copies",
+        if *.stopped_there {
+            format!("this plan stops it on {other} (it left the inventory there): apply {other} first (`oignon apply --host {other}`), then {host}")
+        } else {
+            format!("stop it on {other} first, then plan again")
+        }
+    )]
     StartsElsewhereActive {
         host: String,
         instance: String,
         other: String,
         other_instance: String,
         id_sha: String,
+        /// The other host's plan removes that instance (the relay moved by hand in the inventory).
+        stopped_there: bool,
     },
     /// An error read back from a saved plan, where only its text is kept.
     #[error("{text}")]

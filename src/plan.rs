@@ -320,6 +320,17 @@ pub fn refuse_duplicate_identities(plan: &mut Plan, observed: &[(&str, &Observed
 /// DataDirectory. An instance already running here with it is [`refuse_duplicate_identities`]'
 /// case, which refuses both hosts. A host already refused keeps its first reason.
 pub fn refuse_starting_elsewhere(plan: &mut Plan, gathered: &[(&DesiredHost, &Observed)]) {
+    // Instances a host's plan stops (they left the inventory there): host, instance.
+    let leaving: BTreeSet<(String, String)> = plan
+        .hosts
+        .iter()
+        .flat_map(|h| {
+            h.changes
+                .iter()
+                .filter(|c| c.kind == ChangeKind::RemoveInstance)
+                .map(|c| (h.host.clone(), c.target.clone()))
+        })
+        .collect();
     for (desired, observed) in gathered {
         let Some(h) = plan
             .hosts
@@ -346,7 +357,9 @@ pub fn refuse_starting_elsewhere(plan: &mut Plan, gathered: &[(&DesiredHost, &Ob
                         .map(|s| (d.name.clone(), s.name.clone()))
                 });
             if let Some((other, other_instance)) = elsewhere {
+                let stopped_there = leaving.contains(&(other.clone(), other_instance.clone()));
                 h.error = Some(HostError::StartsElsewhereActive {
+                    stopped_there,
                     host: desired.name.clone(),
                     instance: inst.clone(),
                     other,
@@ -1141,7 +1154,22 @@ mod tests {
         assert!(
             e.contains("refused: r1 would start here with the identity (ed25519 master key sha256")
                 && e.contains("that is active on host old (as r1); nothing was written")
-                && e.contains("`oignon retire r1`"),
+                && e.contains("stop it on old first, then plan again"),
+            "{e}"
+        );
+        // `old`'s plan removes r1 (the relay moved by hand in the inventory): apply old first.
+        let mut gone = old.clone();
+        gone.instances.clear();
+        let mut o_gone = o_old.clone();
+        o_gone.instance_dirs.push("r1".into());
+        o_gone
+            .managed
+            .insert("/etc/tor/instances/r1/torrc".into(), "sha".into());
+        let mut plan = a_plan(vec![plan_host(&gone, &o_gone, "t"), plan_host(&new, &o_new, "t")]);
+        refuse_starting_elsewhere(&mut plan, &[(&gone, &o_gone), (&new, &o_new)]);
+        let e = plan.hosts[1].error.as_ref().expect("new refused").to_string();
+        assert!(
+            e.contains("this plan stops it on old (it left the inventory there): apply old first (`oignon apply --host old`), then new"),
             "{e}"
         );
         // Stopped there, it may start here.

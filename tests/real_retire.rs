@@ -173,8 +173,8 @@ fn plan_refuses_to_start_a_relay_whose_identity_runs_on_another_host() {
     let refused = [
         "ekumen2",
         "refused: ekumen would start here with the identity",
-        "that is active on host ekumen (as ekumen)",
-        "nothing was written",
+        "that is active on host ekumen (as ekumen); nothing was written",
+        "this plan stops it on ekumen (it left the inventory there): apply ekumen first (`oignon apply --host ekumen`), then ekumen2",
     ];
     oignon(&f, &lab, &["plan", "--brief"]).code(1).out_has(&refused);
     assert_eq!(lab.is_active("ekumen", "tor@ekumen"), "active");
