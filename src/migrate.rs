@@ -961,7 +961,8 @@ pub fn retire(o: &RetireOptions, confirm: &dyn Fn(&str) -> bool) -> Result<Ended
         )));
     };
     let edits = relocate::remove(&o.paths.inventory, nick).map_err(MigrateError::Refused)?;
-    let unreachable = "retire needs it up (a dead host: remove the relay from the inventory by hand)";
+    let unreachable =
+        "retire needs it up (a dead host: remove the relay from the inventory by hand)";
     on_host(o.ssh_config.as_deref(), spec, unreachable, |rt, t| {
         let relays: Vec<_> = spec.relays.iter().filter(|r| r.nickname == nick).collect();
         let found = find_out(rt, t, &spec.name, &relays, &loaded)?;

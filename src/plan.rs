@@ -1141,16 +1141,28 @@ mod tests {
         // `old` runs r1's identity; `new` would create r1 and deploy that same key.
         let (old, new) = (named("old", vec![]), named("new", vec![pubkey.clone()]));
         let mut o_old = Observed::default();
-        o_old.instance_states.insert("r1".into(), state("active", &sha));
+        o_old
+            .instance_states
+            .insert("r1".into(), state("active", &sha));
         let o_new = Observed::default();
         let plan_of = |o_old: &Observed, o_new: &Observed, new: &DesiredHost| {
-            let mut plan = a_plan(vec![plan_host(&old, o_old, "t"), plan_host(new, o_new, "t")]);
+            let mut plan = a_plan(vec![
+                plan_host(&old, o_old, "t"),
+                plan_host(new, o_new, "t"),
+            ]);
             refuse_starting_elsewhere(&mut plan, &[(&old, o_old), (new, o_new)]);
             plan
         };
         let plan = plan_of(&o_old, &o_new, &new);
-        assert!(plan.hosts[0].error.is_none(), "the running copy is left alone");
-        let e = plan.hosts[1].error.as_ref().expect("new refused").to_string();
+        assert!(
+            plan.hosts[0].error.is_none(),
+            "the running copy is left alone"
+        );
+        let e = plan.hosts[1]
+            .error
+            .as_ref()
+            .expect("new refused")
+            .to_string();
         assert!(
             e.contains("refused: r1 would start here with the identity (ed25519 master key sha256")
                 && e.contains("that is active on host old (as r1); nothing was written")
@@ -1165,16 +1177,25 @@ mod tests {
         o_gone
             .managed
             .insert("/etc/tor/instances/r1/torrc".into(), "sha".into());
-        let mut plan = a_plan(vec![plan_host(&gone, &o_gone, "t"), plan_host(&new, &o_new, "t")]);
+        let mut plan = a_plan(vec![
+            plan_host(&gone, &o_gone, "t"),
+            plan_host(&new, &o_new, "t"),
+        ]);
         refuse_starting_elsewhere(&mut plan, &[(&gone, &o_gone), (&new, &o_new)]);
-        let e = plan.hosts[1].error.as_ref().expect("new refused").to_string();
+        let e = plan.hosts[1]
+            .error
+            .as_ref()
+            .expect("new refused")
+            .to_string();
         assert!(
             e.contains("this plan stops it on old (it left the inventory there): apply old first (`oignon apply --host old`), then new"),
             "{e}"
         );
         // Stopped there, it may start here.
         let mut stopped = o_old.clone();
-        stopped.instance_states.insert("r1".into(), state("inactive", &sha));
+        stopped
+            .instance_states
+            .insert("r1".into(), state("inactive", &sha));
         assert!(plan_of(&stopped, &o_new, &new).hosts[1].error.is_none());
         // Another identity deployed here is no second copy.
         let other = named(
@@ -1188,7 +1209,9 @@ mod tests {
         // Nothing deployed (identities not managed): the key already here is the one it runs.
         let bare = named("new", vec![]);
         let mut o_bare = Observed::default();
-        o_bare.instance_states.insert("r1".into(), state("failed", &sha));
+        o_bare
+            .instance_states
+            .insert("r1".into(), state("failed", &sha));
         let e = plan_of(&o_old, &o_bare, &bare).hosts[1].error.clone();
         assert!(
             matches!(e, Some(HostError::StartsElsewhereActive { ref other, .. }) if other == "old"),
@@ -1196,7 +1219,9 @@ mod tests {
         );
         // Already running here too: the duplicate guard's case (both refused), not this one.
         let mut o_both = Observed::default();
-        o_both.instance_states.insert("r1".into(), state("active", &sha));
+        o_both
+            .instance_states
+            .insert("r1".into(), state("active", &sha));
         assert!(plan_of(&o_old, &o_both, &new).hosts[1].error.is_none());
     }
 

@@ -34,7 +34,12 @@ fn host_retire_ends_both_relays_of_a_host_and_removes_it_from_the_inventory() {
         .out_has(&["Applied: 2 hosts ok"]);
     for r in ["marcuse1", "marcuse2"] {
         lab.wait_active("marcuse", &format!("tor@{r}"), UP);
-        lab.wait_journal("marcuse", &format!("tor@{r}"), "identity key fingerprint is", UP);
+        lab.wait_journal(
+            "marcuse",
+            &format!("tor@{r}"),
+            "identity key fingerprint is",
+            UP,
+        );
     }
     let fpr = |r: &str| {
         std::fs::read_to_string(f.path(&format!("secrets/relays/{r}/fingerprint")))
@@ -129,7 +134,11 @@ fn host_retire_ends_both_relays_of_a_host_and_removes_it_from_the_inventory() {
         );
     }
     assert_eq!(
-        lab.run("marcuse", "find /var/lib/tor-instances /var/lib/oignon/quarantine -path '*keys*' -type f | wc -l").trim(),
+        lab.run(
+            "marcuse",
+            "find /var/lib/tor-instances /var/lib/oignon/quarantine -path '*keys*' -type f | wc -l"
+        )
+        .trim(),
         "0"
     );
     // The host is gone from the inventory; its hoster stays; the fleet checks.
@@ -137,7 +146,9 @@ fn host_retire_ends_both_relays_of_a_host_and_removes_it_from_the_inventory() {
         std::fs::read_to_string(f.path("inventory/ielo-liazo.toml")).unwrap(),
         "[hoster]\nname = \"IELO-LIAZO\"\ndomain = \"ielo-liazo.com\"\n"
     );
-    f.run(&["check"]).code(0).out_has(&["ok: 3 hosts, 4 relays"]);
+    f.run(&["check"])
+        .code(0)
+        .out_has(&["ok: 3 hosts, 4 relays"]);
     // Nothing is left to retire; a rerun says so.
     host_retire(&["marcuse", "--yes"])
         .code(1)
@@ -176,19 +187,30 @@ fn plan_refuses_to_start_a_relay_whose_identity_runs_on_another_host() {
         "that is active on host ekumen (as ekumen); nothing was written",
         "this plan stops it on ekumen (it left the inventory there): apply ekumen first (`oignon apply --host ekumen`), then ekumen2",
     ];
-    oignon(&f, &lab, &["plan", "--brief"]).code(1).out_has(&refused);
+    oignon(&f, &lab, &["plan", "--brief"])
+        .code(1)
+        .out_has(&refused);
     assert_eq!(lab.is_active("ekumen", "tor@ekumen"), "active");
     // apply: ekumen2 gets nothing (no instance, no keys) and never runs it; ekumen's own plan
     // (the relay left it) stops it there.
-    oignon(&f, &lab, &["apply", "--yes", "--brief"]).code(1).out_has(&refused);
+    oignon(&f, &lab, &["apply", "--yes", "--brief"])
+        .code(1)
+        .out_has(&refused);
     assert_ne!(lab.is_active("ekumen2", "tor@ekumen"), "active");
     assert_eq!(
-        lab.run("ekumen2", "systemctl show -P ActiveEnterTimestampMonotonic tor@ekumen").trim(),
+        lab.run(
+            "ekumen2",
+            "systemctl show -P ActiveEnterTimestampMonotonic tor@ekumen"
+        )
+        .trim(),
         "0",
         "tor@ekumen never started on ekumen2"
     );
     assert!(lab
-        .read("ekumen2", "/var/lib/tor-instances/ekumen/keys/secret_id_key")
+        .read(
+            "ekumen2",
+            "/var/lib/tor-instances/ekumen/keys/secret_id_key"
+        )
         .is_none());
     assert_ne!(lab.is_active("ekumen", "tor@ekumen"), "active");
     // With the old copy stopped, the next apply starts it on ekumen2 (ekumen has nothing to do).

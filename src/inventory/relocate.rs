@@ -111,7 +111,8 @@ fn toml_files(dir: &Path) -> Result<Vec<(PathBuf, String, DocumentMut)>, String>
     paths.sort();
     let mut files = vec![];
     for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let doc: DocumentMut = text.parse().map_err(|e| {
             format!(
                 "{}: not valid TOML ({e}); run `oignon check`",
@@ -373,10 +374,14 @@ mod tests {
         let want = include_str!("testdata/relocate/tetaneutral.retired.toml");
         assert_eq!(e[0].new, want, "got:\n{}", e[0].new);
         let p = patch(&e);
-        assert!(p.contains("-name = \"marylou\"          # two relays"), "{p}");
+        assert!(
+            p.contains("-name = \"marylou\"          # two relays"),
+            "{p}"
+        );
         assert!(p.contains("-nickname = \"marylou2\""), "{p}");
         assert!(
-            !p.lines().any(|l| l.starts_with('+') && !l.starts_with("+++")),
+            !p.lines()
+                .any(|l| l.starts_with('+') && !l.starts_with("+++")),
             "only lines removed:\n{p}"
         );
     }
@@ -390,7 +395,9 @@ mod tests {
         let doc: toml::Table = e[0].new.parse().unwrap();
         assert!(doc.get("host").is_none(), "{}", e[0].new);
         assert_eq!(doc["hoster"]["name"].as_str(), Some("tetaneutral.net"));
-        assert!(e[0].new.starts_with("# tetaneutral.net hosts two of our VMs"));
+        assert!(e[0]
+            .new
+            .starts_with("# tetaneutral.net hosts two of our VMs"));
     }
 
     #[test]
