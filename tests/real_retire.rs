@@ -89,6 +89,33 @@ fn host_retire_ends_both_relays_of_a_host_and_removes_it_from_the_inventory() {
         .unwrap()
         .contains("name = \"ekumen\""));
 
+    // A relay whose identity is nowhere (not in secrets/, no fingerprint tor wrote on the host):
+    // nothing says which identity retires, so the whole host is refused before anything changes,
+    // the other relay included.
+    let fleet = std::fs::read_to_string(f.path("inventory/fleet.toml")).unwrap();
+    f.edit(
+        "inventory/fleet.toml",
+        "[fleet]\n",
+        "[fleet]\nmanage_identities = false\n",
+    );
+    let kept = f.path("marcuse2-secrets");
+    std::fs::rename(f.path("secrets/relays/marcuse2"), &kept).unwrap();
+    let fp_file = "/var/lib/tor-instances/marcuse2/fingerprint";
+    let fp_text = lab
+        .read("marcuse", fp_file)
+        .expect("tor wrote its fingerprint");
+    lab.run("marcuse", &format!("rm {fp_file}"));
+    host_retire(&["marcuse", "--yes"]).code(1).err_has(&[
+        "marcuse2: no fingerprint in secrets/ nor on marcuse: nothing says which identity retires; check the host by hand. Nothing was changed",
+    ]);
+    assert_eq!(lab.is_active("marcuse", "tor@marcuse1"), "active");
+    assert!(lab
+        .read("marcuse", "/var/lib/oignon/moved/marcuse1")
+        .is_none());
+    f.write("inventory/fleet.toml", &fleet);
+    std::fs::rename(&kept, f.path("secrets/relays/marcuse2")).unwrap();
+    lab.write("marcuse", fp_file, &fp_text);
+
     let r = host_retire(&["marcuse", "--yes"]);
     // Both relays stop first (together: each stop waits tor's ShutdownWaitLength), then each
     // relay's keys, tombstone and purge.
