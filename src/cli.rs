@@ -100,7 +100,8 @@ pub enum Command {
     Man,
     /// Add a hoster to the inventory (`hoster add NAME --domain DOMAIN`).
     Hoster(crate::commands::hoster::Args),
-    /// Add a host and its relays to a hoster's file (`host add NAME --hoster H …`).
+    /// Add a host and its relays to a hoster's file (`host add NAME --hoster H …`), or retire one
+    /// and its relays (`host retire NAME`).
     Host(crate::commands::host::Args),
     /// Check a new host's facts (one round trip, a table), then install what a relay needs.
     Bootstrap(crate::commands::bootstrap::Args),

@@ -167,6 +167,24 @@ pub enum HostError {
         other_instance: String,
         id_sha: String,
     },
+    /// The plan would start an instance here with an identity that is active on another host:
+    /// two copies of one relay, which the directory authorities punish.
+    #[error("refused: {instance} would start here with the identity (ed25519 master key sha256 {id_sha:.16}…) that is active on host {other} (as {other_instance}); nothing was written. One identity runs in one place: {}; `oignon migrate` moves a relay with its identity in one plan, never two copies",
+        if *.stopped_there {
+            format!("this plan stops it on {other} (it left the inventory there): apply {other} first (`oignon apply --host {other}`), then {host}")
+        } else {
+            format!("stop it on {other} first, then plan again")
+        }
+    )]
+    StartsElsewhereActive {
+        host: String,
+        instance: String,
+        other: String,
+        other_instance: String,
+        id_sha: String,
+        /// The other host's plan removes that instance (the relay moved by hand in the inventory).
+        stopped_there: bool,
+    },
     /// An error read back from a saved plan, where only its text is kept.
     #[error("{text}")]
     Saved { host: String, text: String },
@@ -223,6 +241,7 @@ impl HostError {
             | Tombstoned { host, .. }
             | Arrived { host, .. }
             | DuplicateIdentity { host, .. }
+            | StartsElsewhereActive { host, .. }
             | Saved { host, .. } => host,
         }
     }

@@ -314,6 +314,11 @@ pub fn plan(
         .filter_map(|(d, g)| g.observed.as_ref().ok().map(|o| (d.name.as_str(), o)))
         .collect();
     crate::plan::refuse_duplicate_identities(&mut plan, &observed);
+    let both: Vec<_> = gathered
+        .iter()
+        .filter_map(|(d, g)| g.observed.as_ref().ok().map(|o| (d, o)))
+        .collect();
+    crate::plan::refuse_starting_elsewhere(&mut plan, &both);
     Ok(Some(Planned {
         plan,
         hosts: gathered,

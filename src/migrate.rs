@@ -666,10 +666,19 @@ fn host_step(
 ) -> Result<String, MigrateError> {
     let t = t.ok_or_else(|| MigrateError::Stopped(format!("{host}: not connected")))?;
     let word = verb.word();
-    match rt.block_on(step(t, nick, verb)) {
-        Ok(StepAnswer::Done) => Ok("done".into()),
-        Ok(StepAnswer::Already) => Ok("already done on the host".into()),
-        Err(e) => Err(MigrateError::Stopped(format!("{host}: step `{word}` failed: {e}. Nothing after it was done; fix the cause and run migrate again (it resumes here)"))),
+    run_step(rt, t, nick, verb).map_err(|e| MigrateError::Stopped(format!("{host}: step `{word}` failed: {e}. Nothing after it was done; fix the cause and run migrate again (it resumes here)")))
+}
+
+/// One host step; how it ended (`done`, or found done already), or why it failed.
+fn run_step(
+    rt: &tokio::runtime::Runtime,
+    t: &Transport,
+    nick: &str,
+    verb: Verb,
+) -> Result<String, String> {
+    match rt.block_on(step(t, nick, verb))? {
+        StepAnswer::Done => Ok("done".into()),
+        StepAnswer::Already => Ok("already done on the host".into()),
     }
 }
 
@@ -908,6 +917,27 @@ pub struct RetireOptions {
     pub yes: bool,
 }
 
+/// What `oignon host retire` was asked.
+#[derive(Debug, Clone)]
+pub struct RetireHostOptions {
+    pub paths: Paths,
+    pub ssh_config: Option<PathBuf>,
+    /// The host, as named in the inventory.
+    pub host: String,
+    pub dry_run: bool,
+    pub yes: bool,
+}
+
+/// One relay's retirement on its host, as found before anything changes.
+struct Retiring {
+    nick: String,
+    /// The identity that retires (the tombstone names it).
+    fingerprint: String,
+    /// Whether its DataDirectory still holds keys (none: never started, or a rerun after the
+    /// quarantine).
+    keys: bool,
+}
+
 /// `oignon retire NICKNAME`: the relay's end on its host (stop, disable, mask; keys quarantined
 /// then overwritten and removed; a tombstone; config archived), then its `[[host.relay]]` table
 /// removed from the inventory. Every host step is idempotent: a rerun after a failure resumes.
@@ -918,7 +948,7 @@ pub fn retire(o: &RetireOptions, confirm: &dyn Fn(&str) -> bool) -> Result<Ended
             "the inventory has errors (above); fix them, then retire".into(),
         ));
     };
-    let Some((spec, relay)) = find_relay(&loaded, nick) else {
+    let Some((spec, _)) = find_relay(&loaded, nick) else {
         return Err(MigrateError::Refused(format!(
             "no relay `{nick}` in the inventory (already retired?); relays: {}",
             loaded
@@ -930,80 +960,261 @@ pub fn retire(o: &RetireOptions, confirm: &dyn Fn(&str) -> bool) -> Result<Ended
                 .join(", ")
         )));
     };
-    let host = spec.name.clone();
     let edits = relocate::remove(&o.paths.inventory, nick).map_err(MigrateError::Refused)?;
+    let unreachable =
+        "retire needs it up (a dead host: remove the relay from the inventory by hand)";
+    on_host(o.ssh_config.as_deref(), spec, unreachable, |rt, t| {
+        let relays: Vec<_> = spec.relays.iter().filter(|r| r.nickname == nick).collect();
+        let found = find_out(rt, t, &spec.name, &relays, &loaded)?;
+        let what = Retirement {
+            host: &spec.name,
+            relays: &found,
+            edits: &edits,
+            whole_host: false,
+        };
+        what.show();
+        if o.dry_run {
+            println!("Dry run: nothing was changed.");
+            return Ok(Ended::Shown);
+        }
+        if !o.yes
+            && !confirm(&format!(
+                "Retire {nick} on {}? Its keys there are destroyed.",
+                spec.name
+            ))
+        {
+            return Ok(Ended::Cancelled);
+        }
+        what.run(rt, t, "retire")
+    })
+}
+
+/// `oignon host retire HOST`: every relay of the host retired as `oignon retire` does, over one
+/// connection, then the host's `[[host]]` table (its relays with it) removed from the inventory.
+/// Each relay's identity is found out before anything changes: one without any refuses the whole
+/// host. A rerun after a failure resumes (every host step is idempotent; the inventory is
+/// written last).
+pub fn retire_host(
+    o: &RetireHostOptions,
+    confirm: &dyn Fn(&str) -> bool,
+) -> Result<Ended, MigrateError> {
+    let name = o.host.as_str();
+    let Some(loaded) = crate::fleet::load(&o.paths, false) else {
+        return Err(MigrateError::Refused(
+            "the inventory has errors (above); fix them, then retire the host".into(),
+        ));
+    };
+    let Some(spec) = loaded.fleet().hosts.iter().find(|h| h.name == name) else {
+        return Err(MigrateError::Refused(format!(
+            "no host `{name}` in the inventory (already retired?); hosts: {}",
+            loaded
+                .fleet()
+                .hosts
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let edits = relocate::remove_host(&o.paths.inventory, name).map_err(MigrateError::Refused)?;
+    let unreachable = "host retire needs it up to stop its relays and destroy their keys there. A host gone for good: remove its [[host]] from the inventory by hand; one that may come back still has its relays enabled: retire it once it answers";
+    on_host(o.ssh_config.as_deref(), spec, unreachable, |rt, t| {
+        let relays: Vec<_> = spec.relays.iter().collect();
+        let found = find_out(rt, t, name, &relays, &loaded)?;
+        let what = Retirement {
+            host: name,
+            relays: &found,
+            edits: &edits,
+            whole_host: true,
+        };
+        what.show();
+        if o.dry_run {
+            println!("Dry run: nothing was changed.");
+            return Ok(Ended::Shown);
+        }
+        let nicks: Vec<&str> = found.iter().map(|r| r.nick.as_str()).collect();
+        if !o.yes
+            && !confirm(&format!(
+                "Retire host {name} and its relays ({})? Their keys there are destroyed.",
+                nicks.join(", ")
+            ))
+        {
+            return Ok(Ended::Cancelled);
+        }
+        what.run(rt, t, "host retire")
+    })
+}
+
+/// Opens one connection to the host, runs `f` over it, closes it. An unreachable host is refused
+/// with `unreachable` (what to do).
+fn on_host(
+    ssh_config: Option<&Path>,
+    spec: &HostSpec,
+    unreachable: &str,
+    f: impl FnOnce(&tokio::runtime::Runtime, &Transport) -> Result<Ended, MigrateError>,
+) -> Result<Ended, MigrateError> {
     let rt = tokio::runtime::Runtime::new()?;
-    let reach = Reach::new(None, o.ssh_config.as_deref(), &[spec], 1)?;
-    let t = rt
-        .block_on(reach.open(&Target::from(spec)))
-        .map_err(|e| MigrateError::Refused(format!("{host} is unreachable: {e}; retire needs it up (a dead host: remove the relay from the inventory by hand)")))?;
-    let r = retire_on(o, &rt, &t, &host, relay.orport, &loaded, &edits, confirm);
+    let reach = Reach::new(None, ssh_config, &[spec], 1)?;
+    let t = rt.block_on(reach.open(&Target::from(spec))).map_err(|e| {
+        MigrateError::Refused(format!("{} is unreachable: {e}; {unreachable}", spec.name))
+    })?;
+    let r = f(&rt, &t);
     rt.block_on(t.close());
     r
 }
 
-#[allow(clippy::too_many_arguments)]
-fn retire_on(
-    o: &RetireOptions,
+/// Probes each relay on the host and finds the identity that retires: secrets/ first, else the
+/// fingerprint file tor wrote there, else a tombstone already left (a rerun). A relay with none
+/// refuses the whole retirement before anything changes.
+fn find_out(
     rt: &tokio::runtime::Runtime,
     t: &Transport,
     host: &str,
-    orport: u16,
+    relays: &[&crate::inventory::RelaySpec],
     loaded: &Loaded,
-    edits: &[Edit],
-    confirm: &dyn Fn(&str) -> bool,
-) -> Result<Ended, MigrateError> {
-    let nick = o.nick.as_str();
-    let p = rt
-        .block_on(probe(t, nick, Verb::Probe { port: orport }))
-        .map_err(|e| MigrateError::Stopped(format!("{host}: {e}")))?;
-    // The tombstone names the identity that left: secrets/ first, else what tor wrote there.
-    let Some(fingerprint) = loaded
-        .store
-        .fingerprint(nick)
-        .or_else(|| p.fingerprint_file.clone())
-        .or_else(|| p.tombstone.as_ref().map(|t| t.fingerprint.clone()))
-    else {
-        return Err(MigrateError::Stopped(format!("{nick}: no fingerprint in secrets/ nor on {host}: nothing says which identity retires; check the host by hand")));
-    };
-    println!("Retirement of {nick} ({fingerprint}) on {host}:");
-    println!("  1. {host}: stop, disable and mask tor@{nick}");
-    println!("  2. {host}: move its keys to /var/lib/oignon/quarantine/{nick} (root only)");
-    println!("  3. {host}: tombstone /var/lib/oignon/moved/{nick} (retired): plan and apply refuse to start it there again");
-    println!("  4. {host}: overwrite and remove the quarantined keys; archive /etc/tor/instances/{nick} under /var/backups/oignon");
-    println!("  5. inventory: remove {nick}'s [[host.relay]] (its identity stays in secrets/ until you remove it)");
-    let patch = relocate::patch(edits);
-    if !patch.is_empty() {
-        println!("Inventory patch:\n{patch}");
+) -> Result<Vec<Retiring>, MigrateError> {
+    let mut found = vec![];
+    for r in relays {
+        let nick = r.nickname.as_str();
+        let p = rt
+            .block_on(probe(t, nick, Verb::Probe { port: r.orport }))
+            .map_err(|e| MigrateError::Stopped(format!("{host}: {e}")))?;
+        let Some(fingerprint) = loaded
+            .store
+            .fingerprint(nick)
+            .or_else(|| p.fingerprint_file.clone())
+            .or_else(|| p.tombstone.as_ref().map(|t| t.fingerprint.clone()))
+        else {
+            return Err(MigrateError::Stopped(format!("{nick}: no fingerprint in secrets/ nor on {host}: nothing says which identity retires; check the host by hand. Nothing was changed")));
+        };
+        found.push(Retiring {
+            nick: nick.to_string(),
+            fingerprint,
+            keys: p.keys,
+        });
     }
-    if o.dry_run {
-        println!("Dry run: nothing was changed.");
-        return Ok(Ended::Shown);
+    Ok(found)
+}
+
+/// The relays to retire on one host and the inventory edits that follow.
+struct Retirement<'a> {
+    host: &'a str,
+    relays: &'a [Retiring],
+    edits: &'a [Edit],
+    /// `host retire`: the edits remove the host's table.
+    whole_host: bool,
+}
+
+impl Retirement<'_> {
+    /// The plan: each relay's steps on the host, the inventory step, the patch.
+    fn show(&self) {
+        let host = self.host;
+        if self.whole_host {
+            println!(
+                "Retirement of host {host} and its {} relay{}:",
+                self.relays.len(),
+                if self.relays.len() == 1 { "" } else { "s" }
+            );
+        }
+        let indent = if self.whole_host { "  " } else { "" };
+        for r in self.relays {
+            let (nick, fingerprint) = (&r.nick, &r.fingerprint);
+            if self.whole_host {
+                println!("  {nick} ({fingerprint}):");
+            } else {
+                println!("Retirement of {nick} ({fingerprint}) on {host}:");
+            }
+            println!("{indent}  1. {host}: stop, disable and mask tor@{nick}");
+            println!("{indent}  2. {host}: move its keys to /var/lib/oignon/quarantine/{nick} (root only)");
+            println!("{indent}  3. {host}: tombstone /var/lib/oignon/moved/{nick} (retired): plan and apply refuse to start it there again");
+            println!("{indent}  4. {host}: overwrite and remove the quarantined keys; archive /etc/tor/instances/{nick} under /var/backups/oignon");
+        }
+        if self.whole_host {
+            println!("  inventory: remove host {host} and its [[host.relay]] tables (the relays' identities stay in secrets/ until you remove them)");
+        } else {
+            for r in self.relays {
+                let nick = &r.nick;
+                println!("  5. inventory: remove {nick}'s [[host.relay]] (its identity stays in secrets/ until you remove it)");
+            }
+        }
+        let patch = relocate::patch(self.edits);
+        if !patch.is_empty() {
+            println!("Inventory patch:\n{patch}");
+        }
     }
-    if !o.yes
-        && !confirm(&format!(
-            "Retire {nick} on {host}? Its keys there are destroyed."
-        ))
-    {
-        return Ok(Ended::Cancelled);
+
+    /// The host steps, then the inventory. Every relay is stopped first, all at once (each stop
+    /// waits tor's ShutdownWaitLength, 30 s by default: one by one, a host of four relays would
+    /// take two minutes); then, relay by relay, its keys, tombstone and purge. `command` is what
+    /// to rerun.
+    fn run(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        t: &Transport,
+        command: &str,
+    ) -> Result<Ended, MigrateError> {
+        let host = self.host;
+        let report = |nick: &str, w: &str, how: Result<String, String>| {
+            let how = how.map_err(|e| {
+                MigrateError::Stopped(format!("{host}: {nick}: step `{w}` failed: {e}. Nothing after it was done; fix the cause and run `oignon {command}` again (it resumes: every step checks the host first)"))
+            })?;
+            if self.whole_host {
+                println!("{host}: {nick}: {w}: {how}");
+            } else {
+                println!("{host}: {w}: {how}");
+            }
+            Ok::<(), MigrateError>(())
+        };
+        let stops: Vec<Result<String, String>> = std::thread::scope(|s| {
+            let running: Vec<_> = self
+                .relays
+                .iter()
+                .map(|r| s.spawn(|| run_step(rt, t, &r.nick, Verb::Stop)))
+                .collect();
+            running
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("the step's thread panicked".into()))
+                })
+                .collect()
+        });
+        // Every stop is reported, then the first failure (if any) ends the run.
+        let stops: Vec<_> = self
+            .relays
+            .iter()
+            .zip(stops)
+            .map(|(r, how)| report(&r.nick, Verb::Stop.word(), how))
+            .collect();
+        stops.into_iter().collect::<Result<Vec<()>, _>>()?;
+        for r in self.relays {
+            let nick = r.nick.as_str();
+            let mut verbs = vec![];
+            if r.keys {
+                verbs.push(Verb::Quarantine);
+            }
+            verbs.push(Verb::Tombstone {
+                to: "-".into(),
+                when: now(),
+                fingerprint: r.fingerprint.clone(),
+            });
+            verbs.push(Verb::Purge);
+            for verb in verbs {
+                let w = verb.word();
+                report(nick, w, run_step(rt, t, nick, verb))?;
+            }
+        }
+        relocate::write(self.edits).map_err(MigrateError::Stopped)?;
+        if self.whole_host {
+            println!("inventory: host {host} removed. Its relays are retired; their tombstones stay on {host}.");
+        } else {
+            for r in self.relays {
+                let nick = &r.nick;
+                println!(
+                    "inventory: {nick} removed. {nick} is retired; its tombstone stays on {host}."
+                );
+            }
+        }
+        Ok(Ended::Complete)
     }
-    let mut verbs = vec![Verb::Stop];
-    // No keys in the DataDirectory (never started, or a rerun after the quarantine): none to move.
-    if p.keys {
-        verbs.push(Verb::Quarantine);
-    }
-    verbs.push(Verb::Tombstone {
-        to: "-".into(),
-        when: now(),
-        fingerprint: fingerprint.clone(),
-    });
-    verbs.push(Verb::Purge);
-    for verb in verbs {
-        let w = verb.word();
-        let how = host_step(rt, Some(t), host, nick, verb)?;
-        println!("{host}: {w}: {how}");
-    }
-    relocate::write(edits).map_err(MigrateError::Stopped)?;
-    println!("inventory: {nick} removed. {nick} is retired; its tombstone stays on {host}.");
-    Ok(Ended::Complete)
 }

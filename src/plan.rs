@@ -309,6 +309,84 @@ pub fn refuse_duplicate_identities(plan: &mut Plan, observed: &[(&str, &Observed
     }
 }
 
+/// One identity, one running place, before it starts: a host whose plan would run an instance
+/// (create it, start it, or restart it with other keys) with an identity that is active on another
+/// gathered host is refused, naming that host, and nothing is written to it. The identity is the
+/// sha256 of the ed25519 master public key the instance would run with: the one the plan deploys
+/// (made from secrets/ by `secrets::master_public_key`), else the one already in its
+/// DataDirectory. An instance already running here with it is [`refuse_duplicate_identities`]'
+/// case, which refuses both hosts. A host already refused keeps its first reason.
+pub fn refuse_starting_elsewhere(plan: &mut Plan, gathered: &[(&DesiredHost, &Observed)]) {
+    // Instances a host's plan stops (they left the inventory there): host, instance.
+    let leaving: BTreeSet<(String, String)> = plan
+        .hosts
+        .iter()
+        .flat_map(|h| {
+            h.changes
+                .iter()
+                .filter(|c| c.kind == ChangeKind::RemoveInstance)
+                .map(|c| (h.host.clone(), c.target.clone()))
+        })
+        .collect();
+    for (desired, observed) in gathered {
+        let Some(h) = plan
+            .hosts
+            .iter_mut()
+            .find(|h| h.host == desired.name && h.error.is_none())
+        else {
+            continue;
+        };
+        for inst in &desired.instances {
+            let Some(sha) = identity_after(desired, observed, inst) else {
+                continue;
+            };
+            let here = observed.instance_states.get(inst);
+            if here.is_some_and(|s| s.is_active() && s.id_sha.as_deref() == Some(sha.as_str())) {
+                continue;
+            }
+            let elsewhere = gathered
+                .iter()
+                .filter(|(d, _)| d.name != desired.name)
+                .find_map(|(d, o)| {
+                    o.instance_states
+                        .values()
+                        .find(|s| s.is_active() && s.id_sha.as_deref() == Some(sha.as_str()))
+                        .map(|s| (d.name.clone(), s.name.clone()))
+                });
+            if let Some((other, other_instance)) = elsewhere {
+                let stopped_there = leaving.contains(&(other.clone(), other_instance.clone()));
+                h.error = Some(HostError::StartsElsewhereActive {
+                    stopped_there,
+                    host: desired.name.clone(),
+                    instance: inst.clone(),
+                    other,
+                    other_instance,
+                    id_sha: sha,
+                });
+                break;
+            }
+        }
+    }
+}
+
+/// The sha256 of the ed25519 master public key instance `inst` runs with once the plan is
+/// applied: the file the plan deploys (render.rs's path), else the one on the host (gather's
+/// IDSHA); None when neither is known.
+fn identity_after(desired: &DesiredHost, observed: &Observed, inst: &str) -> Option<String> {
+    let path = format!("/var/lib/tor-instances/{inst}/keys/ed25519_master_id_public_key");
+    desired
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .map(|f| f.sha256().to_string())
+        .or_else(|| {
+            observed
+                .instance_states
+                .get(inst)
+                .and_then(|s| s.id_sha.clone())
+        })
+}
+
 /// Relay instances the host lacks (no user or no DataDirectory yet): one change each.
 fn instance_creations<'a>(
     p: &mut HostPlan,
@@ -1038,6 +1116,111 @@ mod tests {
             plan.hosts[2].error.is_none(),
             "a stopped copy is no second copy"
         );
+    }
+
+    #[test]
+    fn a_relay_whose_identity_runs_on_another_host_is_not_started_here() {
+        let key = b"== ed25519v1-public: type0 ==\0\0\0k".to_vec();
+        let sha = crate::util::sha256_hex(&key);
+        let state = |active: &str, sha: &str| crate::observed::InstanceState {
+            name: "r1".into(),
+            active_state: active.into(),
+            unit_file_state: "enabled".into(),
+            id_sha: Some(sha.into()),
+        };
+        let pubkey = DesiredFile::for_test(
+            "/var/lib/tor-instances/r1/keys/ed25519_master_id_public_key",
+            &key,
+        );
+        let named = |name: &str, files: Vec<DesiredFile>| DesiredHost {
+            name: name.into(),
+            ..host(files)
+        };
+        // `old` runs r1's identity; `new` would create r1 and deploy that same key.
+        let (old, new) = (named("old", vec![]), named("new", vec![pubkey.clone()]));
+        let mut o_old = Observed::default();
+        o_old
+            .instance_states
+            .insert("r1".into(), state("active", &sha));
+        let o_new = Observed::default();
+        let plan_of = |o_old: &Observed, o_new: &Observed, new: &DesiredHost| {
+            let mut plan = a_plan(vec![
+                plan_host(&old, o_old, "t"),
+                plan_host(new, o_new, "t"),
+            ]);
+            refuse_starting_elsewhere(&mut plan, &[(&old, o_old), (new, o_new)]);
+            plan
+        };
+        let plan = plan_of(&o_old, &o_new, &new);
+        assert!(
+            plan.hosts[0].error.is_none(),
+            "the running copy is left alone"
+        );
+        let e = plan.hosts[1]
+            .error
+            .as_ref()
+            .expect("new refused")
+            .to_string();
+        assert!(
+            e.contains("refused: r1 would start here with the identity (ed25519 master key sha256")
+                && e.contains("that is active on host old (as r1); nothing was written")
+                && e.contains("stop it on old first, then plan again"),
+            "{e}"
+        );
+        // `old`'s plan removes r1 (the relay moved by hand in the inventory): apply old first.
+        let mut gone = old.clone();
+        gone.instances.clear();
+        let mut o_gone = o_old.clone();
+        o_gone.instance_dirs.push("r1".into());
+        o_gone
+            .managed
+            .insert("/etc/tor/instances/r1/torrc".into(), "sha".into());
+        let mut plan = a_plan(vec![
+            plan_host(&gone, &o_gone, "t"),
+            plan_host(&new, &o_new, "t"),
+        ]);
+        refuse_starting_elsewhere(&mut plan, &[(&gone, &o_gone), (&new, &o_new)]);
+        let e = plan.hosts[1]
+            .error
+            .as_ref()
+            .expect("new refused")
+            .to_string();
+        assert!(
+            e.contains("this plan stops it on old (it left the inventory there): apply old first (`oignon apply --host old`), then new"),
+            "{e}"
+        );
+        // Stopped there, it may start here.
+        let mut stopped = o_old.clone();
+        stopped
+            .instance_states
+            .insert("r1".into(), state("inactive", &sha));
+        assert!(plan_of(&stopped, &o_new, &new).hosts[1].error.is_none());
+        // Another identity deployed here is no second copy.
+        let other = named(
+            "new",
+            vec![DesiredFile::for_test(
+                "/var/lib/tor-instances/r1/keys/ed25519_master_id_public_key",
+                b"other",
+            )],
+        );
+        assert!(plan_of(&o_old, &o_new, &other).hosts[1].error.is_none());
+        // Nothing deployed (identities not managed): the key already here is the one it runs.
+        let bare = named("new", vec![]);
+        let mut o_bare = Observed::default();
+        o_bare
+            .instance_states
+            .insert("r1".into(), state("failed", &sha));
+        let e = plan_of(&o_old, &o_bare, &bare).hosts[1].error.clone();
+        assert!(
+            matches!(e, Some(HostError::StartsElsewhereActive { ref other, .. }) if other == "old"),
+            "{e:?}"
+        );
+        // Already running here too: the duplicate guard's case (both refused), not this one.
+        let mut o_both = Observed::default();
+        o_both
+            .instance_states
+            .insert("r1".into(), state("active", &sha));
+        assert!(plan_of(&o_old, &o_both, &new).hosts[1].error.is_none());
     }
 
     #[test]

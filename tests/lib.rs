@@ -26,6 +26,7 @@ mod real_apply;
 mod real_bootstrap;
 mod real_firewall;
 mod real_migrate;
+mod real_retire;
 mod real_status;
 mod real_vm;
 mod render;

@@ -1,5 +1,7 @@
 //! `oignon host add NAME --hoster H …`: a new `[[host]]` with its relays in the hoster's file (see
 //! `oignon::inventory::edit`), then the next steps, or `secrets keygen` itself with `--keygen`.
+//! `oignon host retire NAME`: every relay of the host retired, then its `[[host]]` removed (see
+//! `oignon::migrate::retire_host`).
 
 use crate::cli::Global;
 use oignon::error::Outcome;
@@ -16,6 +18,22 @@ pub enum Sub {
     /// Append a [[host]] with N [[host.relay]] to its hoster's file (nicknames and ORPorts in the
     /// fleet's pattern: NAME1, NAME2… on 443, 9001…), checked like `oignon check` before writing.
     Add(AddArgs),
+    /// Retire every relay of the host (stop, disable, mask, tombstone, destroy its keys there,
+    /// archive its config), then remove the host's [[host]] from the inventory.
+    Retire(RetireArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RetireArgs {
+    /// The host, as named in the inventory.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Show what would be done and the inventory patch; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,7 +69,29 @@ pub struct AddArgs {
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
-    let Sub::Add(a) = a.command;
+    match a.command {
+        Sub::Add(a) => add(g, a),
+        Sub::Retire(a) => retire(g, a),
+    }
+}
+
+fn retire(g: &Global, a: RetireArgs) -> anyhow::Result<Outcome> {
+    let o = oignon::migrate::RetireHostOptions {
+        paths: g.paths(),
+        ssh_config: g.ssh_config.clone(),
+        host: a.name,
+        dry_run: a.dry_run,
+        yes: a.yes,
+    };
+    Ok(
+        match oignon::migrate::retire_host(&o, &super::migrate::confirm)? {
+            oignon::migrate::Ended::Complete | oignon::migrate::Ended::Shown => Outcome::Clean,
+            oignon::migrate::Ended::Cancelled => Outcome::Failed,
+        },
+    )
+}
+
+fn add(g: &Global, a: AddArgs) -> anyhow::Result<Outcome> {
     let relays = if a.nicknames.is_empty() || a.relays != 1 {
         a.relays
     } else {

@@ -23,20 +23,7 @@ struct Place {
 /// The edits that move relay `nick` to host `to`: one per file changed (none when the relay is
 /// already on `to`). Errors name the file and say what to do.
 pub fn relocate(dir: &Path, nick: &str, to: &str) -> Result<Vec<Edit>, String> {
-    let mut files = vec![];
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
-    for p in paths {
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let doc: DocumentMut = text
-            .parse()
-            .map_err(|e| format!("{}: not valid TOML ({e}); run `oignon check`", p.display()))?;
-        files.push((p, text, doc));
-    }
+    let mut files = toml_files(dir)?;
     let mut relay: Option<(Place, usize)> = None;
     let mut target: Option<Place> = None;
     for (fi, (_, _, doc)) in files.iter().enumerate() {
@@ -114,22 +101,64 @@ pub fn relocate(dir: &Path, nick: &str, to: &str) -> Result<Vec<Edit>, String> {
     Ok(edits)
 }
 
-/// The edits that remove relay `nick` (`oignon retire`): its table and the comments above it.
-pub fn remove(dir: &Path, nick: &str) -> Result<Vec<Edit>, String> {
+/// The inventory's TOML files, in name order, each with its text and its parsed document.
+fn toml_files(dir: &Path) -> Result<Vec<(PathBuf, String, DocumentMut)>, String> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
+    let mut files = vec![];
     for path in paths {
-        let old = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut doc: DocumentMut = old.parse().map_err(|e| {
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let doc: DocumentMut = text.parse().map_err(|e| {
             format!(
                 "{}: not valid TOML ({e}); run `oignon check`",
                 path.display()
             )
         })?;
+        files.push((path, text, doc));
+    }
+    Ok(files)
+}
+
+/// The edit that removes host `name` (`oignon host retire`): its `[[host]]` table with the
+/// comments above it and every `[[host.relay]]` under it. The rest of the file (the hoster, the
+/// other hosts and the comments above them) is kept as it is; a file left without hosts keeps its
+/// `[hoster]`.
+pub fn remove_host(dir: &Path, name: &str) -> Result<Vec<Edit>, String> {
+    let mut known = vec![];
+    for (path, old, mut doc) in toml_files(dir)? {
+        let Some(hosts) = doc.get_mut("host").and_then(Item::as_array_of_tables_mut) else {
+            continue;
+        };
+        let names: Vec<String> = hosts
+            .iter()
+            .filter_map(|h| h.get("name").and_then(Item::as_str).map(str::to_string))
+            .collect();
+        let Some(hi) = names.iter().position(|n| n == name) else {
+            known.extend(names);
+            continue;
+        };
+        hosts.remove(hi);
+        if hosts.is_empty() {
+            doc.remove("host");
+        }
+        let new = doc.to_string();
+        return Ok(vec![Edit { path, old, new }]);
+    }
+    Err(format!(
+        "no host `{name}` in the inventory ({}); hosts: {}",
+        dir.display(),
+        known.join(", ")
+    ))
+}
+
+/// The edits that remove relay `nick` (`oignon retire`): its table and the comments above it.
+pub fn remove(dir: &Path, nick: &str) -> Result<Vec<Edit>, String> {
+    for (path, old, mut doc) in toml_files(dir)? {
         let Some(hosts) = doc.get_mut("host").and_then(Item::as_array_of_tables_mut) else {
             continue;
         };
@@ -331,5 +360,56 @@ mod tests {
         assert!(!e[0].new.contains("nickname = \"ekumen\""));
         assert!(e[0].new.contains("name = \"ekumen2\""));
         assert!(remove(d.path(), "nope").is_err());
+    }
+
+    const TETANEUTRAL: &str = include_str!("testdata/relocate/tetaneutral.toml");
+
+    #[test]
+    fn removing_a_host_takes_its_relays_and_keeps_the_rest_golden() {
+        let d = dir(&[("gandi.toml", GANDI), ("tetaneutral.toml", TETANEUTRAL)]);
+        let e = remove_host(d.path(), "marylou").unwrap();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].path.ends_with("tetaneutral.toml"));
+        assert_eq!(e[0].old, TETANEUTRAL);
+        let want = include_str!("testdata/relocate/tetaneutral.retired.toml");
+        assert_eq!(e[0].new, want, "got:\n{}", e[0].new);
+        let p = patch(&e);
+        assert!(
+            p.contains("-name = \"marylou\"          # two relays"),
+            "{p}"
+        );
+        assert!(p.contains("-nickname = \"marylou2\""), "{p}");
+        assert!(
+            !p.lines()
+                .any(|l| l.starts_with('+') && !l.starts_with("+++")),
+            "only lines removed:\n{p}"
+        );
+    }
+
+    #[test]
+    fn removing_the_last_host_of_a_file_keeps_its_hoster() {
+        let d = dir(&[("tetaneutral.toml", TETANEUTRAL)]);
+        let e = remove_host(d.path(), "marylou").unwrap();
+        write(&e).unwrap();
+        let e = remove_host(d.path(), "marylou3").unwrap();
+        let doc: toml::Table = e[0].new.parse().unwrap();
+        assert!(doc.get("host").is_none(), "{}", e[0].new);
+        assert_eq!(doc["hoster"]["name"].as_str(), Some("tetaneutral.net"));
+        assert!(e[0]
+            .new
+            .starts_with("# tetaneutral.net hosts two of our VMs"));
+    }
+
+    #[test]
+    fn removing_an_unknown_host_names_the_hosts_there_are() {
+        let d = dir(&[("gandi.toml", GANDI), ("tetaneutral.toml", TETANEUTRAL)]);
+        let e = remove_host(d.path(), "nope").unwrap_err();
+        assert!(
+            e.contains("no host `nope` in the inventory")
+                && e.contains("hosts: ekumen, ekumen2, marylou, marylou3"),
+            "{e}"
+        );
+        // A relay's nickname is not a host.
+        assert!(remove_host(d.path(), "marylou1").is_err());
     }
 }
