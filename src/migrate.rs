@@ -358,18 +358,16 @@ pub fn migrate(o: &MigrateOptions, confirm: &dyn Fn(&str) -> bool) -> Result<End
         src: None,
         dst: None,
     };
-    let result = run(
+    let ctx = Ctx {
         o,
-        &rt,
-        &mut hosts,
-        journal,
-        &jpath,
-        &fingerprint,
-        relay.orport,
-        &edits,
-        &moved_paths,
-        confirm,
-    );
+        rt: &rt,
+        jpath: &jpath,
+        fingerprint: &fingerprint,
+        orport: relay.orport,
+        edits: &edits,
+        moved_paths: &moved_paths,
+    };
+    let result = run(&ctx, &mut hosts, journal, confirm);
     rt.block_on(async {
         if let Some(t) = hosts.src.take() {
             t.close().await;
@@ -382,25 +380,73 @@ pub fn migrate(o: &MigrateOptions, confirm: &dyn Fn(&str) -> bool) -> Result<End
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one migration run works with: the options, and what `migrate` found before connecting.
+struct Ctx<'a> {
+    o: &'a MigrateOptions,
+    rt: &'a tokio::runtime::Runtime,
+    jpath: &'a Path,
+    /// The relay's RSA fingerprint, from secrets/.
+    fingerprint: &'a str,
+    orport: u16,
+    /// The inventory patch (moving the relay's table).
+    edits: &'a [Edit],
+    /// The inventory with the relay moved (a temporary directory).
+    moved_paths: &'a Paths,
+}
+
+/// Connects, checks (a fresh migration), shows the plan, asks, then runs the steps not done yet.
 fn run(
-    o: &MigrateOptions,
-    rt: &tokio::runtime::Runtime,
+    c: &Ctx,
     h: &mut Hosts,
     journal: Option<Journal>,
-    jpath: &Path,
-    fingerprint: &str,
-    orport: u16,
-    edits: &[Edit],
-    moved_paths: &Paths,
     confirm: &dyn Fn(&str) -> bool,
 ) -> Result<Ended, MigrateError> {
-    let nick = o.nick.as_str();
+    let (o, nick) = (c.o, c.o.nick.as_str());
     let (from, to) = (h.source.name.clone(), h.target.name.clone());
-    let resuming = journal.is_some();
     let source_unreachable =
         o.source_unreachable || journal.as_ref().is_some_and(|j| j.source_unreachable);
-    // Connect: both hosts (the source may be down only when the operator said so).
+    let (tprobe, sprobe) = connect(c, h, source_unreachable)?;
+    // Preconditions, all before anything changes (a resumed migration checked them when it began).
+    if journal.is_none() {
+        preconditions(c, h, &tprobe, sprobe.as_ref())?;
+    }
+    show(c, h, journal.as_ref(), source_unreachable)?;
+    if o.dry_run {
+        println!("Dry run: nothing was changed.");
+        return Ok(Ended::Shown);
+    }
+    if !o.yes {
+        let q = if source_unreachable {
+            format!("{from} is unreachable: the old copy of {nick} cannot be proven stopped. Migrate anyway?")
+        } else {
+            format!("Migrate {nick} from {from} to {to}?")
+        };
+        if !confirm(&q) {
+            return Ok(Ended::Cancelled);
+        }
+    }
+    let j = journal.unwrap_or_else(|| Journal {
+        schema: JOURNAL_SCHEMA.into(),
+        relay: nick.into(),
+        from: from.clone(),
+        to: to.clone(),
+        fingerprint: c.fingerprint.into(),
+        started: now(),
+        source_unreachable,
+        steps: vec![],
+        finished: None,
+    });
+    run_steps(c, h, j)
+}
+
+/// Opens both hosts (the source may be down only when the operator said so) and probes them.
+fn connect(
+    c: &Ctx,
+    h: &mut Hosts,
+    source_unreachable: bool,
+) -> Result<(Probe, Option<Probe>), MigrateError> {
+    let (rt, nick, orport) = (c.rt, c.o.nick.as_str(), c.orport);
+    let (from, to) = (h.source.name.clone(), h.target.name.clone());
     h.dst = Some(rt.block_on(h.reach.open(&h.target)).map_err(|e| {
         MigrateError::Refused(format!(
             "target {to} is unreachable: {e}; migrate needs it up"
@@ -427,53 +473,77 @@ fn run(
         ),
         None => None,
     };
-    // Preconditions, all before anything changes (a resumed migration checked them when it began).
-    if !resuming {
-        let mut bad: Vec<String> = vec![];
-        if let Some(s) = &sprobe {
-            if s.running() || s.keys {
-                match &s.fingerprint_file {
-                    Some(fp) if fp == fingerprint => {}
-                    Some(fp) => bad.push(format!("{from}: the relay there reports fingerprint {fp}, secrets/ holds {fingerprint}: they are not the same relay; import the running one (`oignon secrets import {from}`) or fix secrets/")),
-                    None => bad.push(format!("{from}: {nick} has not written its fingerprint (/var/lib/tor-instances/{nick}/fingerprint): start it once, or check it by hand, then migrate")),
-                }
-            } else {
-                bad.push(format!("{from}: no running {nick} and no keys in its DataDirectory: nothing to migrate from there (if it is dead for good, use --source-unreachable)"));
+    Ok((tprobe, sprobe))
+}
+
+/// The preconditions of a fresh migration, all reported at once; any one refuses the run.
+fn preconditions(
+    c: &Ctx,
+    h: &Hosts,
+    tprobe: &Probe,
+    sprobe: Option<&Probe>,
+) -> Result<(), MigrateError> {
+    let (nick, fingerprint, orport, moved_paths) =
+        (c.o.nick.as_str(), c.fingerprint, c.orport, c.moved_paths);
+    let (from, to) = (h.source.name.clone(), h.target.name.clone());
+    let mut bad: Vec<String> = vec![];
+    if let Some(s) = &sprobe {
+        if s.running() || s.keys {
+            match &s.fingerprint_file {
+                Some(fp) if fp == fingerprint => {}
+                Some(fp) => bad.push(format!("{from}: the relay there reports fingerprint {fp}, secrets/ holds {fingerprint}: they are not the same relay; import the running one (`oignon secrets import {from}`) or fix secrets/")),
+                None => bad.push(format!("{from}: {nick} has not written its fingerprint (/var/lib/tor-instances/{nick}/fingerprint): start it once, or check it by hand, then migrate")),
             }
-        }
-        if !tprobe.tor_installed {
-            bad.push(format!(
-                "{to}: tor is not installed: `apt-get install tor tor-geoipdb` there, then migrate"
-            ));
-        }
-        // A DataDirectory without keys is what a relay that left this host once leaves behind
-        // (its tombstone says so): coming back is allowed. Keys, a config or a running unit are
-        // another copy.
-        if tprobe.running() || tprobe.config_dir || tprobe.keys {
-            bad.push(format!("{to}: an instance {nick} exists there already (tor@{nick} {}, /etc/tor/instances/{nick}: {}, keys in its DataDirectory: {}): remove it by hand, then migrate", tprobe.active_state, yes_no(tprobe.config_dir), yes_no(tprobe.keys)));
-        }
-        if !tprobe.listening.is_empty() {
-            bad.push(format!("{to}: the ORPort {orport} is taken ({} listening): free it, or give the relay another orport in the inventory", tprobe.listening.join(", ")));
-        }
-        if let Some(r) = moved_relay(moved_paths, nick) {
-            for a in r {
-                if !tprobe.addresses.contains(&a) {
-                    bad.push(format!("{to}: the relay will announce {a} (the host's inventory address), which the host does not have (it has {}): fix the host's ipv4/ipv6 in the inventory or its network", if tprobe.addresses.is_empty() { "none".to_string() } else { tprobe.addresses.join(", ") }));
-                }
-            }
-        }
-        if !bad.is_empty() {
-            for b in &bad {
-                eprintln!("error: {b}");
-            }
-            return Err(MigrateError::Stopped(format!(
-                "{} precondition{} failed; nothing was changed",
-                bad.len(),
-                crate::text::plural(bad.len())
-            )));
+        } else {
+            bad.push(format!("{from}: no running {nick} and no keys in its DataDirectory: nothing to migrate from there (if it is dead for good, use --source-unreachable)"));
         }
     }
-    // The plan, over the two hosts.
+    if !tprobe.tor_installed {
+        bad.push(format!(
+            "{to}: tor is not installed: `apt-get install tor tor-geoipdb` there, then migrate"
+        ));
+    }
+    // A DataDirectory without keys is what a relay that left this host once leaves behind
+    // (its tombstone says so): coming back is allowed. Keys, a config or a running unit are
+    // another copy.
+    if tprobe.running() || tprobe.config_dir || tprobe.keys {
+        bad.push(format!("{to}: an instance {nick} exists there already (tor@{nick} {}, /etc/tor/instances/{nick}: {}, keys in its DataDirectory: {}): remove it by hand, then migrate", tprobe.active_state, yes_no(tprobe.config_dir), yes_no(tprobe.keys)));
+    }
+    if !tprobe.listening.is_empty() {
+        bad.push(format!("{to}: the ORPort {orport} is taken ({} listening): free it, or give the relay another orport in the inventory", tprobe.listening.join(", ")));
+    }
+    if let Some(r) = moved_relay(moved_paths, nick) {
+        for a in r {
+            if !tprobe.addresses.contains(&a) {
+                bad.push(format!("{to}: the relay will announce {a} (the host's inventory address), which the host does not have (it has {}): fix the host's ipv4/ipv6 in the inventory or its network", if tprobe.addresses.is_empty() { "none".to_string() } else { tprobe.addresses.join(", ") }));
+            }
+        }
+    }
+    if !bad.is_empty() {
+        for b in &bad {
+            eprintln!("error: {b}");
+        }
+        return Err(MigrateError::Stopped(format!(
+            "{} precondition{} failed; nothing was changed",
+            bad.len(),
+            crate::text::plural(bad.len())
+        )));
+    }
+    Ok(())
+}
+
+/// The plan over the two hosts: the steps (those done marked), the target's deploy as `plan`
+/// shows it, and the inventory patch.
+fn show(
+    c: &Ctx,
+    h: &Hosts,
+    journal: Option<&Journal>,
+    source_unreachable: bool,
+) -> Result<(), MigrateError> {
+    let (o, rt, nick) = (c.o, c.rt, c.o.nick.as_str());
+    let (fingerprint, orport, jpath, edits, moved_paths) =
+        (c.fingerprint, c.orport, c.jpath, c.edits, c.moved_paths);
+    let (from, to) = (h.source.name.clone(), h.target.name.clone());
     let done = |s: &str| journal.as_ref().is_some_and(|j| j.done(s));
     println!("Migration of {nick} ({fingerprint}) from {from} to {to}:");
     let lines = [
@@ -519,31 +589,15 @@ fn run(
             println!("Inventory patch:\n{p}");
         }
     }
-    if o.dry_run {
-        println!("Dry run: nothing was changed.");
-        return Ok(Ended::Shown);
-    }
-    if !o.yes {
-        let q = if source_unreachable {
-            format!("{from} is unreachable: the old copy of {nick} cannot be proven stopped. Migrate anyway?")
-        } else {
-            format!("Migrate {nick} from {from} to {to}?")
-        };
-        if !confirm(&q) {
-            return Ok(Ended::Cancelled);
-        }
-    }
-    let mut j = journal.unwrap_or_else(|| Journal {
-        schema: JOURNAL_SCHEMA.into(),
-        relay: nick.into(),
-        from: from.clone(),
-        to: to.clone(),
-        fingerprint: fingerprint.into(),
-        started: now(),
-        source_unreachable,
-        steps: vec![],
-        finished: None,
-    });
+    Ok(())
+}
+
+/// Runs each step not done yet, recording it in the journal as it completes.
+fn run_steps(c: &Ctx, h: &Hosts, mut j: Journal) -> Result<Ended, MigrateError> {
+    let (o, rt, nick) = (c.o, c.rt, c.o.nick.as_str());
+    let (fingerprint, orport, jpath, edits, moved_paths) =
+        (c.fingerprint, c.orport, c.jpath, c.edits, c.moved_paths);
+    let (from, to) = (h.source.name.clone(), h.target.name.clone());
     if j.steps.is_empty() {
         j.write(jpath).map_err(MigrateError::Stopped)?;
     }
