@@ -2,7 +2,7 @@
 # Plan and apply benchmarks against real lab hosts (scripts/lab), as ratios to a floor measured in
 # the same run: one fresh `ssh HOST cat <the host's managed files>` per host, all hosts in parallel.
 #   bench/plan.sh [N_HOSTS...]     (default: 6 50)
-# For each N: floor; plan on fresh hosts (all creates); apply on fresh hosts; converged plan and
+# For each N: floor; plan on fresh hosts (all creates); apply on fresh hosts; converged plan, status and
 # converged apply (no changes). Medians and ranges of several runs, via hyperfine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,9 +55,16 @@ SH
     -n "plan, every torrc changed" "$oi2 plan --brief" \
     -n "apply, converged" "$oi apply --yes --brief" \
     >/dev/null 2>&1
+  # status: plan's round trip plus the status facts (fingerprint, signing cert, MetricsPort probe,
+  # last apply). The namespace lab's units are stand-ins, so status exits 2 (attention): -i.
+  hyperfine -i --warmup 1 --runs "$runs" --export-json "$work/status-$n.json" \
+    -n "floor: parallel ssh cat ($n hosts)" "$work/floor.sh" \
+    -n "status, converged" "$oi status" \
+    -n "plan, converged (again)" "$oi plan --brief" \
+    >/dev/null 2>&1
   # Round trips per host, from oignon's own log.
   rt=$($oi -v plan --brief 2>&1 >/dev/null | grep -c 'round_trips=1' || true)
-  python3 - "$n" "$rt" "$work/plan-$n.json" "$work/apply-$n.json" "$work/conv-$n.json" <<'PY'
+  python3 - "$n" "$rt" "$work/plan-$n.json" "$work/apply-$n.json" "$work/conv-$n.json" "$work/status-$n.json" <<'PY'
 import json, sys
 n, rt = sys.argv[1], sys.argv[2]
 print(f"\n{n} lab hosts x 5 instances (median, min-max, ratio to the floor of the same hyperfine run)")
