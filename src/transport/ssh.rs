@@ -137,6 +137,25 @@ impl SshSetup {
         })
     }
 
+    /// What one connection to `destination` (host `host`) is made with: the parsed destination
+    /// (refused with the inventory field to fix), the host's pinned key if any, and the ssh
+    /// config (the pinned host's generated one, else `--ssh-config`).
+    fn reach(
+        &self,
+        host: &str,
+        destination: &str,
+    ) -> Result<(Destination, Option<&Pinned>, Option<&Path>), TransportError> {
+        let dest = Destination::parse(destination).map_err(|e| TransportError {
+            what: format!("host `{host}`: refusing its ssh destination"),
+            detail: format!("{e} (the `ssh` field of host `{host}` in the inventory)"),
+        })?;
+        let pinned = self.pinned.get(destination);
+        let config = pinned
+            .map(|p| p.config.as_path())
+            .or(self.user_config.as_deref());
+        Ok((dest, pinned, config))
+    }
+
     /// Runs `script` (`sh -c`) over a connection of its own: a NEW TCP connection and handshake,
     /// never a ControlMaster's (an established connection outlives firewall rules that a new one
     /// meets), with the same config, pinned key and strict host key checking as [`connect`].
@@ -149,14 +168,7 @@ impl SshSetup {
         destination: &str,
         script: &str,
     ) -> Result<(bool, String), TransportError> {
-        let dest = Destination::parse(destination).map_err(|e| TransportError {
-            what: format!("host `{host}`: refusing its ssh destination"),
-            detail: format!("{e} (the `ssh` field of host `{host}` in the inventory)"),
-        })?;
-        let pinned = self.pinned.get(destination);
-        let config = pinned
-            .map(|p| p.config.as_path())
-            .or(self.user_config.as_deref());
+        let (dest, pinned, config) = self.reach(host, destination)?;
         let mut c = tokio::process::Command::new("ssh");
         if let Some(cfg) = config {
             c.arg("-F").arg(cfg);
@@ -225,14 +237,7 @@ impl SshSetup {
         host: &str,
         destination: &str,
     ) -> Result<SshHost, TransportError> {
-        let dest = Destination::parse(destination).map_err(|e| TransportError {
-            what: format!("host `{host}`: refusing its ssh destination"),
-            detail: format!("{e} (the `ssh` field of host `{host}` in the inventory)"),
-        })?;
-        let pinned = self.pinned.get(destination);
-        let config = pinned
-            .map(|p| p.config.as_path())
-            .or(self.user_config.as_deref());
+        let (dest, pinned, config) = self.reach(host, destination)?;
         let mut b = SessionBuilder::default();
         b.known_hosts_check(KnownHosts::Strict)
             .connect_timeout(CONNECT_TIMEOUT)
