@@ -143,12 +143,9 @@ impl Journal {
         let dir = path.parent().ok_or("journal path has no directory")?;
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let text = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        crate::secrets::write_atomic(path, &text)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        // The rename itself must survive a crash: the step it records is done.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("{}: {e}", dir.display()))
+        // The rename itself is fsync'd too: the step it records is done.
+        crate::util::write_atomic(path, &text, crate::util::Mode::Keep(0o644), false)
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Whether `step` is recorded as done.

@@ -72,15 +72,8 @@ pub fn save(plan: &Plan, path: &Path) -> Result<(), SavedError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write)?;
-    std::io::Write::write_all(&mut tmp, &json).map_err(write)?;
-    tmp.as_file().sync_all().map_err(write)?;
-    tmp.persist(path).map_err(|e| write(e.error))?;
-    Ok(())
+    // 0600 for a new plan: it names every managed file and handler of the fleet.
+    crate::util::write_atomic(path, &json, crate::util::Mode::Keep(0o600), false).map_err(write)
 }
 
 /// The largest saved plan `apply` reads.

@@ -15,6 +15,7 @@ fn promtool(args: &[&str]) -> std::process::Output {
 #[test]
 fn promtool_accepts_the_rules_and_a_scrape_config_using_the_targets() {
     let f = Fixture::shipped();
+    std::fs::create_dir_all(f.path("out")).unwrap();
     let rules = f.path("out/tor.rules.yml");
     let targets = f.path("out/targets.json");
     f.run(&["monitoring", "rules", "--out", rules.to_str().unwrap()])
@@ -81,8 +82,32 @@ scrape_configs:
 }
 
 #[test]
+fn out_files_are_readable_by_prometheus_and_a_missing_directory_is_an_error_not_made() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let f = Fixture::shipped();
+    let missing = f.path("no/such/dir/targets.json");
+    f.run(&["monitoring", "targets", "--out", missing.to_str().unwrap()])
+        .code(1)
+        .err_has(&[
+            "cannot write",
+            "no/such/dir/targets.json",
+            "its directory must exist",
+        ]);
+    assert!(
+        !f.path("no").exists(),
+        "a mistyped --out directory must not be created"
+    );
+    let targets = f.path("targets.json");
+    f.run(&["monitoring", "targets", "--out", targets.to_str().unwrap()])
+        .code(0);
+    let mode = std::fs::metadata(&targets).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "Prometheus reads the file as its own user");
+}
+
+#[test]
 fn a_broken_target_file_is_refused_by_promtool_so_the_check_above_can_fail() {
     let f = Fixture::shipped();
+    std::fs::create_dir_all(f.path("out")).unwrap();
     let targets = f.path("out/targets.json");
     f.run(&["monitoring", "targets", "--out", targets.to_str().unwrap()])
         .code(0);

@@ -40,8 +40,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<Outcome> {
     match out {
         None => print!("{text}"),
         Some(path) => {
-            oignon::secrets::write_atomic(&path, text.as_bytes())
-                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            // 0644: Prometheus reads it as its own user.
+            let mode = oignon::util::Mode::Keep(0o644);
+            oignon::util::write_atomic(&path, text.as_bytes(), mode, false).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot write {}: {e} (its directory must exist)",
+                    path.display()
+                )
+            })?;
             eprintln!("wrote {}", path.display());
         }
     }

@@ -356,34 +356,14 @@ fn validate(texts: Vec<(PathBuf, String)>) -> Result<(), EditError> {
 /// Writes the edit atomically: a temporary file in the same directory (the old file's mode, or
 /// 0644 for a new one), fsync'd, renamed over the file. A crash leaves the old file or the new.
 pub fn write(edit: &Edit) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = edit.path.parent().unwrap_or(Path::new("."));
-    let mode = match std::fs::metadata(&edit.path) {
-        Ok(m) => m.permissions().mode() & 0o7777,
-        Err(_) => 0o644,
-    };
-    let fail = |e: std::io::Error| format!("cannot write {}: {e}", edit.path.display());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".oignon-edit-")
-        .tempfile_in(dir)
-        .map_err(fail)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(fail)?;
-    tmp.write_all(edit.text.as_bytes()).map_err(fail)?;
-    tmp.as_file().sync_all().map_err(fail)?;
-    if edit.created {
+    crate::util::write_atomic(
+        &edit.path,
+        edit.text.as_bytes(),
+        crate::util::Mode::Keep(0o644),
         // Never replace a file that appeared meanwhile.
-        tmp.persist_noclobber(&edit.path)
-            .map_err(|e| fail(e.error))?;
-    } else {
-        tmp.persist(&edit.path).map_err(|e| fail(e.error))?;
-    }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+        edit.created,
+    )
+    .map_err(|e| format!("cannot write {}: {e}", edit.path.display()))
 }
 
 #[cfg(test)]

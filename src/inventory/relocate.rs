@@ -210,19 +210,14 @@ pub fn patch(edits: &[Edit]) -> String {
 /// Writes each edit atomically: a temp file in the same directory with the file's permissions,
 /// fsync, rename over it, fsync of the directory. A crash leaves each file wholly old or new.
 pub fn write(edits: &[Edit]) -> Result<(), String> {
-    use std::io::Write as _;
     for e in edits {
-        let say = |x: std::io::Error| format!("{}: {x}", e.path.display());
-        let dir = e.path.parent().unwrap_or(Path::new("."));
-        let perms = std::fs::metadata(&e.path).map_err(say)?.permissions();
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(say)?;
-        tmp.as_file().set_permissions(perms).map_err(say)?;
-        tmp.write_all(e.new.as_bytes()).map_err(say)?;
-        tmp.as_file().sync_all().map_err(say)?;
-        tmp.persist(&e.path).map_err(|x| say(x.error))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(say)?;
+        crate::util::write_atomic(
+            &e.path,
+            e.new.as_bytes(),
+            crate::util::Mode::Keep(0o644),
+            false,
+        )
+        .map_err(|x| format!("{}: {x}", e.path.display()))?;
     }
     Ok(())
 }

@@ -332,18 +332,13 @@ pub fn encrypt(plain: &[u8], recipients: Vec<Box<dyn age::Recipient + Send>>) ->
     Ok(out)
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
+/// Writes `bytes` to `path` atomically ([`crate::util::write_atomic`]), mode 0600, making the
+/// store's directories as needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .or_else(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .or_else(|e| err(format!("cannot write in {}: {e}", dir.display())))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .or_else(|e| err(format!("cannot write {}: {e}", path.display())))?;
-    tmp.persist(path)
-        .map(|_| ())
+    crate::util::write_atomic(path, bytes, crate::util::Mode::Exactly(0o600), false)
         .or_else(|e| err(format!("cannot write {}: {e}", path.display())))
 }
 
