@@ -678,3 +678,62 @@ fn handlers_left_pending_run_in_order_after_this_applys_daemon_reload() {
         ]
     );
 }
+
+/// A role's `[[secret]]` (a TLS key, a password file) is a secret on the host too: replaced or
+/// removed, apply never leaves a copy of it under /var/backups/oignon (the canary is searched for
+/// in every backup), as it never copies relay keys out of a DataDirectory.
+#[test]
+fn a_role_secret_replaced_or_removed_leaves_no_copy_in_the_backups() {
+    let Some(LabFleet { lab, f }) = LabFleet::start(4) else {
+        return;
+    };
+    let host = lab_of("ekumen");
+    f.write(
+        "roles/canary/role.toml",
+        "description = \"one secret file\"\n\n[[secret]]\npath = \"/etc/oignon/canary/token\"\nsource = \"canary/{host}\"\n",
+    );
+    let seal = |text: &str| {
+        std::fs::create_dir_all(f.path("secrets/canary")).unwrap();
+        let mut age = std::process::Command::new("age")
+            .arg("-R")
+            .arg(f.path("secrets/recipients.txt"))
+            .arg("-o")
+            .arg(f.path("secrets/canary/ekumen.age"))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        age.stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        assert!(age.wait().unwrap().success());
+    };
+    let roles = "roles = [\"tor\", \"exit-policy\", \"kernel\", \"hardening\"]";
+    let with_canary = "roles = [\"tor\", \"exit-policy\", \"kernel\", \"hardening\", \"canary\"]";
+    seal("CANARY-ONE-7f3a\n");
+    f.edit("inventory/fleet.toml", roles, with_canary);
+    let apply = || oignon(&f, &lab, &["apply", "--yes", "--brief", "--host", "ekumen"]);
+    apply().code(0);
+    let token = || lab.read_string(host, "/etc/oignon/canary/token");
+    assert_eq!(token().as_deref(), Some("CANARY-ONE-7f3a\n"));
+    // Replaced: the old secret is not backed up.
+    seal("CANARY-TWO-9c1e\n");
+    apply().code(0);
+    assert_eq!(token().as_deref(), Some("CANARY-TWO-9c1e\n"));
+    // Removed with its role: not archived either.
+    f.edit("inventory/fleet.toml", with_canary, roles);
+    apply().code(0).out_has(&["/etc/oignon/canary/token"]);
+    assert_eq!(token(), None);
+    let found = lab.exec(
+        host,
+        "test -d /var/backups/oignon && echo backups-here; grep -rl CANARY- /var/backups/oignon; ls -1 /var/backups/oignon",
+    );
+    let said = String::from_utf8_lossy(&found.stdout);
+    assert!(said.contains("backups-here"), "{said}");
+    assert!(
+        !said.contains("CANARY") && !said.contains("canary__token"),
+        "a secret reached the backups:\n{said}"
+    );
+}

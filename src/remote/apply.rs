@@ -86,6 +86,9 @@ pub fn payload(plan: &HostPlan, desired: &DesiredHost, who: &str) -> Result<Vec<
     }
     for f in &desired.files {
         out.push(&["M", &f.path, f.sha256()])?;
+        if f.content.is_secret() {
+            out.push(&["S", &f.path])?;
+        }
     }
     for h in &plan.handlers {
         let mut fields = vec!["H"];

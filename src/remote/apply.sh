@@ -8,6 +8,8 @@
 #   I NAME                        create relay instance NAME as tor-instance-create would
 #   W PATH OWNER GROUP MODE VALIDATOR INSTANCE BASE64
 #                                 write PATH (VALIDATOR: torrc grub sysctl systemd nft or -)
+#   S PATH                        PATH holds a secret (a key, a password file): never copied into
+#                                 /var/backups/oignon; removed by overwriting, never archived
 #   R PATH                        archive PATH under /var/backups/oignon, then remove it
 #   X NAME                        archive /etc/tor/instances/NAME (an instance that left the inventory)
 #   M PATH SHA256                 the manifest of what oignon manages after this apply
@@ -238,6 +240,7 @@ trap 'exit 130' HUP INT TERM PIPE
 : > "$work/instances"
 : > "$work/removes"
 : > "$work/xinstances"
+: > "$work/secrets"
 reboot=0
 nw=0
 while IFS="$tab" read -r kind a b c d e f g rest; do
@@ -270,6 +273,11 @@ while IFS="$tab" read -r kind a b c d e f g rest; do
     nw=$((nw + 1))
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$a" "$b" "$c" "$d" "$e" "$f" >> "$work/writes"
     printf '%s\n' "$g" > "$work/b64.$nw"
+    ;;
+  S)
+    check_path "$a" S
+    [ -z "$b" ] || refuse "record S for $a has too many fields"
+    printf '%s\n' "$a" >> "$work/secrets"
     ;;
   R)
     check_path "$a" R
@@ -541,9 +549,16 @@ fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ).$$
 : > "$work/backed"
 : > "$work/restore"
+# The secret paths: this apply's S records, and those an earlier apply recorded (a secret that
+# leaves the inventory is still one when it is removed).
+secret_list=$state/secret-paths
+{ cat "$work/secrets"; [ -f "$secret_list" ] && [ ! -L "$secret_list" ] && cat "$secret_list"; } |
+  sort -u > "$work/allsecrets"
+is_secret() { grep -qxF -- "$1" "$work/allsecrets"; }
 backup() {
-  # Never copy anything out of tor's DataDirectory: key files have no place in backups.
+  # Never copy anything out of tor's DataDirectory, nor any secret: keys have no place in backups.
   case $1 in /var/lib/tor-instances/*) return 0 ;; esac
+  is_secret "$1" && return 0
   if [ ! -f "$root$1" ] || [ -L "$root$1" ]; then
     printf '%s\t-\n' "$1" >> "$work/restore" # new: a rollback removes it
     return 0
@@ -590,8 +605,14 @@ done < "$work/writes"
 : > "$work/temps"
 while IFS= read -r p; do
   [ -e "$root$p" ] || [ -L "$root$p" ] || continue
-  flat=$(printf '%s' "$p" | sed 's|^/||; s|/|__|g')
-  mv -fT -- "$root$p" "$backups/$flat.removed.$stamp" || exit 7
+  if is_secret "$p"; then
+    # A secret is not archived: overwritten (a regular file, never through a link), then unlinked.
+    [ -f "$root$p" ] && [ ! -L "$root$p" ] && shred -n 1 -z -- "$root$p" 2>/dev/null
+    rm -f -- "$root$p" || exit 7
+  else
+    flat=$(printf '%s' "$p" | sed 's|^/||; s|/|__|g')
+    mv -fT -- "$root$p" "$backups/$flat.removed.$stamp" || exit 7
+  fi
   printf 'REMOVED\t%s\n' "$p"
 done < "$work/removes"
 while IFS= read -r n; do
@@ -600,6 +621,9 @@ while IFS= read -r n; do
   printf 'REMOVED\t/etc/tor/instances/%s\n' "$n"
 done < "$work/xinstances"
 sort -u "$work/manifest" > "$state/managed.new" && mv -fT "$state/managed.new" "$state/managed" || exit 7
+# The secrets oignon manages now (this apply's S records): the next apply knows them even after
+# they leave the inventory.
+sort -u "$work/secrets" > "$state/secret-paths.new" && mv -fT "$state/secret-paths.new" "$secret_list" || exit 7
 # When and by whom the files last changed, for `oignon status` (gather.sh's A record).
 printf '%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%s' "$who" | tr -d '\000-\037')" > "$state/last-apply.new" &&
   mv -fT "$state/last-apply.new" "$state/last-apply" || exit 7
