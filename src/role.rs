@@ -400,15 +400,8 @@ fn check_files(role: &Role, manifest: &Path) -> Vec<Diagnostic> {
         diags.push(locate_key(d, manifest, i, key));
     };
     for (i, f) in role.files.iter().enumerate() {
-        for (key, value) in [("owner", &f.owner), ("group", &f.group)] {
-            if let Err(why) = check_account(value) {
-                push(
-                    i,
-                    key,
-                    format!("{key} {} {why}", quote(value)),
-                    "a user or group name: letters, digits, `_`, `.` and `-`, not starting with `-`, at most 32 characters",
-                );
-            }
+        for (key, msg) in account_findings(&f.owner, &f.group) {
+            push(i, key, msg, ACCOUNT_HELP);
         }
         match parse_mode(&f.mode) {
             Err(why) => push(i, "mode", format!("mode {} {why}", quote(&f.mode)), "write it like \"0644\""),
@@ -436,14 +429,8 @@ fn check_files(role: &Role, manifest: &Path) -> Vec<Diagnostic> {
                 .help(help.to_string());
             diags.push(locate_key_in(d, manifest, "secret", i, key));
         };
-        for (key, value) in [("owner", &s.owner), ("group", &s.group)] {
-            if let Err(why) = check_account(value) {
-                bad(
-                    key,
-                    format!("{key} {} {why}", quote(value)),
-                    "a user or group name: letters, digits, `_`, `.` and `-`",
-                );
-            }
+        for (key, msg) in account_findings(&s.owner, &s.group) {
+            bad(key, msg, ACCOUNT_HELP);
         }
         match parse_mode(&s.mode) {
             Ok(m) if m & 0o7037 == 0 => {}
@@ -510,6 +497,21 @@ fn quote(v: &str) -> String {
         s.push('…');
     }
     format!("{s:?}")
+}
+
+/// What to write for an owner or group, in a finding.
+const ACCOUNT_HELP: &str = "a user or group name: letters, digits, `_`, `.` and `-`, not starting with `-`, at most 32 characters";
+
+/// The findings of a file's or secret's `owner` and `group`: (key, what is wrong).
+fn account_findings<'a>(owner: &str, group: &str) -> Vec<(&'a str, String)> {
+    [("owner", owner), ("group", group)]
+        .into_iter()
+        .filter_map(|(key, value)| {
+            check_account(value)
+                .err()
+                .map(|why| (key, format!("{key} {} {why}", quote(value))))
+        })
+        .collect()
 }
 
 /// A user or group name as the host scripts accept it.
