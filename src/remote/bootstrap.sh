@@ -76,7 +76,7 @@ while IFS="$tab" read -r p mode b64; do
   # Owner and mode before content, then one rename: the file is wholly old or wholly new.
   chown root:root "$tmp" && chmod "$mode" "$tmp" &&
     printf '%s' "$b64" | base64 -d >"$tmp" && sync "$tmp" 2>/dev/null
-  if [ "$(sha256sum <"$tmp")" != "$want" ] || ! mv -f "$tmp" "$root$p"; then
+  if [ "$(sha256sum <"$tmp")" != "$want" ] || ! mv -fT "$tmp" "$root$p"; then
     rm -f "$tmp"
     fail "cannot write $p"
   fi
